@@ -1,0 +1,742 @@
+//! The archiver: turns snapshot entries into packs, trees and indexes, and
+//! back into files.
+//!
+//! # Pipeline
+//!
+//! ```text
+//! walk (async) ─► read + chunk (blocking threads) ─► hash, dedup, compress,
+//! encrypt (CPU pool, all cores) ─► pack (16 MiB) ─► upload (bounded, async)
+//! ─► index every 32 packs and at the end
+//! ```
+//!
+//! Memory is bounded: each file being read has at most a few chunks in
+//! flight, a bounded number of files are read at once, and at most a few
+//! packs wait for upload. A chunk is hashed before it is compressed, and a
+//! chunk already stored (or already being stored by this backup) is never
+//! compressed or stored again.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::format::envelope::ObjectKind;
+use crate::index::{IndexFile, IndexedPack};
+use crate::manifest::{BackupStats, ItemError};
+use crate::pack::{self, BlobKind, PackBuilder};
+use crate::repository::{RepoShared, INDEX_PREFIX};
+use crate::restore::{RestoreOptions, RestoreSummary};
+use crate::sink::PutMode;
+use crate::snapshot::Entry;
+use crate::tree::{self, Node, NodeKind};
+use crate::{Error, Id, Result};
+
+/// Turns snapshot entries into repository objects, and back.
+///
+/// # Contract
+///
+/// * `archive` stores every entry (recursively for directories) and returns
+///   the root tree; it writes packs and indexes, never manifests. An entry
+///   that cannot be read is recorded in [`Archived::errors`], not fatal; a
+///   storage failure is fatal. When it returns `Ok`, every chunk the root
+///   tree references is in a stored index.
+/// * `restore` writes the tree under `target` and nowhere else, verifies
+///   every chunk before writing it, and never leaves a partly written file
+///   under its final name.
+#[async_trait]
+pub trait Archiver: Send + Sync {
+    /// Stores `entries`; `parent` is the root of an earlier backup whose
+    /// unchanged files need not be read again.
+    async fn archive(&self, entries: Vec<Entry>, parent: Option<&[Id]>) -> Result<Archived>;
+
+    /// Restores the tree `root` under `target`.
+    async fn restore(
+        &self,
+        root: &[Id],
+        target: &Path,
+        options: &RestoreOptions,
+    ) -> Result<RestoreSummary>;
+}
+
+/// What [`Archiver::archive`] produced.
+#[derive(Debug, Clone)]
+pub struct Archived {
+    /// Tree chunk ids of the root directory.
+    pub root: Vec<Id>,
+    /// Counters (duration left zero).
+    pub stats: BackupStats,
+    /// Items that could not be stored.
+    pub errors: Vec<ItemError>,
+}
+
+/// The default archiver: content-defined chunking, dedup, zstd, encryption,
+/// packs.
+#[derive(Debug, Clone)]
+pub struct ChunkArchiver {
+    pub(crate) repo: Arc<RepoShared>,
+}
+
+impl ChunkArchiver {
+    pub(crate) fn new(repo: Arc<RepoShared>) -> Self {
+        ChunkArchiver { repo }
+    }
+}
+
+#[async_trait]
+impl Archiver for ChunkArchiver {
+    async fn archive(&self, entries: Vec<Entry>, parent: Option<&[Id]>) -> Result<Archived> {
+        let writer = Arc::new(BackupWriter::new(self.repo.clone()));
+        let result = writer.archive_entries(entries, parent).await;
+        // Whether or not the walk succeeded, finish the uploads already
+        // started so that a rerun can reuse them; report the first error.
+        let flushed = writer.flush().await;
+        let root = result?;
+        flushed?;
+        let mut stats = writer.stats.snapshot();
+        stats.bytes_added = writer.bytes_added.load(Ordering::Relaxed);
+        let errors = writer.errors.lock().map(|e| e.clone()).unwrap_or_default();
+        Ok(Archived {
+            root,
+            stats,
+            errors,
+        })
+    }
+
+    async fn restore(
+        &self,
+        root: &[Id],
+        target: &Path,
+        options: &RestoreOptions,
+    ) -> Result<RestoreSummary> {
+        crate::restore::restore(self.repo.clone(), root, target, options).await
+    }
+}
+
+/// Packs flushed to the sink before an index object is written.
+const INDEX_EVERY_PACKS: usize = 32;
+/// Chunks of one file in flight at once.
+const CHUNKS_IN_FLIGHT_PER_FILE: usize = 4;
+/// Packs being uploaded at once.
+const UPLOADS_IN_FLIGHT: usize = 4;
+
+#[derive(Default)]
+struct Counters {
+    files: AtomicU64,
+    dirs: AtomicU64,
+    symlinks: AtomicU64,
+    files_unchanged: AtomicU64,
+    bytes_total: AtomicU64,
+    bytes_read: AtomicU64,
+    chunks_added: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> BackupStats {
+        BackupStats {
+            files: self.files.load(Ordering::Relaxed),
+            dirs: self.dirs.load(Ordering::Relaxed),
+            symlinks: self.symlinks.load(Ordering::Relaxed),
+            files_unchanged: self.files_unchanged.load(Ordering::Relaxed),
+            bytes_total: self.bytes_total.load(Ordering::Relaxed),
+            bytes_read: self.bytes_read.load(Ordering::Relaxed),
+            chunks_added: self.chunks_added.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
+            ..BackupStats::default()
+        }
+    }
+}
+
+/// A per-item failure (the item is skipped) or a fatal one.
+enum ItemFailure {
+    Item(String),
+    Fatal(Error),
+}
+
+impl From<Error> for ItemFailure {
+    fn from(error: Error) -> Self {
+        ItemFailure::Fatal(error)
+    }
+}
+
+/// The outcome of hashing and encoding one chunk on the CPU pool.
+enum Encoded {
+    Known(Id),
+    New {
+        id: Id,
+        stored: Vec<u8>,
+        flags: u8,
+        raw_length: u32,
+    },
+}
+
+struct BackupWriter {
+    repo: Arc<RepoShared>,
+    /// Chunks stored in the repository or by this backup so far.
+    claimed: Arc<Mutex<HashSet<Id>>>,
+    data_pack: tokio::sync::Mutex<PackBuilder>,
+    tree_pack: tokio::sync::Mutex<PackBuilder>,
+    uploads: tokio::sync::Mutex<JoinSet<Result<IndexedPack>>>,
+    upload_slots: Arc<Semaphore>,
+    file_slots: Semaphore,
+    unindexed: tokio::sync::Mutex<Vec<IndexedPack>>,
+    stats: Counters,
+    bytes_added: AtomicU64,
+    errors: Mutex<Vec<ItemError>>,
+}
+
+impl BackupWriter {
+    fn new(repo: Arc<RepoShared>) -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        BackupWriter {
+            repo,
+            claimed: Arc::new(Mutex::new(HashSet::new())),
+            data_pack: tokio::sync::Mutex::new(PackBuilder::default()),
+            tree_pack: tokio::sync::Mutex::new(PackBuilder::default()),
+            uploads: tokio::sync::Mutex::new(JoinSet::new()),
+            upload_slots: Arc::new(Semaphore::new(UPLOADS_IN_FLIGHT)),
+            file_slots: Semaphore::new(cores * 2),
+            unindexed: tokio::sync::Mutex::new(Vec::new()),
+            stats: Counters::default(),
+            bytes_added: AtomicU64::new(0),
+            errors: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn record_error(&self, path: &Path, message: String) {
+        tracing::warn!(path = %path.display(), %message, "item not backed up");
+        if let Ok(mut errors) = self.errors.lock() {
+            errors.push(ItemError {
+                path: path.display().to_string(),
+                message,
+            });
+        }
+    }
+
+    async fn archive_entries(
+        self: &Arc<Self>,
+        entries: Vec<Entry>,
+        parent: Option<&[Id]>,
+    ) -> Result<Vec<Id>> {
+        let parent_nodes = match parent {
+            Some(ids) => self.load_parent_tree("/", ids).await,
+            None => HashMap::new(),
+        };
+        let mut nodes = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let name = entry.name().to_string();
+            tree::validate_name(&name)?;
+            let parent = parent_nodes.get(&name);
+            let name_for_error = name.clone();
+            let outcome = match entry {
+                Entry::Path { path, .. } => self.archive_path(path, name, parent.cloned()).await,
+                Entry::Stream { reader, mode, .. } => self.archive_stream(name, reader, mode).await,
+            };
+            match outcome {
+                Ok(Some(node)) => nodes.push(node),
+                Ok(None) => {}
+                Err(ItemFailure::Fatal(error)) => return Err(error),
+                Err(ItemFailure::Item(message)) => {
+                    return Err(Error::Snapshot {
+                        source_name: name_for_error,
+                        detail: message,
+                    })
+                }
+            }
+        }
+        self.store_tree(nodes).await
+    }
+
+    /// A parent directory listing by name; a damaged or missing parent only
+    /// means files are read again.
+    async fn load_parent_tree(&self, what: &str, ids: &[Id]) -> HashMap<String, Node> {
+        match self.repo.load_tree(what, ids).await {
+            Ok(nodes) => nodes
+                .into_iter()
+                .map(|node| (node.name.clone(), node))
+                .collect(),
+            Err(error) => {
+                tracing::warn!(%error, "parent tree unreadable; files will be read again");
+                HashMap::new()
+            }
+        }
+    }
+
+    fn archive_path(
+        self: &Arc<Self>,
+        path: PathBuf,
+        name: String,
+        parent: Option<Node>,
+    ) -> BoxFuture<'_, Result<Option<Node>, ItemFailure>> {
+        async move {
+            let metadata = match tokio::fs::symlink_metadata(&path).await {
+                Ok(metadata) => metadata,
+                Err(error) => {
+                    self.record_error(&path, format!("cannot read metadata: {error}"));
+                    return Ok(None);
+                }
+            };
+            let mut node = node_from_metadata(name, &metadata);
+            let file_type = metadata.file_type();
+            if file_type.is_dir() {
+                node.kind = NodeKind::Dir;
+                self.stats.dirs.fetch_add(1, Ordering::Relaxed);
+                let parent_children = match parent.as_ref().and_then(|p| p.subtree.as_ref()) {
+                    Some(ids) => {
+                        self.load_parent_tree(&path.display().to_string(), ids)
+                            .await
+                    }
+                    None => HashMap::new(),
+                };
+                let children = match read_dir_names(&path).await {
+                    Ok(children) => children,
+                    Err(message) => {
+                        self.record_error(&path, message);
+                        return Ok(None);
+                    }
+                };
+                let mut nodes = Vec::with_capacity(children.len());
+                let mut results = futures::stream::iter(children)
+                    .map(|child| {
+                        let parent = parent_children.get(&child).cloned();
+                        self.archive_path(path.join(&child), child, parent)
+                    })
+                    .buffered(16);
+                while let Some(result) = results.next().await {
+                    if let Some(child) = result? {
+                        nodes.push(child);
+                    }
+                }
+                node.subtree = Some(self.store_tree(nodes).await?);
+                Ok(Some(node))
+            } else if file_type.is_symlink() {
+                let target = match tokio::fs::read_link(&path).await {
+                    Ok(target) => target,
+                    Err(error) => {
+                        self.record_error(&path, format!("cannot read link: {error}"));
+                        return Ok(None);
+                    }
+                };
+                let Some(target) = target.to_str() else {
+                    self.record_error(&path, "link target is not UTF-8".into());
+                    return Ok(None);
+                };
+                node.kind = NodeKind::Symlink;
+                node.target = Some(target.to_string());
+                self.stats.symlinks.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(node))
+            } else if file_type.is_file() {
+                node.kind = NodeKind::File;
+                self.archive_file(&path, node, parent).await
+            } else {
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(path = %path.display(), "special file skipped");
+                Ok(None)
+            }
+        }
+        .boxed()
+    }
+
+    async fn archive_file(
+        &self,
+        path: &Path,
+        mut node: Node,
+        parent: Option<Node>,
+    ) -> Result<Option<Node>, ItemFailure> {
+        self.stats.files.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .bytes_total
+            .fetch_add(node.size, Ordering::Relaxed);
+        if let Some(parent) = parent {
+            let unchanged = parent.kind == NodeKind::File
+                && parent.size == node.size
+                && parent.mtime_ns == node.mtime_ns
+                && parent.ctime_ns == node.ctime_ns
+                && parent.inode == node.inode
+                && parent.content.iter().all(|id| self.repo.index_contains(id));
+            if unchanged {
+                self.stats.files_unchanged.fetch_add(1, Ordering::Relaxed);
+                node.content = parent.content;
+                return Ok(Some(node));
+            }
+        }
+        let _slot = self
+            .file_slots
+            .acquire()
+            .await
+            .map_err(|_| ItemFailure::Fatal(closed()))?;
+        let file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(error) => {
+                self.stats.files.fetch_sub(1, Ordering::Relaxed);
+                self.stats
+                    .bytes_total
+                    .fetch_sub(node.size, Ordering::Relaxed);
+                self.record_error(path, format!("cannot open: {error}"));
+                return Ok(None);
+            }
+        };
+        match self.store_stream(Box::new(file)).await {
+            Ok((content, size)) => {
+                if size != node.size {
+                    self.stats.bytes_total.fetch_add(size, Ordering::Relaxed);
+                    self.stats
+                        .bytes_total
+                        .fetch_sub(node.size, Ordering::Relaxed);
+                    node.size = size;
+                }
+                node.content = content;
+                Ok(Some(node))
+            }
+            Err(ItemFailure::Item(message)) => {
+                self.stats.files.fetch_sub(1, Ordering::Relaxed);
+                self.stats
+                    .bytes_total
+                    .fetch_sub(node.size, Ordering::Relaxed);
+                self.record_error(path, message);
+                Ok(None)
+            }
+            Err(fatal) => Err(fatal),
+        }
+    }
+
+    async fn archive_stream(
+        &self,
+        name: String,
+        reader: Box<dyn Read + Send>,
+        mode: u32,
+    ) -> Result<Option<Node>, ItemFailure> {
+        let (content, size) = match self.store_stream(reader).await {
+            Ok(done) => done,
+            Err(ItemFailure::Item(message)) => {
+                return Err(ItemFailure::Fatal(Error::Snapshot {
+                    source_name: name,
+                    detail: message,
+                }))
+            }
+            Err(fatal) => return Err(fatal),
+        };
+        self.stats.files.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes_total.fetch_add(size, Ordering::Relaxed);
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        Ok(Some(Node {
+            name,
+            kind: NodeKind::File,
+            mode: mode & 0o7777,
+            mtime_ns: now,
+            size,
+            uid: None,
+            gid: None,
+            inode: None,
+            ctime_ns: None,
+            content,
+            subtree: None,
+            target: None,
+        }))
+    }
+
+    /// Chunks and stores a byte stream; returns its chunk ids and length.
+    async fn store_stream(
+        &self,
+        reader: Box<dyn Read + Send>,
+    ) -> Result<(Vec<Id>, u64), ItemFailure> {
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(2);
+        let chunker = self.repo.chunker;
+        let reading = tokio::task::spawn_blocking(move || {
+            for chunk in chunker.chunks(reader) {
+                let failed = chunk.is_err();
+                if sender.blocking_send(chunk).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let mut in_flight = FuturesOrdered::new();
+        let mut ids = Vec::new();
+        let mut size = 0u64;
+        let mut done_reading = false;
+        let mut read_error = None;
+        let mut fatal = None;
+        // Every chunk handed to `store_chunk` is driven to completion, even
+        // after a read error: a chunk claimed by this backup must end up in
+        // a pack, since other files may already reference it.
+        loop {
+            while !done_reading && fatal.is_none() && in_flight.len() < CHUNKS_IN_FLIGHT_PER_FILE {
+                match receiver.recv().await {
+                    Some(Ok(chunk)) => {
+                        size += chunk.len() as u64;
+                        self.stats
+                            .bytes_read
+                            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                        in_flight.push_back(self.store_chunk(BlobKind::Data, chunk));
+                    }
+                    Some(Err(error)) => {
+                        read_error = Some(error);
+                        done_reading = true;
+                    }
+                    None => done_reading = true,
+                }
+            }
+            match in_flight.next().await {
+                Some(Ok(id)) => ids.push(id),
+                Some(Err(error)) => {
+                    fatal.get_or_insert(error);
+                }
+                None => break,
+            }
+        }
+        drop(receiver);
+        let _ = reading.await;
+        if let Some(error) = fatal {
+            return Err(ItemFailure::Fatal(error));
+        }
+        if let Some(error) = read_error {
+            return Err(ItemFailure::Item(format!("read failed: {error}")));
+        }
+        Ok((ids, size))
+    }
+
+    /// Hashes a chunk and, if new, encodes it and adds it to a pack.
+    async fn store_chunk(&self, kind: BlobKind, plaintext: Vec<u8>) -> Result<Id> {
+        let repo = self.repo.clone();
+        let claimed = self.claimed.clone();
+        let level = repo.config.compression_level;
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        rayon::spawn(move || {
+            let id = repo.chunk_id(&plaintext);
+            let is_new = !repo.index_contains(&id)
+                && claimed.lock().map(|mut set| set.insert(id)).unwrap_or(true);
+            let encoded = if is_new {
+                let (stored, flags) = pack::encode_blob(&id, kind, &plaintext, repo.key(), level);
+                Encoded::New {
+                    id,
+                    stored,
+                    flags,
+                    raw_length: u32::try_from(plaintext.len()).unwrap_or(u32::MAX),
+                }
+            } else {
+                Encoded::Known(id)
+            };
+            let _ = sender.send(encoded);
+        });
+        match receiver.await.map_err(|_| closed())? {
+            Encoded::Known(id) => Ok(id),
+            Encoded::New {
+                id,
+                stored,
+                flags,
+                raw_length,
+            } => {
+                if kind == BlobKind::Data {
+                    self.stats.chunks_added.fetch_add(1, Ordering::Relaxed);
+                }
+                self.add_to_pack(kind, id, flags, raw_length, stored)
+                    .await?;
+                Ok(id)
+            }
+        }
+    }
+
+    async fn add_to_pack(
+        &self,
+        kind: BlobKind,
+        id: Id,
+        flags: u8,
+        raw_length: u32,
+        stored: Vec<u8>,
+    ) -> Result<()> {
+        let full = {
+            let mut pack = match kind {
+                BlobKind::Data => self.data_pack.lock().await,
+                BlobKind::Tree => self.tree_pack.lock().await,
+            };
+            pack.add(id, kind, flags, raw_length, &stored);
+            if pack.len() >= self.repo.config.pack_size as usize {
+                Some(std::mem::take(&mut *pack))
+            } else {
+                None
+            }
+        };
+        if let Some(full) = full {
+            self.upload(full).await?;
+        }
+        Ok(())
+    }
+
+    /// Finishes a pack and uploads it in the background (bounded).
+    async fn upload(&self, builder: PackBuilder) -> Result<()> {
+        let permit = self
+            .upload_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| closed())?;
+        // Surface upload failures early instead of piling up more work.
+        let mut uploads = self.uploads.lock().await;
+        while let Some(done) = uploads.try_join_next() {
+            self.on_uploaded(done).await?;
+        }
+        let repo = self.repo.clone();
+        uploads.spawn(async move {
+            let key = repo.key().cloned();
+            let (id, bytes, blobs) =
+                tokio::task::spawn_blocking(move || builder.finish(key.as_ref()))
+                    .await
+                    .map_err(|_| closed())?;
+            let size = bytes.len() as u64;
+            let pack_key = pack::pack_key(&id);
+            repo.sink
+                .put(&pack_key, Bytes::from(bytes), PutMode::Overwrite)
+                .await?;
+            drop(permit);
+            Ok(IndexedPack { id, size, blobs })
+        });
+        Ok(())
+    }
+
+    async fn on_uploaded(
+        &self,
+        done: Result<Result<IndexedPack>, tokio::task::JoinError>,
+    ) -> Result<()> {
+        let pack = done.map_err(|_| closed())??;
+        self.bytes_added.fetch_add(pack.size, Ordering::Relaxed);
+        let mut unindexed = self.unindexed.lock().await;
+        unindexed.push(pack);
+        if unindexed.len() >= INDEX_EVERY_PACKS {
+            let packs = std::mem::take(&mut *unindexed);
+            drop(unindexed);
+            self.write_index(packs).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_index(&self, packs: Vec<IndexedPack>) -> Result<()> {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let file = IndexFile {
+            supersedes: Vec::new(),
+            packs,
+        };
+        let id = self
+            .repo
+            .put_named(INDEX_PREFIX, ObjectKind::Index, &file.encode())
+            .await?;
+        if let Ok(mut index) = self.repo.index.write() {
+            index.add_file(id, &file);
+        }
+        Ok(())
+    }
+
+    /// Uploads the partly filled packs, waits for every upload and writes
+    /// the last index.
+    async fn flush(&self) -> Result<()> {
+        let mut first_error = None;
+        for pack in [&self.data_pack, &self.tree_pack] {
+            let builder = std::mem::take(&mut *pack.lock().await);
+            if !builder.is_empty() {
+                if let Err(error) = self.upload(builder).await {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        loop {
+            let next = self.uploads.lock().await.join_next().await;
+            match next {
+                Some(done) => {
+                    if let Err(error) = self.on_uploaded(done).await {
+                        first_error.get_or_insert(error);
+                    }
+                }
+                None => break,
+            }
+        }
+        let packs = std::mem::take(&mut *self.unindexed.lock().await);
+        if let Err(error) = self.write_index(packs).await {
+            first_error.get_or_insert(error);
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Encodes a directory listing, chunks it and stores the chunks.
+    async fn store_tree(&self, mut nodes: Vec<Node>) -> Result<Vec<Id>> {
+        let bytes = tree::encode(&mut nodes)?;
+        let mut ids = Vec::new();
+        for chunk in self.repo.tree_chunker.split(&bytes) {
+            ids.push(self.store_chunk(BlobKind::Tree, chunk.to_vec()).await?);
+        }
+        Ok(ids)
+    }
+}
+
+fn closed() -> Error {
+    Error::Io {
+        context: "backup pipeline stopped",
+        path: PathBuf::new(),
+        source: std::io::Error::other("a worker task ended unexpectedly"),
+    }
+}
+
+fn node_from_metadata(name: String, metadata: &std::fs::Metadata) -> Node {
+    Node {
+        name,
+        kind: NodeKind::File,
+        mode: metadata.mode() & 0o7777,
+        mtime_ns: metadata
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(metadata.mtime_nsec()),
+        size: if metadata.is_file() {
+            metadata.len()
+        } else {
+            0
+        },
+        uid: Some(metadata.uid()),
+        gid: Some(metadata.gid()),
+        inode: Some(metadata.ino()),
+        ctime_ns: Some(
+            metadata
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(metadata.ctime_nsec()),
+        ),
+        content: Vec::new(),
+        subtree: None,
+        target: None,
+    }
+}
+
+/// Names of a directory's entries, sorted; a name that is not UTF-8 cannot
+/// be stored and is reported.
+async fn read_dir_names(path: &Path) -> std::result::Result<Vec<String>, String> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut names = Vec::new();
+        let reader = std::fs::read_dir(&path).map_err(|error| format!("cannot list directory: {error}"))?;
+        for entry in reader {
+            let entry = entry.map_err(|error| format!("cannot list directory: {error}"))?;
+            match entry.file_name().into_string() {
+                Ok(name) => names.push(name),
+                Err(raw) => tracing::warn!(path = %path.display(), name = ?raw, "name is not UTF-8; skipped"),
+            }
+        }
+        names.sort();
+        Ok(names)
+    })
+    .await
+    .map_err(|error| format!("cannot list directory: {error}"))?
+}

@@ -1,0 +1,265 @@
+//! Keys, key derivation, authenticated encryption and keyed chunk ids.
+//!
+//! * The **master key** is 72 random bytes: a 32-byte encryption key for
+//!   XChaCha20-Poly1305, a 32-byte HMAC-SHA-256 key for chunk ids, and an
+//!   8-byte seed for the chunker's gear table (so chunk boundaries do not
+//!   reveal file contents either).
+//! * The master key is stored in key files, wrapped with a key derived from
+//!   the password by Argon2id (memory-hard).
+//! * Every secret is zeroized when dropped and never printed by `Debug`.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::{Error, Id, Result};
+
+/// Nonce length of XChaCha20-Poly1305.
+pub const NONCE_LEN: usize = 24;
+/// Authentication tag length of XChaCha20-Poly1305.
+pub const TAG_LEN: usize = 16;
+/// Bytes added to a plaintext by [`MasterKey::seal`].
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+
+/// The repository's secret keys.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct MasterKey {
+    encryption: [u8; 32],
+    id_key: [u8; 32],
+    chunker_seed: u64,
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+/// Length of a serialised master key.
+pub const MASTER_KEY_LEN: usize = 72;
+
+impl MasterKey {
+    /// Generates a new random master key from the operating system's RNG.
+    pub fn generate() -> MasterKey {
+        let mut rng = rand::rngs::OsRng;
+        let mut key = MasterKey {
+            encryption: [0; 32],
+            id_key: [0; 32],
+            chunker_seed: 0,
+        };
+        rng.fill_bytes(&mut key.encryption);
+        rng.fill_bytes(&mut key.id_key);
+        // The gear-table seed must be non-zero, zero means "unseeded".
+        key.chunker_seed = rng.next_u64() | 1;
+        key
+    }
+
+    /// Serialises the key: encryption key, id key, chunker seed (LE).
+    pub(crate) fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(MASTER_KEY_LEN));
+        out.extend_from_slice(&self.encryption);
+        out.extend_from_slice(&self.id_key);
+        out.extend_from_slice(&self.chunker_seed.to_le_bytes());
+        out
+    }
+
+    /// Parses [`MasterKey::to_bytes`] output.
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<MasterKey> {
+        if bytes.len() != MASTER_KEY_LEN {
+            return None;
+        }
+        let mut key = MasterKey {
+            encryption: [0; 32],
+            id_key: [0; 32],
+            chunker_seed: 0,
+        };
+        key.encryption.copy_from_slice(bytes.get(0..32)?);
+        key.id_key.copy_from_slice(bytes.get(32..64)?);
+        key.chunker_seed = u64::from_le_bytes(bytes.get(64..72)?.try_into().ok()?);
+        Some(key)
+    }
+
+    /// The seed for the chunker's gear table.
+    pub fn chunker_seed(&self) -> u64 {
+        self.chunker_seed
+    }
+
+    /// Keyed chunk id: HMAC-SHA-256 of the plaintext under the id key.
+    pub fn chunk_id(&self, plaintext: &[u8]) -> Id {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.id_key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(plaintext);
+        Id(mac.finalize().into_bytes().into())
+    }
+
+    /// Encrypts `plaintext`; returns `nonce || ciphertext || tag`.
+    pub fn seal(&self, plaintext: &[u8], associated: &[u8]) -> Vec<u8> {
+        seal_with(&self.encryption, plaintext, associated)
+    }
+
+    /// Decrypts the output of [`MasterKey::seal`].
+    ///
+    /// # Errors
+    ///
+    /// `None` when the data is too short or fails authentication.
+    pub fn open(&self, sealed: &[u8], associated: &[u8]) -> Option<Vec<u8>> {
+        open_with(&self.encryption, sealed, associated)
+    }
+}
+
+fn seal_with(key: &[u8; 32], plaintext: &[u8], associated: &[u8]) -> Vec<u8> {
+    let cipher = XChaCha20Poly1305::new(key.into());
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let ciphertext = cipher
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad: associated,
+            },
+        )
+        .unwrap_or_else(|_| unreachable!("XChaCha20-Poly1305 encryption of an in-memory buffer"));
+    let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ciphertext);
+    out
+}
+
+fn open_with(key: &[u8; 32], sealed: &[u8], associated: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < SEAL_OVERHEAD {
+        return None;
+    }
+    let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+    XChaCha20Poly1305::new(key.into())
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad: associated,
+            },
+        )
+        .ok()
+}
+
+/// Cost parameters of Argon2id, stored in each key file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KdfParams {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Number of passes.
+    pub iterations: u32,
+    /// Degree of parallelism.
+    pub parallelism: u32,
+}
+
+impl Default for KdfParams {
+    /// 64 MiB, 3 passes, 1 lane: OWASP's recommended Argon2id settings.
+    fn default() -> Self {
+        KdfParams {
+            memory_kib: 64 * 1024,
+            iterations: 3,
+            parallelism: 1,
+        }
+    }
+}
+
+impl KdfParams {
+    /// Small parameters for tests only: fast, and not secure.
+    pub fn insecure_for_tests() -> Self {
+        KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        }
+    }
+
+    /// Checks the parameters are within what a reader agrees to compute.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let sane = (8..=4 * 1024 * 1024).contains(&self.memory_kib)
+            && (1..=100).contains(&self.iterations)
+            && (1..=64).contains(&self.parallelism);
+        if sane {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "key derivation parameters out of range: {self:?}"
+            )))
+        }
+    }
+
+    /// Derives a 32-byte key-encryption key from the password.
+    pub(crate) fn derive(&self, password: &[u8], salt: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+        self.validate()?;
+        let params =
+            argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+                .map_err(|error| {
+                    Error::InvalidArgument(format!("key derivation parameters: {error}"))
+                })?;
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut out = Zeroizing::new([0u8; 32]);
+        argon
+            .hash_password_into(password, salt, out.as_mut())
+            .map_err(|error| Error::InvalidArgument(format!("key derivation: {error}")))?;
+        Ok(out)
+    }
+}
+
+/// Wraps `secret` with a key-encryption key.
+pub(crate) fn wrap(kek: &[u8; 32], secret: &[u8], associated: &[u8]) -> Vec<u8> {
+    seal_with(kek, secret, associated)
+}
+
+/// Unwraps the output of [`wrap`].
+pub(crate) fn unwrap(
+    kek: &[u8; 32],
+    sealed: &[u8],
+    associated: &[u8],
+) -> Option<Zeroizing<Vec<u8>>> {
+    open_with(kek, sealed, associated).map(Zeroizing::new)
+}
+
+/// Random bytes from the operating system.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    rand::rngs::OsRng.fill_bytes(&mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_tamper() {
+        let key = MasterKey::generate();
+        let sealed = key.seal(b"secret data", b"aad");
+        assert_eq!(
+            key.open(&sealed, b"aad").as_deref(),
+            Some(&b"secret data"[..])
+        );
+        assert!(key.open(&sealed, b"other").is_none());
+        let mut tampered = sealed.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(key.open(&tampered, b"aad").is_none());
+        let other = MasterKey::generate();
+        assert!(other.open(&sealed, b"aad").is_none());
+    }
+
+    #[test]
+    fn keyed_ids_differ_per_key_and_debug_hides_secrets() {
+        let a = MasterKey::generate();
+        let b = MasterKey::generate();
+        assert_ne!(a.chunk_id(b"x"), b.chunk_id(b"x"));
+        assert_eq!(a.chunk_id(b"x"), a.chunk_id(b"x"));
+        assert_eq!(format!("{a:?}"), "MasterKey(<redacted>)");
+        let bytes = a.to_bytes();
+        let back = MasterKey::from_bytes(&bytes).map(|k| k.chunk_id(b"x"));
+        assert_eq!(back, Some(a.chunk_id(b"x")));
+    }
+}

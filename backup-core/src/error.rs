@@ -1,0 +1,212 @@
+//! The crate's one error type.
+//!
+//! # Error policy
+//!
+//! * Every fallible public function returns [`Result<T>`](crate::Result).
+//! * Variants carry the context a user needs to act: the object key, the
+//!   offset, the expected and actual checksum, the path on disk.
+//! * [`Error::is_temporary`] tells a caller whether retrying the same call may
+//!   succeed (a timeout, a dropped connection) or not (corruption, a wrong
+//!   password, a missing object).
+//! * Secrets (passwords, keys) never appear in an error or its `Debug` output.
+
+use std::path::PathBuf;
+
+/// A specialised `Result` for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Boxed error from a sink backend or another library.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in `backup-core`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The object does not exist in the sink.
+    #[error("object not found: {key}")]
+    NotFound {
+        /// Key of the missing object.
+        key: String,
+    },
+
+    /// A create-only put found an object already stored under the key.
+    #[error("object already exists: {key}")]
+    AlreadyExists {
+        /// Key of the existing object.
+        key: String,
+    },
+
+    /// A storage operation failed.
+    #[error("storage error on {key:?} during {operation}: {source}")]
+    Sink {
+        /// What was being done (`put`, `get`, `list`, ...).
+        operation: &'static str,
+        /// Key or prefix involved.
+        key: String,
+        /// Whether a retry may succeed.
+        temporary: bool,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A local file system operation failed.
+    #[error("{context} {path:?}: {source}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A stored object failed its integrity check or could not be decoded.
+    #[error("corrupt object {key} at offset {offset}: {detail}")]
+    Corrupt {
+        /// Key of the damaged object.
+        key: String,
+        /// Byte offset within the object where the damaged part starts.
+        offset: u64,
+        /// What is wrong, with expected and actual values where known.
+        detail: String,
+    },
+
+    /// The password did not open any key of the repository.
+    #[error("wrong password: no key in the repository can be opened with the given password (or the key file was modified)")]
+    WrongPassword,
+
+    /// The repository is encrypted and no password was given.
+    #[error(
+        "the repository is encrypted: a password is required (--password-file or BACKUP_PASSWORD)"
+    )]
+    PasswordRequired,
+
+    /// The repository uses a format version this build does not read.
+    #[error("unsupported repository format version {found} in {key}: this build reads versions {min_supported} to {max_supported}")]
+    UnsupportedVersion {
+        /// Key of the object carrying the version.
+        key: String,
+        /// The version found.
+        found: u32,
+        /// The oldest version this build reads.
+        min_supported: u32,
+        /// The newest version this build reads.
+        max_supported: u32,
+    },
+
+    /// There is no repository at the location.
+    #[error("no repository found at {location}: run `backupctl init` first")]
+    NoRepository {
+        /// Where it was looked for.
+        location: String,
+    },
+
+    /// `init` found a repository already there.
+    #[error("a repository already exists at {location}")]
+    RepositoryExists {
+        /// Where it was found.
+        location: String,
+    },
+
+    /// A backup id or selector matched no backup.
+    #[error("no backup matches {selector:?}")]
+    BackupNotFound {
+        /// What was asked for.
+        selector: String,
+    },
+
+    /// A backup id prefix matched several backups.
+    #[error("backup id prefix {prefix:?} is ambiguous: it matches {count} backups")]
+    AmbiguousBackup {
+        /// The prefix given.
+        prefix: String,
+        /// How many backups it matched.
+        count: usize,
+    },
+
+    /// A path in a backup or restore request is not allowed.
+    #[error("refused path {path:?}: {reason}")]
+    UnsafePath {
+        /// The offending path or name.
+        path: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+
+    /// A snapshotter could not produce a consistent view of its source.
+    #[error("snapshot of {source_name} failed: {detail}")]
+    Snapshot {
+        /// The source being snapshotted.
+        source_name: String,
+        /// What went wrong.
+        detail: String,
+    },
+
+    /// Some files could not be restored; the others were.
+    #[error("{} of the requested files could not be restored: {}", failures.len(), summarize(failures))]
+    PartialRestore {
+        /// Each failed path with its reason.
+        failures: Vec<(String, String)>,
+    },
+
+    /// The caller's input is not valid.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+fn summarize(failures: &[(String, String)]) -> String {
+    let mut text = failures
+        .iter()
+        .take(5)
+        .map(|(path, why)| format!("{path}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if failures.len() > 5 {
+        text.push_str(&format!("; and {} more", failures.len() - 5));
+    }
+    text
+}
+
+impl Error {
+    /// Whether retrying the failed operation may succeed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use backup_core::Error;
+    /// let missing = Error::NotFound { key: "config".into() };
+    /// assert!(!missing.is_temporary());
+    /// ```
+    pub fn is_temporary(&self) -> bool {
+        match self {
+            Error::Sink { temporary, .. } => *temporary,
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::WouldBlock
+            ),
+            _ => false,
+        }
+    }
+
+    /// Builds an [`Error::Io`].
+    pub fn io(context: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            context,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Builds an [`Error::Corrupt`].
+    pub fn corrupt(key: impl Into<String>, offset: u64, detail: impl Into<String>) -> Self {
+        Error::Corrupt {
+            key: key.into(),
+            offset,
+            detail: detail.into(),
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Index files: where each chunk is stored.
+//!
+//! An index object (`index/<id>`, an envelope of kind `Index`, compressed and,
+//! in encrypted repositories, encrypted) has this payload, all integers
+//! little-endian:
+//!
+//! ```text
+//! supersedes_count (u32) || supersedes_count × index id (32)
+//! pack_count (u32) || pack_count × Pack
+//! Pack = pack id (32) || pack size (u64) || blob_count (u32) || blob_count × Blob
+//! Blob = kind (1) || flags (1) || offset (u32) || stored_length (u32) || raw_length (u32) || id (32)
+//! ```
+//!
+//! An index only ever lists packs that were completely stored before it was
+//! written. `supersedes` names index objects whose content this one
+//! replaces (written by compaction and prune; readers ignore superseded ones).
+//! Its id is the SHA-256 of the stored object.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::format::reader::ByteReader;
+use crate::pack::{BlobEntry, BlobKind, BLOB_COMPRESSED};
+use crate::{Error, Id, Result};
+
+const BLOB_RECORD_LEN: usize = 46;
+const PACK_RECORD_MIN_LEN: usize = 44;
+
+/// The blobs of one pack as listed in an index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedPack {
+    /// The pack's id.
+    pub id: Id,
+    /// The pack file's size in bytes.
+    pub size: u64,
+    /// Its blobs.
+    pub blobs: Vec<BlobEntry>,
+}
+
+/// The decoded content of one index object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexFile {
+    /// Index objects this one replaces.
+    pub supersedes: Vec<Id>,
+    /// The packs it lists.
+    pub packs: Vec<IndexedPack>,
+}
+
+impl IndexFile {
+    /// Encodes the payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let blobs: usize = self.packs.iter().map(|p| p.blobs.len()).sum();
+        let mut out = Vec::with_capacity(
+            8 + self.packs.len() * PACK_RECORD_MIN_LEN + blobs * BLOB_RECORD_LEN,
+        );
+        out.extend_from_slice(&len_u32(self.supersedes.len()).to_le_bytes());
+        for id in &self.supersedes {
+            out.extend_from_slice(id.as_bytes());
+        }
+        out.extend_from_slice(&len_u32(self.packs.len()).to_le_bytes());
+        for pack in &self.packs {
+            out.extend_from_slice(pack.id.as_bytes());
+            out.extend_from_slice(&pack.size.to_le_bytes());
+            out.extend_from_slice(&len_u32(pack.blobs.len()).to_le_bytes());
+            for blob in &pack.blobs {
+                out.push(blob.kind as u8);
+                out.push(blob.flags);
+                out.extend_from_slice(&blob.offset.to_le_bytes());
+                out.extend_from_slice(&blob.stored_length.to_le_bytes());
+                out.extend_from_slice(&blob.raw_length.to_le_bytes());
+                out.extend_from_slice(blob.id.as_bytes());
+            }
+        }
+        out
+    }
+
+    /// Decodes a payload read from object `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] naming `key` and the offset of the first bad field.
+    pub fn decode(key: &str, payload: &[u8]) -> Result<IndexFile> {
+        let mut reader = ByteReader::new(payload);
+        let corrupt = |reader: &ByteReader<'_>, what: &str| {
+            Error::corrupt(key, reader.position() as u64, format!("index: {what}"))
+        };
+        let count = reader.u32().ok_or_else(|| corrupt(&reader, "truncated"))? as usize;
+        if count > reader.remaining() / 32 {
+            return Err(corrupt(&reader, "supersedes count exceeds the object"));
+        }
+        let mut supersedes = Vec::with_capacity(count);
+        for _ in 0..count {
+            supersedes.push(reader.id().ok_or_else(|| corrupt(&reader, "truncated"))?);
+        }
+        let pack_count = reader.u32().ok_or_else(|| corrupt(&reader, "truncated"))? as usize;
+        if pack_count > reader.remaining() / PACK_RECORD_MIN_LEN {
+            return Err(corrupt(&reader, "pack count exceeds the object"));
+        }
+        let mut packs = Vec::with_capacity(pack_count);
+        for _ in 0..pack_count {
+            let id = reader.id().ok_or_else(|| corrupt(&reader, "truncated"))?;
+            let size = reader.u64().ok_or_else(|| corrupt(&reader, "truncated"))?;
+            let blob_count = reader.u32().ok_or_else(|| corrupt(&reader, "truncated"))? as usize;
+            if blob_count > reader.remaining() / BLOB_RECORD_LEN {
+                return Err(corrupt(&reader, "blob count exceeds the object"));
+            }
+            let mut blobs = Vec::with_capacity(blob_count);
+            for _ in 0..blob_count {
+                let at = reader.position();
+                let kind = reader.u8().and_then(BlobKind::from_byte);
+                let flags = reader.u8();
+                let offset = reader.u32();
+                let stored_length = reader.u32();
+                let raw_length = reader.u32();
+                let blob_id = reader.id();
+                match (kind, flags, offset, stored_length, raw_length, blob_id) {
+                    (
+                        Some(kind),
+                        Some(flags),
+                        Some(offset),
+                        Some(stored_length),
+                        Some(raw_length),
+                        Some(id),
+                    ) if flags & !BLOB_COMPRESSED == 0
+                        && u64::from(offset) + u64::from(stored_length) <= size =>
+                    {
+                        blobs.push(BlobEntry {
+                            id,
+                            kind,
+                            flags,
+                            offset,
+                            stored_length,
+                            raw_length,
+                        })
+                    }
+                    _ => return Err(Error::corrupt(key, at as u64, "index: invalid blob record")),
+                }
+            }
+            packs.push(IndexedPack { id, size, blobs });
+        }
+        if reader.remaining() != 0 {
+            return Err(corrupt(&reader, "trailing bytes"));
+        }
+        Ok(IndexFile { supersedes, packs })
+    }
+}
+
+fn len_u32(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// Where one blob lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobLocation {
+    /// The pack holding it.
+    pub pack: Id,
+    /// Its entry in that pack.
+    pub entry: BlobEntry,
+}
+
+/// The in-memory union of all index objects.
+#[derive(Debug, Default, Clone)]
+pub struct Index {
+    blobs: HashMap<Id, BlobLocation>,
+    packs: HashMap<Id, u64>,
+    files: HashSet<Id>,
+}
+
+impl Index {
+    /// Adds every pack of an index object.
+    pub fn add_file(&mut self, index_id: Id, file: &IndexFile) {
+        self.files.insert(index_id);
+        for pack in &file.packs {
+            self.add_pack(pack);
+        }
+    }
+
+    /// Adds one pack's blobs.
+    pub fn add_pack(&mut self, pack: &IndexedPack) {
+        self.packs.insert(pack.id, pack.size);
+        for blob in &pack.blobs {
+            self.blobs.entry(blob.id).or_insert(BlobLocation {
+                pack: pack.id,
+                entry: *blob,
+            });
+        }
+    }
+
+    /// Where the blob is stored, if it is.
+    pub fn get(&self, id: &Id) -> Option<&BlobLocation> {
+        self.blobs.get(id)
+    }
+
+    /// Whether the blob is stored.
+    pub fn contains(&self, id: &Id) -> bool {
+        self.blobs.contains_key(id)
+    }
+
+    /// Number of distinct blobs.
+    pub fn blob_count(&self) -> usize {
+        self.blobs.len()
+    }
+
+    /// Every indexed pack with its size.
+    pub fn packs(&self) -> &HashMap<Id, u64> {
+        &self.packs
+    }
+
+    /// Ids of the index objects loaded.
+    pub fn files(&self) -> &HashSet<Id> {
+        &self.files
+    }
+
+    /// Every blob id with its location.
+    pub fn iter(&self) -> impl Iterator<Item = (&Id, &BlobLocation)> {
+        self.blobs.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_decode_and_hostile_counts() {
+        let file = IndexFile {
+            supersedes: vec![Id::digest(b"old")],
+            packs: vec![IndexedPack {
+                id: Id::digest(b"pack"),
+                size: 100,
+                blobs: vec![BlobEntry {
+                    id: Id::digest(b"blob"),
+                    kind: BlobKind::Data,
+                    flags: BLOB_COMPRESSED,
+                    offset: 0,
+                    stored_length: 50,
+                    raw_length: 80,
+                }],
+            }],
+        };
+        let bytes = file.encode();
+        assert_eq!(IndexFile::decode("i", &bytes).unwrap(), file);
+        for cut in 0..bytes.len() {
+            assert!(IndexFile::decode("i", &bytes[..cut]).is_err());
+        }
+        let mut huge = bytes.clone();
+        huge[36..40].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(IndexFile::decode("i", &huge).is_err());
+    }
+}

@@ -1,0 +1,707 @@
+//! The repository: a config, keys, packs, indexes and manifests in a sink.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use sha2::{Digest, Sha256};
+
+use crate::archiver::{Archiver, ChunkArchiver};
+use crate::chunker::Chunker;
+use crate::config::{KeyFile, RepoConfig, CONFIG_KEY, KEYS_PREFIX};
+use crate::crypto::{KdfParams, MasterKey};
+use crate::format::envelope::{self, ObjectKind};
+use crate::index::{Index, IndexFile};
+use crate::manifest::{BackupStatus, Manifest, MANIFEST_VERSION};
+use crate::pack::{self, BlobKind};
+use crate::restore::{RestoreOptions, RestoreSummary};
+use crate::sink::{PutMode, Sink, SinkExt};
+use crate::snapshot::Snapshotter;
+use crate::tree::{self, Node, NodeKind};
+use crate::verify::{VerifyOptions, VerifyReport};
+use crate::{Error, Id, Result};
+
+/// Prefix of index objects.
+pub const INDEX_PREFIX: &str = "index/";
+/// Prefix of manifests.
+pub const MANIFEST_PREFIX: &str = "manifests/";
+/// Prefix of packs.
+pub const DATA_PREFIX: &str = "data/";
+
+/// How many metadata objects are fetched at once.
+const METADATA_CONCURRENCY: usize = 16;
+
+/// State shared by every operation on an open repository.
+#[derive(Debug)]
+pub(crate) struct RepoShared {
+    pub(crate) sink: Arc<dyn Sink>,
+    pub(crate) config: RepoConfig,
+    pub(crate) key: Option<MasterKey>,
+    pub(crate) index: RwLock<Index>,
+    pub(crate) chunker: Chunker,
+    pub(crate) tree_chunker: Chunker,
+}
+
+impl RepoShared {
+    pub(crate) fn key(&self) -> Option<&MasterKey> {
+        self.key.as_ref()
+    }
+
+    /// The id of a plaintext chunk in this repository.
+    pub(crate) fn chunk_id(&self, plaintext: &[u8]) -> Id {
+        match &self.key {
+            Some(key) => key.chunk_id(plaintext),
+            None => Id::digest(plaintext),
+        }
+    }
+
+    pub(crate) fn index_contains(&self, id: &Id) -> bool {
+        self.index
+            .read()
+            .map(|index| index.contains(id))
+            .unwrap_or(false)
+    }
+
+    /// Reads, checks and decodes one blob.
+    pub(crate) async fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        let location = self
+            .index
+            .read()
+            .ok()
+            .and_then(|index| index.get(id).copied())
+            .ok_or_else(|| {
+                Error::corrupt(
+                    format!("blob {id}"),
+                    0,
+                    "the blob is referenced but not in any index",
+                )
+            })?;
+        let key = pack::pack_key(&location.pack);
+        let start = u64::from(location.entry.offset);
+        let end = start + u64::from(location.entry.stored_length);
+        let stored = self.sink.get_range(&key, Some(start..end)).await?;
+        pack::decode_blob(&key, &location.entry, &stored, self.key())
+    }
+
+    /// Reads and decodes a directory listing stored as tree chunks.
+    pub(crate) async fn load_tree(&self, what: &str, ids: &[Id]) -> Result<Vec<Node>> {
+        let mut bytes = Vec::new();
+        for id in ids {
+            bytes.extend_from_slice(&self.read_blob(id).await?);
+        }
+        tree::decode(what, &bytes)
+    }
+
+    /// Fetches an object and checks it is stored under its own hash.
+    pub(crate) async fn get_named(&self, key: &str, id: &Id) -> Result<Bytes> {
+        let bytes = self.sink.get(key).await?;
+        let actual = Id(Sha256::digest(&bytes).into());
+        if &actual != id {
+            return Err(Error::corrupt(
+                key,
+                0,
+                format!("content hash {actual} does not match the object's name"),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Writes a metadata object under `prefix<hash of the object>`.
+    pub(crate) async fn put_named(
+        &self,
+        prefix: &str,
+        kind: ObjectKind,
+        payload: &[u8],
+    ) -> Result<Id> {
+        let object = envelope::seal(kind, payload, true, self.key());
+        let id = Id(Sha256::digest(&object).into());
+        self.sink
+            .put(
+                &format!("{prefix}{id}"),
+                Bytes::from(object),
+                PutMode::Create,
+            )
+            .await
+            .or_else(|error| match error {
+                // Same name, same bytes: already stored.
+                Error::AlreadyExists { .. } => Ok(()),
+                other => Err(other),
+            })?;
+        Ok(id)
+    }
+
+    pub(crate) async fn load_index(&self) -> Result<Index> {
+        let ids = list_ids(self.sink.as_ref(), INDEX_PREFIX).await?;
+        let files: Vec<(Id, IndexFile)> = futures::stream::iter(ids)
+            .map(|id| async move {
+                let key = format!("{INDEX_PREFIX}{id}");
+                let bytes = self.get_named(&key, &id).await?;
+                let payload = envelope::open(&key, &bytes, ObjectKind::Index, self.key())?;
+                Ok::<_, Error>((id, IndexFile::decode(&key, &payload)?))
+            })
+            .buffer_unordered(METADATA_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let superseded: HashSet<Id> = files
+            .iter()
+            .flat_map(|(_, file)| file.supersedes.iter().copied())
+            .collect();
+        let mut index = Index::default();
+        for (id, file) in &files {
+            if !superseded.contains(id) {
+                index.add_file(*id, file);
+            }
+        }
+        Ok(index)
+    }
+}
+
+/// Lists object ids under a prefix, ignoring keys that are not ids.
+pub(crate) async fn list_ids(sink: &dyn Sink, prefix: &str) -> Result<Vec<Id>> {
+    Ok(sink
+        .list(prefix)
+        .await?
+        .into_iter()
+        .filter_map(|meta| {
+            meta.key
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.parse().ok())
+        })
+        .collect())
+}
+
+/// Options for [`Repository::init`].
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    /// Encrypt with this password; `None` creates an unencrypted repository.
+    pub password: Option<Vec<u8>>,
+    /// Key derivation costs (default: 64 MiB, 3 passes).
+    pub kdf: KdfParams,
+}
+
+/// Which earlier backup to compare files against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ParentSelection {
+    /// The newest completed backup of the same set.
+    #[default]
+    Latest,
+    /// Read every file again.
+    None,
+    /// This backup.
+    Id(Id),
+}
+
+/// Options for [`Repository::backup`].
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Name of the backup set.
+    pub set: String,
+    /// Tags recorded in the manifest.
+    pub tags: BTreeMap<String, String>,
+    /// The time the backup represents (default: now).
+    pub time: Option<DateTime<Utc>>,
+    /// Writer identity (default: the host name).
+    pub writer: Option<String>,
+    /// The parent used to skip unchanged files.
+    pub parent: ParentSelection,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            set: "default".into(),
+            tags: BTreeMap::new(),
+            time: None,
+            writer: None,
+            parent: ParentSelection::Latest,
+        }
+    }
+}
+
+/// A backup: its id and manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backup {
+    /// The manifest's id.
+    pub id: Id,
+    /// The manifest.
+    pub manifest: Manifest,
+}
+
+/// One entry listed by [`Repository::ls`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LsEntry {
+    /// Path relative to the backup's root, `/`-separated.
+    pub path: String,
+    /// `file`, `dir` or `symlink`.
+    #[serde(rename = "type")]
+    pub kind: NodeKind,
+    /// Size in bytes (files).
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Modification time.
+    pub mtime: DateTime<Utc>,
+    /// Symlink target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// The host name, from the kernel.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_string())
+}
+
+/// An open repository.
+///
+/// # Examples
+///
+/// ```
+/// # async fn demo() -> backup_core::Result<()> {
+/// use std::sync::Arc;
+/// use backup_core::{BackupOptions, MemorySink, Repository, InitOptions};
+/// use backup_core::snapshot::DirectorySnapshotter;
+///
+/// let source = tempfile::tempdir().unwrap();
+/// std::fs::write(source.path().join("hello.txt"), b"hello").unwrap();
+/// let repo = Repository::init(Arc::new(MemorySink::new()), InitOptions::default()).await?;
+/// let summary = repo
+///     .backup(&DirectorySnapshotter::new(vec![source.path().into()]), BackupOptions::default())
+///     .await?;
+/// assert_eq!(summary.manifest.stats.files, 1);
+/// let target = tempfile::tempdir().unwrap();
+/// let backup = repo.find_backup("latest", None).await?;
+/// repo.restore(&backup, target.path(), &Default::default()).await?;
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct Repository {
+    shared: Arc<RepoShared>,
+}
+
+/// What [`Repository::backup`] reports.
+#[derive(Debug, Clone)]
+pub struct BackupSummary {
+    /// The new backup's id.
+    pub id: Id,
+    /// Its manifest.
+    pub manifest: Manifest,
+}
+
+impl Repository {
+    /// Creates a repository in an empty sink.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RepositoryExists`] when the sink already holds one.
+    pub async fn init(sink: Arc<dyn Sink>, options: InitOptions) -> Result<Repository> {
+        if sink.exists(CONFIG_KEY).await? {
+            return Err(Error::RepositoryExists {
+                location: sink.location(),
+            });
+        }
+        let config = RepoConfig::new(options.password.is_some());
+        let config_object = config.to_object()?;
+        let key = match &options.password {
+            Some(password) => {
+                let master = MasterKey::generate();
+                let file =
+                    KeyFile::create(&master, password, options.kdf, &config_object, hostname())?;
+                let object = file.to_object()?;
+                let id = Id(Sha256::digest(&object).into());
+                sink.put(
+                    &format!("{KEYS_PREFIX}{id}"),
+                    Bytes::from(object),
+                    PutMode::Create,
+                )
+                .await?;
+                Some(master)
+            }
+            None => None,
+        };
+        // The config is written last: it is what makes the repository exist.
+        sink.put(CONFIG_KEY, Bytes::from(config_object), PutMode::Create)
+            .await
+            .map_err(|error| match error {
+                Error::AlreadyExists { .. } => Error::RepositoryExists {
+                    location: sink.location(),
+                },
+                other => other,
+            })?;
+        Repository::from_parts(sink, config, key, Index::default())
+    }
+
+    /// Opens the repository in `sink`, with `password` if it is encrypted.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoRepository`], [`Error::PasswordRequired`],
+    /// [`Error::WrongPassword`], [`Error::UnsupportedVersion`], or
+    /// [`Error::Corrupt`] for a damaged config, key or index.
+    pub async fn open(sink: Arc<dyn Sink>, password: Option<&[u8]>) -> Result<Repository> {
+        let config_object = match sink.get(CONFIG_KEY).await {
+            Ok(bytes) => bytes,
+            Err(Error::NotFound { .. }) => {
+                return Err(Error::NoRepository {
+                    location: sink.location(),
+                })
+            }
+            Err(other) => return Err(other),
+        };
+        let config = RepoConfig::from_object(&config_object)?;
+        let key = if config.encryption.is_some() {
+            let password = password.ok_or(Error::PasswordRequired)?;
+            Some(open_key(sink.as_ref(), password, &config_object).await?)
+        } else {
+            None
+        };
+        let repo = Repository::from_parts(sink, config, key, Index::default())?;
+        let index = repo.shared.load_index().await?;
+        if let Ok(mut slot) = repo.shared.index.write() {
+            *slot = index;
+        }
+        Ok(repo)
+    }
+
+    fn from_parts(
+        sink: Arc<dyn Sink>,
+        config: RepoConfig,
+        key: Option<MasterKey>,
+        index: Index,
+    ) -> Result<Repository> {
+        let seed = key.as_ref().map(MasterKey::chunker_seed).unwrap_or(0);
+        let chunker = Chunker::new(config.chunker, seed)?;
+        let tree_chunker = Chunker::new(config.tree_chunker, seed)?;
+        Ok(Repository {
+            shared: Arc::new(RepoShared {
+                sink,
+                config,
+                key,
+                index: RwLock::new(index),
+                chunker,
+                tree_chunker,
+            }),
+        })
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<RepoShared> {
+        &self.shared
+    }
+
+    /// The repository's config.
+    pub fn config(&self) -> &RepoConfig {
+        &self.shared.config
+    }
+
+    /// Whether the repository is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.shared.key.is_some()
+    }
+
+    /// The sink the repository lives in.
+    pub fn sink(&self) -> &Arc<dyn Sink> {
+        &self.shared.sink
+    }
+
+    /// Takes a snapshot and stores it as a new backup.
+    ///
+    /// The backup becomes visible only when its manifest is written, after
+    /// every pack and index it needs. If anything fails, nothing is listed,
+    /// and the packs already uploaded are reused by the next backup.
+    ///
+    /// # Errors
+    ///
+    /// Snapshot, storage or encoding errors. Files that cannot be read are
+    /// not errors: they are recorded in the manifest, whose status becomes
+    /// [`BackupStatus::PartiallyFailed`].
+    pub async fn backup(
+        &self,
+        snapshotter: &dyn Snapshotter,
+        options: BackupOptions,
+    ) -> Result<BackupSummary> {
+        validate_set_name(&options.set)?;
+        let started = Utc::now();
+        let clock = std::time::Instant::now();
+        let parent = match &options.parent {
+            ParentSelection::None => None,
+            ParentSelection::Id(id) => Some(self.load_backup(id).await?),
+            ParentSelection::Latest => self.latest(Some(&options.set)).await?,
+        };
+        let mut snapshot = snapshotter.snapshot().await?;
+        let finisher = snapshot.take_finisher();
+        let entries = std::mem::take(&mut snapshot.entries);
+        let archiver = ChunkArchiver::new(self.shared.clone());
+        let archived = archiver
+            .archive(entries, parent.as_ref().map(|p| p.manifest.root.as_slice()))
+            .await;
+        let mut facts = snapshot.facts;
+        let finished_facts = match finisher {
+            Some(finisher) => finisher.finish(archived.is_ok()).await,
+            None => Ok(BTreeMap::new()),
+        };
+        let archived = archived?;
+        facts.extend(finished_facts?);
+        let mut stats = archived.stats;
+        stats.duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let manifest = Manifest {
+            version: MANIFEST_VERSION,
+            set: options.set,
+            time: options.time.unwrap_or(started),
+            started,
+            finished: Utc::now(),
+            writer: options.writer.unwrap_or_else(hostname),
+            hostname: hostname(),
+            source: snapshot.source,
+            tags: options.tags,
+            root: archived.root,
+            parent: parent.map(|p| p.id),
+            facts,
+            stats,
+            status: if archived.errors.is_empty() {
+                BackupStatus::Completed
+            } else {
+                BackupStatus::PartiallyFailed
+            },
+            errors: archived.errors,
+        };
+        let json = serde_json::to_vec(&manifest)
+            .map_err(|error| Error::InvalidArgument(format!("encoding manifest: {error}")))?;
+        let id = self
+            .shared
+            .put_named(MANIFEST_PREFIX, ObjectKind::Manifest, &json)
+            .await?;
+        Ok(BackupSummary { id, manifest })
+    }
+
+    /// Reads one manifest.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BackupNotFound`] when missing, [`Error::Corrupt`] when damaged.
+    pub async fn load_backup(&self, id: &Id) -> Result<Backup> {
+        let key = format!("{MANIFEST_PREFIX}{id}");
+        let bytes = match self.shared.get_named(&key, id).await {
+            Err(Error::NotFound { .. }) => {
+                return Err(Error::BackupNotFound {
+                    selector: id.to_string(),
+                })
+            }
+            other => other?,
+        };
+        let json = envelope::open(&key, &bytes, ObjectKind::Manifest, self.shared.key())?;
+        let manifest: Manifest = serde_json::from_slice(&json)
+            .map_err(|error| Error::corrupt(&key, 8, format!("invalid manifest: {error}")))?;
+        Ok(Backup { id: *id, manifest })
+    }
+
+    /// Lists every backup, oldest first (by the time it represents).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors, or [`Error::Corrupt`] for a damaged manifest.
+    pub async fn list(&self) -> Result<Vec<Backup>> {
+        let ids = list_ids(self.shared.sink.as_ref(), MANIFEST_PREFIX).await?;
+        let mut backups: Vec<Backup> = futures::stream::iter(ids)
+            .map(|id| async move { self.load_backup(&id).await })
+            .buffer_unordered(METADATA_CONCURRENCY)
+            .try_collect()
+            .await?;
+        backups.sort_by(|a, b| a.manifest.time.cmp(&b.manifest.time).then(a.id.cmp(&b.id)));
+        Ok(backups)
+    }
+
+    /// The newest backup, of `set` when given.
+    ///
+    /// # Errors
+    ///
+    /// As [`Repository::list`].
+    pub async fn latest(&self, set: Option<&str>) -> Result<Option<Backup>> {
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|backup| set.is_none_or(|set| backup.manifest.set == set))
+            .next_back())
+    }
+
+    /// Finds a backup by `latest` or by a unique prefix of its id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BackupNotFound`] or [`Error::AmbiguousBackup`].
+    pub async fn find_backup(&self, selector: &str, set: Option<&str>) -> Result<Backup> {
+        if selector == "latest" {
+            return self
+                .latest(set)
+                .await?
+                .ok_or_else(|| Error::BackupNotFound {
+                    selector: selector.into(),
+                });
+        }
+        if selector.is_empty() || !selector.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::BackupNotFound {
+                selector: selector.into(),
+            });
+        }
+        let selector_lower = selector.to_ascii_lowercase();
+        let ids = list_ids(self.shared.sink.as_ref(), MANIFEST_PREFIX).await?;
+        let matches: Vec<Id> = ids
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(&selector_lower))
+            .collect();
+        match matches.as_slice() {
+            [id] => {
+                let backup = self.load_backup(id).await?;
+                if set.is_some_and(|set| backup.manifest.set != set) {
+                    return Err(Error::BackupNotFound {
+                        selector: selector.into(),
+                    });
+                }
+                Ok(backup)
+            }
+            [] => Err(Error::BackupNotFound {
+                selector: selector.into(),
+            }),
+            many => Err(Error::AmbiguousBackup {
+                prefix: selector.into(),
+                count: many.len(),
+            }),
+        }
+    }
+
+    /// Lists every file, directory and symlink of a backup, depth first.
+    ///
+    /// # Errors
+    ///
+    /// Storage or corruption errors.
+    pub async fn ls(&self, backup: &Backup) -> Result<Vec<LsEntry>> {
+        let mut out = Vec::new();
+        let mut stack = vec![(String::new(), backup.manifest.root.clone())];
+        while let Some((path, ids)) = stack.pop() {
+            let nodes = self
+                .shared
+                .load_tree(if path.is_empty() { "/" } else { &path }, &ids)
+                .await?;
+            let mut subdirs = Vec::new();
+            for node in nodes {
+                let child = if path.is_empty() {
+                    node.name.clone()
+                } else {
+                    format!("{path}/{}", node.name)
+                };
+                if let Some(subtree) = &node.subtree {
+                    subdirs.push((child.clone(), subtree.clone()));
+                }
+                out.push(LsEntry {
+                    path: child,
+                    kind: node.kind,
+                    size: node.size,
+                    mode: node.mode,
+                    mtime: DateTime::from_timestamp_nanos(node.mtime_ns),
+                    target: node.target,
+                });
+            }
+            stack.extend(subdirs.into_iter().rev());
+        }
+        Ok(out)
+    }
+
+    /// Restores a backup (or the parts selected by `options`) under `target`.
+    ///
+    /// Never writes outside `target`. Files whose data is damaged or missing
+    /// are not written; the others are, and the damaged ones are reported in
+    /// [`Error::PartialRestore`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PartialRestore`] listing the files that failed; storage or
+    /// corruption errors for the directory metadata.
+    pub async fn restore(
+        &self,
+        backup: &Backup,
+        target: &Path,
+        options: &RestoreOptions,
+    ) -> Result<RestoreSummary> {
+        ChunkArchiver::new(self.shared.clone())
+            .restore(&backup.manifest.root, target, options)
+            .await
+    }
+
+    /// Checks the repository's structure and, optionally, its data.
+    ///
+    /// # Errors
+    ///
+    /// Only for failures to run the check (an unreachable sink); damage found
+    /// is reported in the returned [`VerifyReport`].
+    pub async fn verify(&self, options: &VerifyOptions) -> Result<VerifyReport> {
+        crate::verify::verify(self, options).await
+    }
+
+    /// Reads one data or tree chunk by id (checked against its id).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] when the chunk is missing or damaged.
+    pub async fn read_chunk(&self, id: &Id) -> Result<Vec<u8>> {
+        self.shared.read_blob(id).await
+    }
+
+    /// The blob kind of an indexed chunk.
+    pub fn chunk_kind(&self, id: &Id) -> Option<BlobKind> {
+        self.shared
+            .index
+            .read()
+            .ok()
+            .and_then(|index| index.get(id).map(|location| location.entry.kind))
+    }
+}
+
+async fn open_key(sink: &dyn Sink, password: &[u8], config_object: &[u8]) -> Result<MasterKey> {
+    let keys = sink.list(KEYS_PREFIX).await?;
+    let mut damaged = None;
+    for meta in keys {
+        let bytes = sink.get(&meta.key).await?;
+        let file = match KeyFile::from_object(&meta.key, &bytes) {
+            Ok(file) => file,
+            Err(error) => {
+                damaged = Some(error);
+                continue;
+            }
+        };
+        if let Some(master) = file.open(&meta.key, password, config_object)? {
+            return Ok(master);
+        }
+    }
+    Err(damaged.unwrap_or(Error::WrongPassword))
+}
+
+/// Checks a backup set name: 1 to 128 characters, letters, digits, `.`, `_`,
+/// `-`, `:` and `/` (not at the start).
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`] describing the rule.
+pub fn validate_set_name(set: &str) -> Result<()> {
+    let ok = !set.is_empty()
+        && set.len() <= 128
+        && !set.starts_with('/')
+        && set
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "invalid set name {set:?}: use 1 to 128 letters, digits, '.', '_', '-', ':' or '/'"
+        )))
+    }
+}

@@ -1,0 +1,165 @@
+//! Storage locations for repositories.
+//!
+//! A [`Sink`] is an object store: whole objects under string keys, no
+//! directories, no cursors, no partial writes. The repository engine needs
+//! nothing more, which is what lets the same repository live on a local disk,
+//! in memory, in S3 or on an SSH server.
+//!
+//! Implementors write the small required trait; callers use the conveniences
+//! of [`SinkExt`], which every sink gets for free.
+
+use std::fmt::Debug;
+use std::ops::Range;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::Result;
+
+mod local;
+mod memory;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+pub use local::LocalSink;
+pub use memory::MemorySink;
+
+/// How a put treats an object already stored under the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PutMode {
+    /// Replace any existing object.
+    Overwrite,
+    /// Fail with [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the
+    /// key exists. The check and the write are one atomic step.
+    Create,
+}
+
+/// Size and identity of a stored object, as returned by `head` and `list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The object's full key.
+    pub key: String,
+    /// The object's length in bytes.
+    pub size: u64,
+}
+
+/// An object-store-like storage location.
+///
+/// # Contract
+///
+/// Every implementation must satisfy these rules; the conformance suite in
+/// [`conformance`] checks them (enable the `conformance` feature to run it
+/// against a sink of your own).
+///
+/// * **Keys** are non-empty UTF-8 strings of `/`-separated segments, none of
+///   them empty, `.` or `..`. Keys may contain any other Unicode character.
+/// * **Atomic puts**: after `put` returns `Ok`, `get` returns exactly the
+///   bytes written; before that, readers see the old object or none, never a
+///   partial one, even if the process is killed during the put.
+/// * **Durability**: `put` returns only once the object survives a crash of
+///   this machine (local sinks fsync the file and its directory).
+/// * **Create-only**: `put` with [`PutMode::Create`] fails with
+///   [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the key exists;
+///   of two concurrent create-only puts of one key, exactly one succeeds.
+/// * **Missing keys**: `get`, `get_range` and `head` of a missing key fail
+///   with [`Error::NotFound`](crate::Error::NotFound); `delete` of a missing
+///   key succeeds.
+/// * **Ranges**: `get_range(key, a..b)` returns bytes `a..b`; a range that
+///   ends past the object's end is truncated to the end; a range starting at
+///   or past the end returns an error.
+/// * **Listing**: `list(prefix)` returns every object whose key starts with
+///   `prefix` (a plain string prefix, not a directory), each once, in no
+///   particular order, with its size. Objects put before the call started
+///   are listed.
+/// * **Empty objects** are stored and listed like any other.
+#[async_trait]
+pub trait Sink: Send + Sync + Debug {
+    /// Stores `data` under `key` atomically and durably.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyExists`](crate::Error::AlreadyExists) in
+    /// [`PutMode::Create`] when the key exists; a sink error otherwise.
+    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<()>;
+
+    /// Returns the object's bytes, or the bytes in `range` when given.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`](crate::Error::NotFound) when the key is missing.
+    async fn get_range(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes>;
+
+    /// Returns the object's size.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`](crate::Error::NotFound) when the key is missing.
+    async fn head(&self, key: &str) -> Result<ObjectMeta>;
+
+    /// Lists every object whose key starts with `prefix`.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+
+    /// Deletes the object; deleting a missing key is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// A human-readable location for messages, such as `file:///backups`.
+    fn location(&self) -> String;
+}
+
+/// Conveniences over [`Sink`], implemented for every sink.
+#[async_trait]
+pub trait SinkExt: Sink {
+    /// Returns the whole object.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`](crate::Error::NotFound) when the key is missing.
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        self.get_range(key, None).await
+    }
+
+    /// Whether an object exists under `key`.
+    async fn exists(&self, key: &str) -> Result<bool> {
+        match self.head(key).await {
+            Ok(_) => Ok(true),
+            Err(crate::Error::NotFound { .. }) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Stores `data` only if `key` does not exist yet.
+    async fn put_new(&self, key: &str, data: Bytes) -> Result<()> {
+        self.put(key, data, PutMode::Create).await
+    }
+}
+
+impl<S: Sink + ?Sized> SinkExt for S {}
+
+/// Checks that `key` follows the key rules of the [`Sink`] contract.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument) naming the key.
+///
+/// # Examples
+///
+/// ```
+/// use backup_core::sink::validate_key;
+/// assert!(validate_key("data/ab/abcdef").is_ok());
+/// assert!(validate_key("data/../config").is_err());
+/// ```
+pub fn validate_key(key: &str) -> Result<()> {
+    let bad = key.is_empty()
+        || key.contains('\0')
+        || key
+            .split('/')
+            .any(|segment| segment.is_empty() || segment == "." || segment == "..");
+    if bad {
+        return Err(crate::Error::InvalidArgument(format!(
+            "invalid object key {key:?}: keys are non-empty '/'-separated segments, none empty, '.' or '..'"
+        )));
+    }
+    Ok(())
+}

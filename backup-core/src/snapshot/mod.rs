@@ -1,0 +1,164 @@
+//! Snapshotters: consistent point-in-time views of a data source.
+//!
+//! A [`Snapshotter`] turns a source (a directory, the output of a dump
+//! command, an etcd member, a Cassandra node...) into a [`Snapshot`]: a list
+//! of [`Entry`]s, each either a path on the local file system (a file or a
+//! whole tree) or a byte stream, plus the consistency facts to record in the
+//! manifest.
+//!
+//! # Contract
+//!
+//! * `snapshot` returns only once the view is consistent (a database dump
+//!   started, a file-system snapshot taken); the entries stay readable until
+//!   [`Snapshot::finish`] is called.
+//! * The caller consumes every entry and then calls [`Snapshot::finish`]
+//!   exactly once, with `success` telling whether the backup stored the
+//!   entries. `finish` cleans up (removes temporary snapshots, reaps
+//!   processes) *whatever* the outcome, and returns an error if the view
+//!   turned out not to be complete (a dump command that exited non-zero):
+//!   the backup must then not be recorded.
+//! * Dropping a `Snapshot` without calling `finish` must still release
+//!   resources (kill a child process), though it cannot report errors.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+
+use crate::manifest::SourceInfo;
+use crate::Result;
+
+mod command;
+mod directory;
+
+pub use command::{split_command_line, CommandSnapshotter};
+pub use directory::DirectorySnapshotter;
+
+/// One item of a snapshot, stored as a top-level entry of the backup.
+pub enum Entry {
+    /// A file, symlink or directory tree on the local file system, stored
+    /// under `name` at the root of the backup.
+    Path {
+        /// Name at the backup's root.
+        name: String,
+        /// Where it is now.
+        path: PathBuf,
+    },
+    /// A byte stream, stored as a regular file `name`.
+    Stream {
+        /// Name at the backup's root.
+        name: String,
+        /// The stream; read on a blocking thread.
+        reader: Box<dyn Read + Send>,
+        /// Permission bits to restore the file with.
+        mode: u32,
+    },
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Entry::Path { name, path } => f
+                .debug_struct("Path")
+                .field("name", name)
+                .field("path", path)
+                .finish(),
+            Entry::Stream { name, mode, .. } => f
+                .debug_struct("Stream")
+                .field("name", name)
+                .field("mode", mode)
+                .finish(),
+        }
+    }
+}
+
+impl Entry {
+    /// The entry's name at the backup's root.
+    pub fn name(&self) -> &str {
+        match self {
+            Entry::Path { name, .. } | Entry::Stream { name, .. } => name,
+        }
+    }
+}
+
+/// Clean-up and completion check run after a snapshot's entries are consumed.
+#[async_trait]
+pub trait Finisher: Send {
+    /// Releases the snapshot. Returns extra facts for the manifest, or an
+    /// error when the snapshot is not complete (see the module contract).
+    async fn finish(self: Box<Self>, success: bool) -> Result<BTreeMap<String, serde_json::Value>>;
+}
+
+/// A consistent view of a source, ready to be archived.
+pub struct Snapshot {
+    /// The entries to store.
+    pub entries: Vec<Entry>,
+    /// What the source is, for the manifest.
+    pub source: SourceInfo,
+    /// Consistency facts known when the snapshot was taken.
+    pub facts: BTreeMap<String, serde_json::Value>,
+    finisher: Option<Box<dyn Finisher>>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("entries", &self.entries)
+            .field("source", &self.source)
+            .field("facts", &self.facts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    /// A snapshot with nothing to clean up.
+    pub fn new(entries: Vec<Entry>, source: SourceInfo) -> Snapshot {
+        Snapshot {
+            entries,
+            source,
+            facts: BTreeMap::new(),
+            finisher: None,
+        }
+    }
+
+    /// Sets the clean-up and completion check.
+    pub fn with_finisher(mut self, finisher: Box<dyn Finisher>) -> Snapshot {
+        self.finisher = Some(finisher);
+        self
+    }
+
+    /// Takes the finisher out, leaving the entries to be consumed.
+    pub(crate) fn take_finisher(&mut self) -> Option<Box<dyn Finisher>> {
+        self.finisher.take()
+    }
+
+    /// Runs the finisher (if any): see the module contract.
+    ///
+    /// # Errors
+    ///
+    /// The finisher's error when the snapshot was incomplete.
+    pub async fn finish(mut self, success: bool) -> Result<BTreeMap<String, serde_json::Value>> {
+        match self.finisher.take() {
+            Some(finisher) => finisher.finish(success).await,
+            None => Ok(BTreeMap::new()),
+        }
+    }
+}
+
+/// Produces consistent point-in-time views of one data source.
+///
+/// See the [module documentation](self) for the contract.
+#[async_trait]
+pub trait Snapshotter: Send + Sync {
+    /// A short name of the kind of source: `directory`, `command`, `etcd`...
+    fn kind(&self) -> &str;
+
+    /// Takes the snapshot.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Snapshot`](crate::Error::Snapshot) when the source cannot
+    /// be snapshotted.
+    async fn snapshot(&self) -> Result<Snapshot>;
+}

@@ -1,0 +1,338 @@
+//! Checking a repository: structure always, data on request.
+//!
+//! The structure check reads the config, key files, every index and every
+//! manifest (each verified against its checksum and its name), checks every
+//! indexed pack exists with the indexed size, and walks every backup's trees
+//! (verifying each tree chunk) to check every referenced chunk is indexed.
+//! The data check downloads packs, checks each pack's SHA-256 against its
+//! name, parses its header, compares it with the index, and decodes and
+//! verifies every blob.
+
+use std::collections::{HashMap, HashSet};
+
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+use crate::config::{KeyFile, RepoConfig, CONFIG_KEY, KEYS_PREFIX};
+use crate::format::envelope::{self, ObjectKind};
+use crate::index::{Index, IndexFile};
+use crate::pack::{self, BlobEntry};
+use crate::repository::{list_ids, Repository, DATA_PREFIX, INDEX_PREFIX, MANIFEST_PREFIX};
+use crate::sink::SinkExt;
+use crate::tree::NodeKind;
+use crate::{Error, Id, Result};
+
+/// What [`Repository::verify`] checks.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Also download and check pack data.
+    pub read_data: bool,
+    /// With `read_data`, check only this share of the packs (0 < share ≤ 1),
+    /// chosen at random; `None` checks all.
+    pub read_data_share: Option<f64>,
+}
+
+/// One piece of damage found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// The damaged (or missing) object's key.
+    pub object: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct VerifyReport {
+    /// Damage found; empty when the repository is sound.
+    pub errors: Vec<Problem>,
+    /// Findings that do not make the repository unsound (such as packs left
+    /// by an interrupted backup, which prune removes).
+    pub warnings: Vec<String>,
+    /// Backups checked.
+    pub backups: u64,
+    /// Index objects checked.
+    pub indexes: u64,
+    /// Packs in the repository.
+    pub packs: u64,
+    /// Packs whose data was read and checked.
+    pub packs_read: u64,
+    /// Blobs decoded and checked (trees always, data with `read_data`).
+    pub blobs_checked: u64,
+    /// Bytes downloaded by the data check.
+    pub bytes_read: u64,
+}
+
+impl VerifyReport {
+    /// Whether no damage was found.
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    fn problem(&mut self, object: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(Problem {
+            object: object.into(),
+            message: message.into(),
+        });
+    }
+}
+
+pub(crate) async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<VerifyReport> {
+    let shared = repo.shared();
+    let sink = shared.sink.as_ref();
+    let key = shared.key();
+    let mut report = VerifyReport::default();
+
+    // Config and keys.
+    let config_object = sink.get(CONFIG_KEY).await?;
+    if let Err(error) = RepoConfig::from_object(&config_object) {
+        report.problem(CONFIG_KEY, error.to_string());
+    }
+    for meta in sink.list(KEYS_PREFIX).await? {
+        let bytes = sink.get(&meta.key).await?;
+        if let Err(error) = KeyFile::from_object(&meta.key, &bytes) {
+            report.problem(&meta.key, error.to_string());
+        }
+    }
+
+    // Indexes, each on its own so that one damaged index does not hide others.
+    let mut index = Index::default();
+    let mut index_entries: HashMap<Id, Vec<BlobEntry>> = HashMap::new();
+    for id in list_ids(sink, INDEX_PREFIX).await? {
+        report.indexes += 1;
+        let object = format!("{INDEX_PREFIX}{id}");
+        let decoded = async {
+            let bytes = shared.get_named(&object, &id).await?;
+            let payload = envelope::open(&object, &bytes, ObjectKind::Index, key)?;
+            IndexFile::decode(&object, &payload)
+        }
+        .await;
+        match decoded {
+            Ok(file) => {
+                for pack in &file.packs {
+                    index_entries
+                        .entry(pack.id)
+                        .or_default()
+                        .extend(pack.blobs.iter().copied());
+                }
+                index.add_file(id, &file);
+            }
+            Err(error) => report.problem(object, error.to_string()),
+        }
+    }
+
+    // Packs present versus packs indexed.
+    let stored: HashMap<Id, u64> = sink
+        .list(DATA_PREFIX)
+        .await?
+        .into_iter()
+        .filter_map(|meta| {
+            let id: Id = meta.key.rsplit('/').next()?.parse().ok()?;
+            (meta.key == pack::pack_key(&id)).then_some((id, meta.size))
+        })
+        .collect();
+    report.packs = stored.len() as u64;
+    for (id, size) in index.packs() {
+        match stored.get(id) {
+            None => report.problem(pack::pack_key(id), "pack listed in the index is missing"),
+            Some(actual) if actual != size => report.problem(
+                pack::pack_key(id),
+                format!("pack is {actual} bytes, the index says {size}: truncated or replaced"),
+            ),
+            Some(_) => {}
+        }
+    }
+    let unindexed = stored
+        .keys()
+        .filter(|id| !index.packs().contains_key(id))
+        .count();
+    if unindexed > 0 {
+        report.warnings.push(format!(
+            "{unindexed} pack(s) are not in any index (left by an interrupted backup; they are reused or removed by prune)"
+        ));
+    }
+
+    // Backups and their trees.
+    let mut trees_seen: HashSet<Vec<Id>> = HashSet::new();
+    for id in list_ids(sink, MANIFEST_PREFIX).await? {
+        report.backups += 1;
+        let backup = match repo.load_backup(&id).await {
+            Ok(backup) => backup,
+            Err(error) => {
+                report.problem(format!("{MANIFEST_PREFIX}{id}"), error.to_string());
+                continue;
+            }
+        };
+        let mut stack = vec![("/".to_string(), backup.manifest.root.clone())];
+        while let Some((path, ids)) = stack.pop() {
+            if !trees_seen.insert(ids.clone()) {
+                continue;
+            }
+            for chunk in &ids {
+                if !index.contains(chunk) {
+                    report.problem(
+                        format!("{MANIFEST_PREFIX}{id}"),
+                        format!("directory {path:?} uses tree chunk {chunk}, which is in no index"),
+                    );
+                }
+            }
+            let nodes = match shared.load_tree(&path, &ids).await {
+                Ok(nodes) => nodes,
+                Err(error) => {
+                    report.problem(
+                        problem_object(&error, &id),
+                        format!("backup {}: directory {path:?}: {error}", id.short()),
+                    );
+                    continue;
+                }
+            };
+            report.blobs_checked += ids.len() as u64;
+            for node in nodes {
+                let child = if path == "/" {
+                    format!("/{}", node.name)
+                } else {
+                    format!("{path}/{}", node.name)
+                };
+                match node.kind {
+                    NodeKind::Dir => stack.push((child, node.subtree.unwrap_or_default())),
+                    NodeKind::File => {
+                        if let Some(missing) =
+                            node.content.iter().find(|chunk| !index.contains(chunk))
+                        {
+                            report.problem(
+                                format!("{MANIFEST_PREFIX}{id}"),
+                                format!("file {child:?} uses data chunk {missing}, which is in no index"),
+                            );
+                        }
+                    }
+                    NodeKind::Symlink => {}
+                }
+            }
+        }
+    }
+
+    if options.read_data {
+        let share = options.read_data_share.unwrap_or(1.0).clamp(0.0, 1.0);
+        let mut packs: Vec<(Id, u64)> = stored.into_iter().collect();
+        packs.sort();
+        if share < 1.0 {
+            let keep = ((packs.len() as f64 * share).ceil() as usize)
+                .max(1)
+                .min(packs.len());
+            let mut order: Vec<(u64, (Id, u64))> = packs
+                .into_iter()
+                .map(|pack| (u64::from_le_bytes(crate::crypto::random_bytes()), pack))
+                .collect();
+            order.sort_by_key(|(rank, _)| *rank);
+            packs = order.into_iter().take(keep).map(|(_, pack)| pack).collect();
+        }
+        let results: Vec<(u64, u64, Vec<Problem>)> = futures::stream::iter(packs)
+            .map(|(id, _)| {
+                let expected = index_entries.get(&id).cloned();
+                async move { check_pack(repo, id, expected).await }
+            })
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        for (bytes, blobs, problems) in results {
+            report.packs_read += 1;
+            report.bytes_read += bytes;
+            report.blobs_checked += blobs;
+            report.errors.extend(problems);
+        }
+    }
+    Ok(report)
+}
+
+/// The object to blame for a tree that failed to load.
+fn problem_object(error: &Error, backup: &Id) -> String {
+    match error {
+        Error::Corrupt { key, .. } | Error::NotFound { key } => key.clone(),
+        _ => format!("{MANIFEST_PREFIX}{backup}"),
+    }
+}
+
+/// Downloads one pack and checks everything in it.
+async fn check_pack(
+    repo: &Repository,
+    id: Id,
+    expected: Option<Vec<BlobEntry>>,
+) -> (u64, u64, Vec<Problem>) {
+    let object = pack::pack_key(&id);
+    let mut problems = Vec::new();
+    let bytes = match repo.sink().get(&object).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            problems.push(Problem {
+                object,
+                message: error.to_string(),
+            });
+            return (0, 0, problems);
+        }
+    };
+    let size = bytes.len() as u64;
+    let key = repo.shared().key().cloned();
+    let checked = tokio::task::spawn_blocking(move || {
+        let mut problems = Vec::new();
+        let actual = Id(Sha256::digest(&bytes).into());
+        if actual != id {
+            problems.push(Problem {
+                object: object.clone(),
+                message: format!(
+                    "pack content hash is {actual}, expected {id} (its name): the pack is damaged"
+                ),
+            });
+        }
+        let header = match pack::read_header(&object, &bytes, key.as_ref()) {
+            Ok(header) => header,
+            Err(error) => {
+                problems.push(Problem {
+                    object,
+                    message: error.to_string(),
+                });
+                return (0, problems);
+            }
+        };
+        if let Some(expected) = expected {
+            let listed: HashSet<_> = header.iter().collect();
+            if let Some(entry) = expected.iter().find(|entry| !listed.contains(entry)) {
+                problems.push(Problem {
+                    object: object.clone(),
+                    message: format!(
+                        "the index lists blob {} at offset {} but the pack header does not",
+                        entry.id, entry.offset
+                    ),
+                });
+            }
+        }
+        let mut blobs = 0;
+        for entry in &header {
+            let start = entry.offset as usize;
+            let stored = bytes
+                .get(start..start + entry.stored_length as usize)
+                .unwrap_or_default();
+            match pack::decode_blob(&object, entry, stored, key.as_ref()) {
+                Ok(_) => blobs += 1,
+                Err(error) => problems.push(Problem {
+                    object: object.clone(),
+                    message: error.to_string(),
+                }),
+            }
+        }
+        (blobs, problems)
+    })
+    .await;
+    match checked {
+        Ok((blobs, found)) => {
+            problems.extend(found);
+            (size, blobs, problems)
+        }
+        Err(error) => {
+            problems.push(Problem {
+                object: pack::pack_key(&id),
+                message: format!("check failed: {error}"),
+            });
+            (size, 0, problems)
+        }
+    }
+}
