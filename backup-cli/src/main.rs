@@ -1,1 +1,568 @@
-fn main() {}
+//! `backupctl`: back up, list, restore and verify repositories from the
+//! command line. A thin front end over `backup-core`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use backup_core::snapshot::{CommandSnapshotter, DirectorySnapshotter, Snapshotter};
+use backup_core::{
+    Backup, BackupOptions, BackupStatus, Error, InitOptions, LocalSink, Repository, RestoreOptions,
+    Sink, VerifyOptions,
+};
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+/// Exit status when a backup or restore succeeded only in part.
+const EXIT_PARTIAL: u8 = 3;
+
+#[derive(Parser, Debug)]
+#[command(name = "backupctl", version, about = "Deduplicated, encrypted, verifiable backups", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+struct Common {
+    /// Repository location: a path or a file:// URL.
+    #[arg(long, env = "BACKUP_REPO", global = true)]
+    repo: Option<String>,
+    /// File holding the repository password (else BACKUP_PASSWORD is used).
+    #[arg(long, env = "BACKUP_PASSWORD_FILE", global = true)]
+    password_file: Option<PathBuf>,
+    /// Print one JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a new repository.
+    Init {
+        #[command(flatten)]
+        common: Common,
+        /// Create an unencrypted repository (no password).
+        #[arg(long)]
+        no_encryption: bool,
+    },
+    /// Back up paths, or the output of a command.
+    Backup {
+        #[command(flatten)]
+        common: Common,
+        /// Backup set name.
+        #[arg(long, default_value = "default")]
+        set: String,
+        /// Tag to record, KEY=VALUE (repeatable).
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+        /// Record the backup as taken at this time (RFC 3339).
+        #[arg(long)]
+        time: Option<String>,
+        /// Writer identity recorded in the manifest (default: host name).
+        #[arg(long, env = "BACKUP_WRITER")]
+        writer: Option<String>,
+        /// Read every file again instead of skipping unchanged ones.
+        #[arg(long)]
+        force: bool,
+        /// Back up the standard output of this command line.
+        #[arg(long, value_name = "COMMAND", conflicts_with = "paths")]
+        stdin_from_command: Option<String>,
+        /// File name for the command's output in the backup.
+        #[arg(long, default_value = "stdin", requires = "stdin_from_command")]
+        stdin_filename: String,
+        /// Files and directories to back up.
+        paths: Vec<PathBuf>,
+    },
+    /// List backups.
+    List {
+        #[command(flatten)]
+        common: Common,
+        /// Only backups of this set.
+        #[arg(long)]
+        set: Option<String>,
+    },
+    /// List the files of a backup.
+    Ls {
+        #[command(flatten)]
+        common: Common,
+        /// `latest` or a backup id (a unique prefix is enough).
+        backup: String,
+        /// With `latest`: the newest backup of this set.
+        #[arg(long)]
+        set: Option<String>,
+    },
+    /// Restore a backup.
+    Restore {
+        #[command(flatten)]
+        common: Common,
+        /// `latest` or a backup id (a unique prefix is enough).
+        backup: String,
+        /// With `latest`: the newest backup of this set.
+        #[arg(long)]
+        set: Option<String>,
+        /// Directory to restore into (created if missing).
+        #[arg(long)]
+        target: PathBuf,
+        /// Restore only what matches this glob (repeatable).
+        #[arg(long = "include", value_name = "GLOB")]
+        include: Vec<String>,
+    },
+    /// Check the repository for damage.
+    Verify {
+        #[command(flatten)]
+        common: Common,
+        /// Also download and check all data.
+        #[arg(long)]
+        read_data: bool,
+        /// Check only this share of the data, e.g. 10%.
+        #[arg(long, value_name = "PERCENT")]
+        read_data_subset: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BACKUP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {}", describe(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error with its chain of causes.
+fn describe(error: &Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn sink_for(common: &Common) -> Result<Arc<dyn Sink>, Error> {
+    let location = common.repo.as_deref().ok_or_else(|| {
+        Error::InvalidArgument("no repository given: use --repo or BACKUP_REPO".into())
+    })?;
+    let path = match location.split_once("://") {
+        Some(("file", rest)) => PathBuf::from(rest),
+        Some((scheme, _)) => return Err(Error::InvalidArgument(format!(
+            "repository scheme {scheme}:// is not supported by this build (use a path or file://)"
+        ))),
+        None => PathBuf::from(location),
+    };
+    Ok(Arc::new(LocalSink::new(path)))
+}
+
+fn password(common: &Common) -> Result<Option<Vec<u8>>, Error> {
+    if let Some(path) = &common.password_file {
+        let mut bytes = std::fs::read(path)
+            .map_err(|source| Error::io("cannot read the password file", path, source))?;
+        // A trailing newline is not part of the password.
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+            if bytes.last() == Some(&b'\r') {
+                bytes.pop();
+            }
+        }
+        return Ok(Some(bytes));
+    }
+    Ok(std::env::var_os("BACKUP_PASSWORD").map(|value| value.into_encoded_bytes()))
+}
+
+async fn open(common: &Common) -> Result<Repository, Error> {
+    let sink = sink_for(common)?;
+    Repository::open(sink, password(common)?.as_deref()).await
+}
+
+fn print_json(value: &serde_json::Value) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(error) => eprintln!("error: cannot encode JSON output: {error}"),
+    }
+}
+
+fn backup_json(backup: &Backup) -> serde_json::Value {
+    let manifest = &backup.manifest;
+    json!({
+        "id": backup.id.to_hex(),
+        "short_id": backup.id.short(),
+        "set": manifest.set,
+        "time": manifest.time.to_rfc3339(),
+        "writer": manifest.writer,
+        "hostname": manifest.hostname,
+        "source": manifest.source,
+        "tags": manifest.tags,
+        "status": manifest.status,
+        "stats": manifest.stats,
+        "facts": manifest.facts,
+        "errors": manifest.errors,
+    })
+}
+
+fn parse_tags(tags: &[String]) -> Result<BTreeMap<String, String>, Error> {
+    tags.iter()
+        .map(|tag| {
+            tag.split_once('=')
+                .filter(|(key, _)| !key.is_empty())
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .ok_or_else(|| Error::InvalidArgument(format!("tag {tag:?} is not KEY=VALUE")))
+        })
+        .collect()
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.2} {}", UNITS[unit])
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode, Error> {
+    match command {
+        Command::Init {
+            common,
+            no_encryption,
+        } => {
+            let sink = sink_for(&common)?;
+            if let Some(root) = common
+                .repo
+                .as_deref()
+                .map(|r| r.strip_prefix("file://").unwrap_or(r))
+            {
+                std::fs::create_dir_all(root).map_err(|source| {
+                    Error::io("cannot create the repository directory", root, source)
+                })?;
+            }
+            let password = if no_encryption {
+                None
+            } else {
+                Some(password(&common)?.filter(|p| !p.is_empty()).ok_or_else(|| {
+                    Error::InvalidArgument(
+                        "a password is needed for an encrypted repository: use --password-file or BACKUP_PASSWORD, or --no-encryption".into(),
+                    )
+                })?)
+            };
+            let location = sink.location();
+            let repo = Repository::init(
+                sink,
+                InitOptions {
+                    password,
+                    ..InitOptions::default()
+                },
+            )
+            .await?;
+            if common.json {
+                print_json(&json!({
+                    "location": location,
+                    "id": repo.config().id.to_hex(),
+                    "encrypted": repo.is_encrypted(),
+                    "format_version": repo.config().version,
+                }));
+            } else {
+                println!(
+                    "created {} repository {} at {location}",
+                    if repo.is_encrypted() {
+                        "encrypted"
+                    } else {
+                        "unencrypted"
+                    },
+                    repo.config().id.short()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup {
+            common,
+            set,
+            tags,
+            time,
+            writer,
+            force,
+            stdin_from_command,
+            stdin_filename,
+            paths,
+        } => {
+            let snapshotter: Box<dyn Snapshotter> = match stdin_from_command {
+                Some(line) => Box::new(
+                    CommandSnapshotter::from_command_line(&line)?.with_file_name(stdin_filename),
+                ),
+                None if paths.is_empty() => {
+                    return Err(Error::InvalidArgument(
+                        "nothing to back up: give paths or --stdin-from-command".into(),
+                    ))
+                }
+                None => Box::new(DirectorySnapshotter::new(paths)),
+            };
+            let time = time
+                .map(|text| {
+                    DateTime::parse_from_rfc3339(&text)
+                        .map(|t| t.with_timezone(&Utc))
+                        .map_err(|error| {
+                            Error::InvalidArgument(format!("--time {text:?}: {error}"))
+                        })
+                })
+                .transpose()?;
+            let repo = open(&common).await?;
+            let options = BackupOptions {
+                set,
+                tags: parse_tags(&tags)?,
+                time,
+                writer,
+                parent: if force {
+                    backup_core::ParentSelection::None
+                } else {
+                    backup_core::ParentSelection::Latest
+                },
+            };
+            let summary = repo.backup(snapshotter.as_ref(), options).await?;
+            let manifest = &summary.manifest;
+            let stats = &manifest.stats;
+            if common.json {
+                print_json(&json!({
+                    "id": summary.id.to_hex(),
+                    "short_id": summary.id.short(),
+                    "set": manifest.set,
+                    "time": manifest.time.to_rfc3339(),
+                    "status": manifest.status,
+                    "files": stats.files,
+                    "dirs": stats.dirs,
+                    "files_unchanged": stats.files_unchanged,
+                    "bytes_total": stats.bytes_total,
+                    "bytes_read": stats.bytes_read,
+                    "bytes_added": stats.bytes_added,
+                    "duration_seconds": stats.duration_ms as f64 / 1000.0,
+                    "errors": manifest.errors,
+                }));
+            } else {
+                println!(
+                    "backup {} of set {:?}: {} files ({} unchanged), {} dirs, {} read, {} added, in {:.2}s",
+                    summary.id.short(),
+                    manifest.set,
+                    stats.files,
+                    stats.files_unchanged,
+                    stats.dirs,
+                    human_bytes(stats.bytes_read),
+                    human_bytes(stats.bytes_added),
+                    stats.duration_ms as f64 / 1000.0
+                );
+                for error in &manifest.errors {
+                    eprintln!("warning: not backed up: {}: {}", error.path, error.message);
+                }
+            }
+            Ok(if manifest.status == BackupStatus::Completed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_PARTIAL)
+            })
+        }
+        Command::List { common, set } => {
+            let repo = open(&common).await?;
+            let backups: Vec<Backup> = repo
+                .list()
+                .await?
+                .into_iter()
+                .filter(|b| set.as_deref().is_none_or(|s| b.manifest.set == s))
+                .collect();
+            if common.json {
+                print_json(&serde_json::Value::Array(
+                    backups.iter().map(backup_json).collect(),
+                ));
+            } else {
+                println!(
+                    "{:<10} {:<26} {:<20} {:<16} {:>8} {:>12}  status",
+                    "id", "time", "set", "writer", "files", "size"
+                );
+                for backup in &backups {
+                    let m = &backup.manifest;
+                    println!(
+                        "{:<10} {:<26} {:<20} {:<16} {:>8} {:>12}  {}",
+                        backup.id.short(),
+                        m.time.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                        m.set,
+                        m.writer,
+                        m.stats.files,
+                        human_bytes(m.stats.bytes_total),
+                        serde_json::to_value(m.status)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default()
+                    );
+                }
+                println!("{} backup(s)", backups.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ls {
+            common,
+            backup,
+            set,
+        } => {
+            let repo = open(&common).await?;
+            let backup = repo.find_backup(&backup, set.as_deref()).await?;
+            let entries = repo.ls(&backup).await?;
+            if common.json {
+                print_json(&json!({ "id": backup.id.to_hex(), "entries": entries }));
+            } else {
+                for entry in entries {
+                    let kind = match entry.kind {
+                        backup_core::tree::NodeKind::Dir => 'd',
+                        backup_core::tree::NodeKind::Symlink => 'l',
+                        backup_core::tree::NodeKind::File => '-',
+                    };
+                    let link = entry.target.map(|t| format!(" -> {t}")).unwrap_or_default();
+                    println!(
+                        "{kind}{:04o} {:>12} {} {}{link}",
+                        entry.mode,
+                        entry.size,
+                        entry.mtime.format("%Y-%m-%d %H:%M:%S"),
+                        entry.path
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore {
+            common,
+            backup,
+            set,
+            target,
+            include,
+        } => {
+            let repo = open(&common).await?;
+            let backup = repo.find_backup(&backup, set.as_deref()).await?;
+            match repo
+                .restore(&backup, &target, &RestoreOptions { include })
+                .await
+            {
+                Ok(summary) => {
+                    if common.json {
+                        print_json(
+                            &json!({ "id": backup.id.to_hex(), "target": target, "summary": summary, "failures": [] }),
+                        );
+                    } else {
+                        println!(
+                            "restored backup {} to {}: {} files, {} dirs, {} symlinks, {}",
+                            backup.id.short(),
+                            target.display(),
+                            summary.files,
+                            summary.dirs,
+                            summary.symlinks,
+                            human_bytes(summary.bytes)
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(Error::PartialRestore { failures }) => {
+                    if common.json {
+                        let failures: Vec<_> = failures
+                            .iter()
+                            .map(|(path, why)| json!({"path": path, "error": why}))
+                            .collect();
+                        print_json(
+                            &json!({ "id": backup.id.to_hex(), "target": target, "failures": failures }),
+                        );
+                    }
+                    for (path, why) in &failures {
+                        eprintln!("error: not restored: {path}: {why}");
+                    }
+                    eprintln!(
+                        "error: {} item(s) could not be restored; everything else was",
+                        failures.len()
+                    );
+                    Ok(ExitCode::from(EXIT_PARTIAL))
+                }
+                Err(other) => Err(other),
+            }
+        }
+        Command::Verify {
+            common,
+            read_data,
+            read_data_subset,
+        } => {
+            let share = read_data_subset
+                .map(|text| {
+                    text.trim_end_matches('%')
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|p| *p > 0.0 && *p <= 100.0)
+                        .map(|p| p / 100.0)
+                        .ok_or_else(|| {
+                            Error::InvalidArgument(format!(
+                                "--read-data-subset {text:?}: give a percentage like 10%"
+                            ))
+                        })
+                })
+                .transpose()?;
+            let repo = open(&common).await?;
+            let report = repo
+                .verify(&VerifyOptions {
+                    read_data: read_data || share.is_some(),
+                    read_data_share: share,
+                })
+                .await?;
+            if common.json {
+                print_json(&json!({ "ok": report.is_ok(), "report": report }));
+            } else {
+                println!(
+                    "checked {} backups, {} indexes, {} packs ({} read, {}), {} blobs",
+                    report.backups,
+                    report.indexes,
+                    report.packs,
+                    report.packs_read,
+                    human_bytes(report.bytes_read),
+                    report.blobs_checked
+                );
+                for warning in &report.warnings {
+                    println!("note: {warning}");
+                }
+            }
+            for problem in &report.errors {
+                eprintln!("damaged: {}: {}", problem.object, problem.message);
+            }
+            if report.is_ok() {
+                if !common.json {
+                    println!("no errors found");
+                }
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("error: {} problem(s) found", report.errors.len());
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    }
+}

@@ -529,8 +529,7 @@ impl Repository {
             .list()
             .await?
             .into_iter()
-            .filter(|backup| set.is_none_or(|set| backup.manifest.set == set))
-            .next_back())
+            .rfind(|backup| set.is_none_or(|set| backup.manifest.set == set)))
     }
 
     /// Finds a backup by `latest` or by a unique prefix of its id.
