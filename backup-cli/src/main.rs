@@ -172,9 +172,11 @@ fn sink_for(common: &Common) -> Result<Arc<dyn Sink>, Error> {
     })?;
     let path = match location.split_once("://") {
         Some(("file", rest)) => PathBuf::from(rest),
-        Some((scheme, _)) => return Err(Error::InvalidArgument(format!(
+        Some((scheme, _)) => {
+            return Err(Error::InvalidArgument(format!(
             "repository scheme {scheme}:// is not supported by this build (use a path or file://)"
-        ))),
+        )))
+        }
         None => PathBuf::from(location),
     };
     Ok(Arc::new(LocalSink::new(path)))
