@@ -15,6 +15,29 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
+/// Writes a line to stdout; when the reader has gone away (`backupctl ls |
+/// head`), exits quietly instead of panicking as `println!` would.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        emit(format_args!($($arg)*))
+    };
+}
+
+fn emit(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.write_all(b"\n"))
+    {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {error}");
+        std::process::exit(1);
+    }
+}
+
 /// Exit status when a backup or restore succeeded only in part.
 const EXIT_PARTIAL: u8 = 3;
 
@@ -205,7 +228,7 @@ async fn open(common: &Common) -> Result<Repository, Error> {
 
 fn print_json(value: &serde_json::Value) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
+        Ok(text) => out!("{text}"),
         Err(error) => eprintln!("error: cannot encode JSON output: {error}"),
     }
 }
@@ -296,7 +319,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                     "format_version": repo.config().version,
                 }));
             } else {
-                println!(
+                out!(
                     "created {} repository {} at {location}",
                     if repo.is_encrypted() {
                         "encrypted"
@@ -371,7 +394,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                     "errors": manifest.errors,
                 }));
             } else {
-                println!(
+                out!(
                     "backup {} of set {:?}: {} files ({} unchanged), {} dirs, {} read, {} added, in {:.2}s",
                     summary.id.short(),
                     manifest.set,
@@ -405,13 +428,18 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                     backups.iter().map(backup_json).collect(),
                 ));
             } else {
-                println!(
+                out!(
                     "{:<10} {:<26} {:<20} {:<16} {:>8} {:>12}  status",
-                    "id", "time", "set", "writer", "files", "size"
+                    "id",
+                    "time",
+                    "set",
+                    "writer",
+                    "files",
+                    "size"
                 );
                 for backup in &backups {
                     let m = &backup.manifest;
-                    println!(
+                    out!(
                         "{:<10} {:<26} {:<20} {:<16} {:>8} {:>12}  {}",
                         backup.id.short(),
                         m.time.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
@@ -425,7 +453,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                             .unwrap_or_default()
                     );
                 }
-                println!("{} backup(s)", backups.len());
+                out!("{} backup(s)", backups.len());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -447,7 +475,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                         backup_core::tree::NodeKind::File => '-',
                     };
                     let link = entry.target.map(|t| format!(" -> {t}")).unwrap_or_default();
-                    println!(
+                    out!(
                         "{kind}{:04o} {:>12} {} {}{link}",
                         entry.mode,
                         entry.size,
@@ -477,7 +505,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                             &json!({ "id": backup.id.to_hex(), "target": target, "summary": summary, "failures": [] }),
                         );
                     } else {
-                        println!(
+                        out!(
                             "restored backup {} to {}: {} files, {} dirs, {} symlinks, {}",
                             backup.id.short(),
                             target.display(),
@@ -540,7 +568,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             if common.json {
                 print_json(&json!({ "ok": report.is_ok(), "report": report }));
             } else {
-                println!(
+                out!(
                     "checked {} backups, {} indexes, {} packs ({} read, {}), {} blobs",
                     report.backups,
                     report.indexes,
@@ -550,7 +578,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                     report.blobs_checked
                 );
                 for warning in &report.warnings {
-                    println!("note: {warning}");
+                    out!("note: {warning}");
                 }
             }
             for problem in &report.errors {
@@ -558,7 +586,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             }
             if report.is_ok() {
                 if !common.json {
-                    println!("no errors found");
+                    out!("no errors found");
                 }
                 Ok(ExitCode::SUCCESS)
             } else {

@@ -561,6 +561,12 @@ impl BackupWriter {
                 BlobKind::Data => self.data_pack.lock().await,
                 BlobKind::Tree => self.tree_pack.lock().await,
             };
+            if pack.is_empty() {
+                // Sized once so the buffer never grows by doubling.
+                *pack = PackBuilder::with_capacity(
+                    self.repo.config.pack_size as usize + stored.len() + 64 * 1024,
+                );
+            }
             pack.add(id, kind, flags, raw_length, &stored);
             if pack.len() >= self.repo.config.pack_size as usize {
                 Some(std::mem::take(&mut *pack))

@@ -242,33 +242,65 @@ impl PackBuilder {
 /// [`Error::Corrupt`] naming `object` when the trailer, header or blob
 /// extents are damaged.
 pub fn read_header(object: &str, pack: &[u8], key: Option<&MasterKey>) -> Result<Vec<BlobEntry>> {
-    let corrupt = |offset: usize, detail: String| Error::corrupt(object, offset as u64, detail);
-    if pack.len() < PACK_TRAILER_LEN {
+    let header_length = read_trailer(object, pack.len() as u64, pack)?;
+    let trailer_start = pack.len() - PACK_TRAILER_LEN;
+    let header_start = trailer_start - header_length as usize;
+    let header = pack.get(header_start..trailer_start).unwrap_or_default();
+    decode_header(object, header, header_start as u64, key)
+}
+
+/// Parses the 8-byte trailer at the end of a pack of `pack_size` bytes;
+/// `tail` holds at least the pack's last 8 bytes. Returns the header length,
+/// checked to fit in the pack.
+///
+/// # Errors
+///
+/// [`Error::Corrupt`] naming `object` for a bad magic or header length.
+pub fn read_trailer(object: &str, pack_size: u64, tail: &[u8]) -> Result<u32> {
+    let corrupt = |offset: u64, detail: String| Error::corrupt(object, offset, detail);
+    if pack_size < PACK_TRAILER_LEN as u64 || tail.len() < PACK_TRAILER_LEN {
         return Err(corrupt(
             0,
-            format!("pack of {} bytes has no trailer", pack.len()),
+            format!("pack of {pack_size} bytes has no trailer"),
         ));
     }
-    let trailer_start = pack.len() - PACK_TRAILER_LEN;
-    let mut trailer = ByteReader::new(pack.get(trailer_start..).unwrap_or_default());
-    let header_length = trailer.u32().unwrap_or(0) as usize;
+    let trailer_start = pack_size - PACK_TRAILER_LEN as u64;
+    let mut trailer = ByteReader::new(
+        tail.get(tail.len() - PACK_TRAILER_LEN..)
+            .unwrap_or_default(),
+    );
+    let header_length = trailer.u32().unwrap_or(0);
     if trailer.take(4) != Some(&PACK_MAGIC[..]) {
         return Err(corrupt(trailer_start + 4, "bad pack magic".into()));
     }
-    let header_start = trailer_start.checked_sub(header_length).ok_or_else(|| {
-        corrupt(
+    if u64::from(header_length) > trailer_start {
+        return Err(corrupt(
             trailer_start,
             format!("header length {header_length} exceeds the pack"),
-        )
-    })?;
-    let header_bytes = pack.get(header_start..trailer_start).unwrap_or_default();
+        ));
+    }
+    Ok(header_length)
+}
+
+/// Opens a pack header (the envelope found at `header_start`) and checks
+/// that its blobs exactly fill the pack up to the header.
+///
+/// # Errors
+///
+/// [`Error::Corrupt`] naming `object`.
+pub fn decode_header(
+    object: &str,
+    header_bytes: &[u8],
+    header_start: u64,
+    key: Option<&MasterKey>,
+) -> Result<Vec<BlobEntry>> {
+    let corrupt = |offset: u64, detail: String| Error::corrupt(object, offset, detail);
     let header =
         envelope::open(object, header_bytes, ObjectKind::PackHeader, key).map_err(|error| {
             match error {
-                Error::Corrupt { detail, offset, .. } => corrupt(
-                    header_start + offset as usize,
-                    format!("pack header: {detail}"),
-                ),
+                Error::Corrupt { detail, offset, .. } => {
+                    corrupt(header_start + offset, format!("pack header: {detail}"))
+                }
                 other => other,
             }
         })?;
@@ -278,7 +310,7 @@ pub fn read_header(object: &str, pack: &[u8], key: Option<&MasterKey>) -> Result
         .last()
         .map(|e| u64::from(e.offset) + u64::from(e.stored_length))
         .unwrap_or(0);
-    if blobs_end != header_start as u64 {
+    if blobs_end != header_start {
         return Err(corrupt(
             header_start,
             format!("blobs end at {blobs_end} but the header starts at {header_start}"),

@@ -14,7 +14,7 @@ use crate::chunker::Chunker;
 use crate::config::{KeyFile, RepoConfig, CONFIG_KEY, KEYS_PREFIX};
 use crate::crypto::{KdfParams, MasterKey};
 use crate::format::envelope::{self, ObjectKind};
-use crate::index::{Index, IndexFile};
+use crate::index::{Index, IndexFile, IndexedPack};
 use crate::manifest::{BackupStatus, Manifest, MANIFEST_VERSION};
 use crate::pack::{self, BlobKind};
 use crate::restore::{RestoreOptions, RestoreSummary};
@@ -133,6 +133,83 @@ impl RepoShared {
         Ok(id)
     }
 
+    /// Indexes packs that are stored but in no index, reading only their
+    /// headers: such packs are left by a backup that was killed before it
+    /// wrote its index, and indexing them lets the next backup reuse them.
+    /// A pack whose header is damaged is skipped (verify reports it).
+    ///
+    /// Returns the number of packs indexed.
+    pub(crate) async fn index_unindexed_packs(&self) -> Result<usize> {
+        let stored = self.sink.list(DATA_PREFIX).await?;
+        let orphans: Vec<(Id, u64)> = {
+            let index = self.index.read().map_err(|_| poisoned())?;
+            stored
+                .into_iter()
+                .filter_map(|meta| {
+                    let id: Id = meta.key.rsplit('/').next()?.parse().ok()?;
+                    (meta.key == pack::pack_key(&id) && !index.packs().contains_key(&id))
+                        .then_some((id, meta.size))
+                })
+                .collect()
+        };
+        if orphans.is_empty() {
+            return Ok(0);
+        }
+        let recovered: Vec<IndexedPack> = futures::stream::iter(orphans)
+            .map(|(id, size)| async move {
+                match self.read_pack_header(&id, size).await {
+                    Ok(blobs) => Some(IndexedPack { id, size, blobs }),
+                    Err(error) => {
+                        tracing::warn!(%error, "unindexed pack skipped");
+                        None
+                    }
+                }
+            })
+            .buffer_unordered(METADATA_CONCURRENCY)
+            .filter_map(|pack| async move { pack })
+            .collect()
+            .await;
+        let count = recovered.len();
+        for packs in recovered.chunks(256) {
+            let file = IndexFile {
+                supersedes: Vec::new(),
+                packs: packs.to_vec(),
+            };
+            let id = self
+                .put_named(INDEX_PREFIX, ObjectKind::Index, &file.encode())
+                .await?;
+            self.index
+                .write()
+                .map_err(|_| poisoned())?
+                .add_file(id, &file);
+        }
+        if count > 0 {
+            tracing::info!(packs = count, "indexed packs left by an interrupted backup");
+        }
+        Ok(count)
+    }
+
+    /// Reads a pack's header with two ranged reads (trailer, then header).
+    pub(crate) async fn read_pack_header(
+        &self,
+        id: &Id,
+        size: u64,
+    ) -> Result<Vec<crate::pack::BlobEntry>> {
+        let key = pack::pack_key(id);
+        let trailer_len = pack::PACK_TRAILER_LEN as u64;
+        let tail = self
+            .sink
+            .get_range(&key, Some(size.saturating_sub(trailer_len)..size))
+            .await?;
+        let header_length = u64::from(pack::read_trailer(&key, size, &tail)?);
+        let header_start = size - trailer_len - header_length;
+        let header = self
+            .sink
+            .get_range(&key, Some(header_start..size - trailer_len))
+            .await?;
+        pack::decode_header(&key, &header, header_start, self.key())
+    }
+
     pub(crate) async fn load_index(&self) -> Result<Index> {
         let ids = list_ids(self.sink.as_ref(), INDEX_PREFIX).await?;
         let files: Vec<(Id, IndexFile)> = futures::stream::iter(ids)
@@ -156,6 +233,14 @@ impl RepoShared {
             }
         }
         Ok(index)
+    }
+}
+
+fn poisoned() -> Error {
+    Error::Io {
+        context: "internal lock poisoned",
+        path: std::path::PathBuf::new(),
+        source: std::io::Error::other("a thread panicked while holding the index"),
     }
 }
 
@@ -436,6 +521,7 @@ impl Repository {
             ParentSelection::Id(id) => Some(self.load_backup(id).await?),
             ParentSelection::Latest => self.latest(Some(&options.set)).await?,
         };
+        self.shared.index_unindexed_packs().await?;
         let mut snapshot = snapshotter.snapshot().await?;
         let finisher = snapshot.take_finisher();
         let entries = std::mem::take(&mut snapshot.entries);
