@@ -31,6 +31,10 @@ pub const MANIFEST_PREFIX: &str = "manifests/";
 /// Prefix of packs.
 pub const DATA_PREFIX: &str = "data/";
 
+/// How many times an object that fails its check is read again before the
+/// damage is reported: a broken transfer must not pass for broken storage.
+const REREADS: u32 = 3;
+
 /// How many metadata objects are fetched at once.
 const METADATA_CONCURRENCY: usize = 16;
 
@@ -82,8 +86,19 @@ impl RepoShared {
         let key = pack::pack_key(&location.pack);
         let start = u64::from(location.entry.offset);
         let end = start + u64::from(location.entry.stored_length);
-        let stored = self.sink.get_range(&key, Some(start..end)).await?;
-        pack::decode_blob(&key, &location.entry, &stored, self.key())
+        // A damaged transfer (short read, flipped bit on the wire) must not
+        // be mistaken for damaged storage: fetch once more before reporting.
+        let mut rereads = 0;
+        loop {
+            let stored = self.sink.get_range(&key, Some(start..end)).await?;
+            match pack::decode_blob(&key, &location.entry, &stored, self.key()) {
+                Err(Error::Corrupt { .. }) if rereads < REREADS => {
+                    tracing::warn!(%key, blob = %id, "blob failed its check; reading it again");
+                    rereads += 1;
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     /// Reads and decodes a directory listing stored as tree chunks.
@@ -97,16 +112,22 @@ impl RepoShared {
 
     /// Fetches an object and checks it is stored under its own hash.
     pub(crate) async fn get_named(&self, key: &str, id: &Id) -> Result<Bytes> {
-        let bytes = self.sink.get(key).await?;
-        let actual = Id(Sha256::digest(&bytes).into());
-        if &actual != id {
-            return Err(Error::corrupt(
-                key,
-                0,
-                format!("content hash {actual} does not match the object's name"),
-            ));
+        let mut rereads = 0;
+        loop {
+            let bytes = self.sink.get(key).await?;
+            let actual = Id(Sha256::digest(&bytes).into());
+            if &actual == id {
+                return Ok(bytes);
+            }
+            if rereads == REREADS {
+                return Err(Error::corrupt(
+                    key,
+                    0,
+                    format!("content hash {actual} does not match the object's name"),
+                ));
+            }
+            rereads += 1;
         }
-        Ok(bytes)
     }
 
     /// Writes a metadata object under `prefix<hash of the object>`.
@@ -241,6 +262,24 @@ fn poisoned() -> Error {
         context: "internal lock poisoned",
         path: std::path::PathBuf::new(),
         source: std::io::Error::other("a thread panicked while holding the index"),
+    }
+}
+
+/// Fetches a whole object and decodes it with `decode`; when the check
+/// fails, fetches once more before reporting the damage, so a broken
+/// transfer is not mistaken for broken storage.
+pub(crate) async fn get_checked<T>(
+    sink: &dyn Sink,
+    key: &str,
+    decode: impl Fn(&[u8]) -> Result<T>,
+) -> Result<T> {
+    let mut rereads = 0;
+    loop {
+        let bytes = sink.get(key).await?;
+        match decode(&bytes) {
+            Err(Error::Corrupt { .. }) if rereads < REREADS => rereads += 1,
+            outcome => return outcome,
+        }
     }
 }
 
@@ -754,8 +793,11 @@ async fn open_key(sink: &dyn Sink, password: &[u8], config_object: &[u8]) -> Res
     let keys = sink.list(KEYS_PREFIX).await?;
     let mut damaged = None;
     for meta in keys {
-        let bytes = sink.get(&meta.key).await?;
-        let file = match KeyFile::from_object(&meta.key, &bytes) {
+        let file = match get_checked(sink, &meta.key, |bytes| {
+            KeyFile::from_object(&meta.key, bytes)
+        })
+        .await
+        {
             Ok(file) => file,
             Err(error) => {
                 damaged = Some(error);

@@ -16,14 +16,18 @@ use bytes::Bytes;
 
 use crate::Result;
 
+mod fault;
 mod local;
 mod memory;
+mod retry;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
+pub use fault::{FaultCounts, FaultPlan, FaultSink};
 pub use local::LocalSink;
 pub use memory::MemorySink;
+pub use retry::{RetryPolicy, RetrySink};
 
 /// How a put treats an object already stored under the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,253 @@
+//! Storage that fails, stalls and truncates: every backup either completes
+//! and verifies or fails with a clear error, and the repository stays valid.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backup_core::sink::{FaultPlan, FaultSink, LocalSink, RetryPolicy, RetrySink};
+use backup_core::{
+    BackupOptions, DirectorySnapshotter, Error, InitOptions, Repository, RestoreOptions, Sink,
+    VerifyOptions,
+};
+
+fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// A tree of `files` files of varied sizes; `round` changes some of them.
+fn write_tree(root: &Path, files: usize, round: u64) {
+    std::fs::create_dir_all(root.join("nested/deeper")).unwrap();
+    for index in 0..files {
+        let size = [0, 100, 5_000, 300_000, 2_500_000][index % 5];
+        let dir = if index % 3 == 0 {
+            root.join("nested/deeper")
+        } else {
+            root.to_path_buf()
+        };
+        // A fifth of the files change each round.
+        let seed = if index % 5 == (round as usize) % 5 {
+            round * 1000 + index as u64
+        } else {
+            index as u64
+        } + 1;
+        std::fs::write(
+            dir.join(format!("file-{index}.bin")),
+            pseudo_random(size, seed),
+        )
+        .unwrap();
+    }
+}
+
+fn assert_same_tree(expected: &Path, actual: &Path) {
+    let mut expected_entries: Vec<_> = std::fs::read_dir(expected)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let mut actual_entries: Vec<_> = std::fs::read_dir(actual)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    expected_entries.sort();
+    actual_entries.sort();
+    assert_eq!(
+        expected_entries,
+        actual_entries,
+        "entries of {}",
+        actual.display()
+    );
+    for name in expected_entries {
+        let (e, a) = (expected.join(&name), actual.join(&name));
+        if e.is_dir() {
+            assert_same_tree(&e, &a);
+        } else {
+            assert!(
+                std::fs::read(&e).unwrap() == std::fs::read(&a).unwrap(),
+                "content of {}",
+                a.display()
+            );
+        }
+    }
+}
+
+fn fast_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: 10,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(20),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_complete_and_verify_when_one_operation_in_ten_fails() {
+    let place = tempfile::tempdir().unwrap();
+    let local: Arc<dyn Sink> = Arc::new(LocalSink::create(place.path().join("repo")).unwrap());
+    let plan = FaultPlan {
+        fail: 0.10,
+        fail_after_write: 0.20,
+        stall: 0.05,
+        stall_for: Duration::from_millis(20),
+        truncate_read: 0.05,
+        seed: 42,
+        ..FaultPlan::default()
+    };
+    let faulty = Arc::new(FaultSink::new(local.clone(), plan));
+    let sink = Arc::new(RetrySink::new(faulty.clone(), fast_retries()));
+    let password = Some(b"pw".to_vec());
+    let kdf = backup_core::KdfParams::insecure_for_tests();
+    Repository::init(
+        sink.clone(),
+        InitOptions {
+            password: password.clone(),
+            kdf,
+        },
+    )
+    .await
+    .unwrap();
+
+    let source = place.path().join("source");
+    let rounds = 4;
+    for round in 0..rounds {
+        write_tree(&source, 40, round);
+        let repo = Repository::open(sink.clone(), password.as_deref())
+            .await
+            .unwrap();
+        let summary = repo
+            .backup(
+                &DirectorySnapshotter::new(vec![source.clone()]),
+                BackupOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(summary.manifest.stats.files, 40);
+        // Restore through the faulty sink too: every byte must be right.
+        let target = place.path().join(format!("restored-{round}"));
+        let backup = repo.find_backup("latest", None).await.unwrap();
+        repo.restore(&backup, &target, &RestoreOptions::default())
+            .await
+            .unwrap();
+        assert_same_tree(&source, &target.join("source"));
+    }
+    let counts = faulty.counts();
+    println!("fault trials: {rounds} backups and restores; {counts:?}");
+    assert!(
+        counts.failed > 5 && counts.failed_after_write > 0 && counts.truncated > 0,
+        "faults were injected: {counts:?}"
+    );
+
+    let clean = Repository::open(local, password.as_deref()).await.unwrap();
+    let report = clean
+        .verify(&VerifyOptions {
+            read_data: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{:?}", report.errors);
+    assert_eq!(clean.list().await.unwrap().len(), rounds as usize);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_gone_for_good_fails_clearly_and_leaves_the_repository_valid() {
+    let place = tempfile::tempdir().unwrap();
+    let local: Arc<dyn Sink> = Arc::new(LocalSink::create(place.path().join("repo")).unwrap());
+    let source = place.path().join("source");
+    write_tree(&source, 30, 0);
+    let repo = Repository::init(local.clone(), InitOptions::default())
+        .await
+        .unwrap();
+    repo.backup(
+        &DirectorySnapshotter::new(vec![source.clone()]),
+        BackupOptions::default(),
+    )
+    .await
+    .unwrap();
+
+    // Count the operations of one clean backup, then make the storage
+    // vanish at points spread over that run.
+    write_tree(&source, 30, 99);
+    let counting = Arc::new(FaultSink::new(local.clone(), FaultPlan::default()));
+    let counted = Repository::open(counting.clone(), None).await.unwrap();
+    counted
+        .backup(
+            &DirectorySnapshotter::new(vec![source.clone()]),
+            BackupOptions::default(),
+        )
+        .await
+        .unwrap();
+    let operations = counting.counts().operations;
+    assert!(operations >= 8, "a backup takes {operations} operations");
+    // That backup is the newest now; the failed ones must not replace it.
+    let first = counted.find_backup("latest", None).await.unwrap();
+    let mut trials = 0;
+    for gone_after in (0..operations).step_by(((operations / 8) as usize).max(1)) {
+        trials += 1;
+        write_tree(&source, 30, gone_after + 100);
+        let faulty = Arc::new(FaultSink::new(
+            local.clone(),
+            FaultPlan {
+                gone_after: Some(gone_after),
+                ..FaultPlan::default()
+            },
+        ));
+        let sink = Arc::new(RetrySink::new(faulty.clone(), fast_retries()));
+        let outcome = match Repository::open(sink, None).await {
+            Ok(repo) => repo
+                .backup(
+                    &DirectorySnapshotter::new(vec![source.clone()]),
+                    BackupOptions::default(),
+                )
+                .await
+                .map(|_| ()),
+            Err(error) => Err(error),
+        };
+        let error = outcome.expect_err("the storage is gone: the backup cannot succeed");
+        assert!(
+            matches!(
+                error,
+                Error::Sink {
+                    temporary: false,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("the storage is gone"),
+            "unclear error: {error}"
+        );
+    }
+
+    let repo = Repository::open(local, None).await.unwrap();
+    let report = repo
+        .verify(&VerifyOptions {
+            read_data: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{:?}", report.errors);
+    let backups = repo.list().await.unwrap();
+    println!("storage vanished at {trials} points of a {operations}-operation backup");
+    assert_eq!(
+        backups.len(),
+        2,
+        "only the two complete backups exist ({trials} failed attempts)"
+    );
+    let target = place.path().join("restored");
+    assert_eq!(backups[1].id, first.id);
+    repo.restore(&backups[1], &target, &RestoreOptions::default())
+        .await
+        .unwrap();
+    write_tree(&source, 30, 99);
+    assert_same_tree(&source, &target.join("source"));
+}
