@@ -151,6 +151,21 @@ pub enum Error {
         failures: Vec<(String, String)>,
     },
 
+    /// The newest backup of the set was written by another writer: two
+    /// writers share one backup set, and this one stops rather than
+    /// interleave with the other.
+    #[error("backup collision in set {set:?}: its newest backup {backup} was written by {other_writer:?}, not by this writer {writer:?}; make sure only one writer uses the set, then resume")]
+    Collision {
+        /// The backup set.
+        set: String,
+        /// This writer's identity.
+        writer: String,
+        /// The identity found on the newest backup.
+        other_writer: String,
+        /// That backup's id.
+        backup: String,
+    },
+
     /// The caller's input is not valid.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

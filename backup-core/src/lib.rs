@@ -47,8 +47,10 @@ mod error;
 pub mod format;
 mod id;
 pub mod index;
+pub mod inflight;
 pub mod manifest;
 pub mod pack;
+pub mod prune;
 mod repository;
 pub mod restore;
 pub mod retention;
@@ -62,6 +64,7 @@ pub use crypto::KdfParams;
 pub use error::{BoxError, Error, Result};
 pub use id::Id;
 pub use manifest::{BackupStats, BackupStatus, Manifest};
+pub use prune::{PruneOptions, PruneReport};
 pub use repository::{
     hostname, validate_set_name, Backup, BackupOptions, BackupSummary, InitOptions, LsEntry,
     ParentSelection, Repository,

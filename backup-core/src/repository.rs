@@ -15,9 +15,11 @@ use crate::config::{KeyFile, RepoConfig, CONFIG_KEY, KEYS_PREFIX};
 use crate::crypto::{KdfParams, MasterKey};
 use crate::format::envelope::{self, ObjectKind};
 use crate::index::{Index, IndexFile, IndexedPack};
+use crate::inflight::InflightGuard;
 use crate::manifest::{BackupStatus, Manifest, MANIFEST_VERSION};
 use crate::pack::{self, BlobKind};
 use crate::restore::{RestoreOptions, RestoreSummary};
+use crate::retention::{Decision, RetentionPolicy};
 use crate::sink::{PutMode, Sink, SinkExt};
 use crate::snapshot::Snapshotter;
 use crate::tree::{self, Node, NodeKind};
@@ -162,14 +164,22 @@ impl RepoShared {
     /// Returns the number of packs indexed.
     pub(crate) async fn index_unindexed_packs(&self) -> Result<usize> {
         let stored = self.sink.list(DATA_PREFIX).await?;
+        // Packs a prune marked for deletion must not come back into use.
+        let doomed: HashSet<Id> = crate::prune::list_marks(self)
+            .await?
+            .into_iter()
+            .flat_map(|(_, mark)| mark.packs)
+            .collect();
         let orphans: Vec<(Id, u64)> = {
             let index = self.index.read().map_err(|_| poisoned())?;
             stored
                 .into_iter()
                 .filter_map(|meta| {
                     let id: Id = meta.key.rsplit('/').next()?.parse().ok()?;
-                    (meta.key == pack::pack_key(&id) && !index.packs().contains_key(&id))
-                        .then_some((id, meta.size))
+                    let wanted = meta.key == pack::pack_key(&id)
+                        && !index.packs().contains_key(&id)
+                        && !doomed.contains(&id);
+                    wanted.then_some((id, meta.size))
                 })
                 .collect()
         };
@@ -332,6 +342,9 @@ pub struct BackupOptions {
     pub writer: Option<String>,
     /// The parent used to skip unchanged files.
     pub parent: ParentSelection,
+    /// Refuse to write when the newest backup of the set was written by
+    /// another writer ([`Error::Collision`]); scheduled backups set this.
+    pub check_collision: bool,
 }
 
 impl Default for BackupOptions {
@@ -342,6 +355,7 @@ impl Default for BackupOptions {
             time: None,
             writer: None,
             parent: ParentSelection::Latest,
+            check_collision: false,
         }
     }
 }
@@ -553,14 +567,38 @@ impl Repository {
         options: BackupOptions,
     ) -> Result<BackupSummary> {
         validate_set_name(&options.set)?;
+        let writer = options.writer.clone().unwrap_or_else(hostname);
+        // Announce the backup before reading the index, so that a prune
+        // running meanwhile never deletes data this backup deduplicates
+        // against (see `crate::prune`).
+        let inflight = InflightGuard::register(&self.shared, &writer).await?;
+        let outcome = self.backup_registered(snapshotter, options, writer).await;
+        inflight.release().await;
+        outcome
+    }
+
+    async fn backup_registered(
+        &self,
+        snapshotter: &dyn Snapshotter,
+        options: BackupOptions,
+        writer: String,
+    ) -> Result<BackupSummary> {
         let started = Utc::now();
         let clock = std::time::Instant::now();
+        let index = self.shared.load_index().await?;
+        if let Ok(mut slot) = self.shared.index.write() {
+            *slot = index;
+        }
+        self.shared.index_unindexed_packs().await?;
+        let newest = self.latest(Some(&options.set)).await?;
+        if options.check_collision {
+            check_collision(&options.set, &writer, newest.as_ref())?;
+        }
         let parent = match &options.parent {
             ParentSelection::None => None,
             ParentSelection::Id(id) => Some(self.load_backup(id).await?),
-            ParentSelection::Latest => self.latest(Some(&options.set)).await?,
+            ParentSelection::Latest => newest,
         };
-        self.shared.index_unindexed_packs().await?;
         let mut snapshot = snapshotter.snapshot().await?;
         let finisher = snapshot.take_finisher();
         let entries = std::mem::take(&mut snapshot.entries);
@@ -575,6 +613,14 @@ impl Repository {
         };
         let archived = archived?;
         facts.extend(finished_facts?);
+        if options.check_collision {
+            // Another writer may have finished while this one ran.
+            check_collision(
+                &options.set,
+                &writer,
+                self.latest(Some(&options.set)).await?.as_ref(),
+            )?;
+        }
         let mut stats = archived.stats;
         stats.duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
         let manifest = Manifest {
@@ -583,7 +629,7 @@ impl Repository {
             time: options.time.unwrap_or(started),
             started,
             finished: Utc::now(),
-            writer: options.writer.unwrap_or_else(hostname),
+            writer,
             hostname: hostname(),
             source: snapshot.source,
             tags: options.tags,
@@ -605,6 +651,42 @@ impl Repository {
             .put_named(MANIFEST_PREFIX, ObjectKind::Manifest, &json)
             .await?;
         Ok(BackupSummary { id, manifest })
+    }
+
+    /// Applies a retention policy: deletes the manifests it does not keep
+    /// (unless `dry_run`). Returns every backup with its decision. The data
+    /// of forgotten backups is freed by [`Repository::prune`].
+    ///
+    /// # Errors
+    ///
+    /// Storage errors; [`Error::Corrupt`] for a damaged manifest.
+    pub async fn forget(
+        &self,
+        policy: &dyn RetentionPolicy,
+        now: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<Vec<(Backup, Decision)>> {
+        let backups = self.list().await?;
+        let decisions = policy.decide(&backups, now);
+        let aligned = decisions.len() == backups.len()
+            && decisions
+                .iter()
+                .zip(&backups)
+                .all(|(decision, backup)| decision.id == backup.id);
+        if !aligned {
+            return Err(Error::InvalidArgument(
+                "the retention policy did not return one decision per backup, in order".into(),
+            ));
+        }
+        if !dry_run {
+            for decision in decisions.iter().filter(|decision| !decision.keep) {
+                self.shared
+                    .sink
+                    .delete(&format!("{MANIFEST_PREFIX}{}", decision.id))
+                    .await?;
+            }
+        }
+        Ok(backups.into_iter().zip(decisions).collect())
     }
 
     /// Reads one manifest.
@@ -809,6 +891,20 @@ async fn open_key(sink: &dyn Sink, password: &[u8], config_object: &[u8]) -> Res
         }
     }
     Err(damaged.unwrap_or(Error::WrongPassword))
+}
+
+/// Fails with [`Error::Collision`] when the newest backup of the set was
+/// written by someone else.
+fn check_collision(set: &str, writer: &str, newest: Option<&Backup>) -> Result<()> {
+    match newest {
+        Some(backup) if backup.manifest.writer != writer => Err(Error::Collision {
+            set: set.to_string(),
+            writer: writer.to_string(),
+            other_writer: backup.manifest.writer.clone(),
+            backup: backup.id.to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Checks a backup set name: 1 to 128 characters, letters, digits, `.`, `_`,

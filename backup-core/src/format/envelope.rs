@@ -41,6 +41,10 @@ pub enum ObjectKind {
     Manifest = 4,
     /// The header at the end of a pack.
     PackHeader = 5,
+    /// A running backup's in-flight marker (`inflight/<id>`).
+    Inflight = 6,
+    /// A prune's deletion mark (`pending/<id>`).
+    DeletionMark = 7,
 }
 
 impl ObjectKind {
@@ -51,6 +55,8 @@ impl ObjectKind {
             3 => ObjectKind::Index,
             4 => ObjectKind::Manifest,
             5 => ObjectKind::PackHeader,
+            6 => ObjectKind::Inflight,
+            7 => ObjectKind::DeletionMark,
             _ => return None,
         })
     }

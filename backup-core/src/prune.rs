@@ -1,0 +1,449 @@
+//! Freeing the space of data no backup references, safely.
+//!
+//! Deletion is two-phase. **Mark**: prune writes new index objects that no
+//! longer list the doomed packs (packs no backup uses, and packs mostly
+//! unused, whose used blobs are first copied into new packs), supersedes
+//! the old index objects, and records the doomed packs in a deletion mark
+//! `pending/<id>`. Backups that start after that never deduplicate against
+//! doomed data. **Delete**: a later prune (or the same one, with a zero
+//! grace period) deletes the packs of a mark older than the grace period,
+//! but only when no live backup started before the mark (see
+//! [`crate::inflight`]), and only after checking every manifest again: a pack
+//! that a backup finished since then references is put back in the index
+//! instead.
+//!
+//! A crash at any step leaves a valid repository: new indexes are written
+//! before the object that supersedes the old ones, the mark after both, and
+//! packs are deleted last.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use chrono::{DateTime, Duration, Utc};
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::format::envelope::{self, ObjectKind};
+use crate::index::{IndexFile, IndexedPack};
+use crate::inflight::list_markers;
+use crate::pack::{self, PackBuilder};
+use crate::repository::{list_ids, RepoShared, Repository, DATA_PREFIX, INDEX_PREFIX};
+use crate::sink::{PutMode, SinkExt};
+use crate::tree::NodeKind;
+use crate::{Error, Id, Result};
+
+/// Prefix of deletion marks.
+pub const PENDING_PREFIX: &str = "pending/";
+/// Allowance for clock differences between the hosts writing a repository.
+const CLOCK_SKEW_SECONDS: i64 = 5 * 60;
+/// Packs listed per index object written by prune.
+const PACKS_PER_INDEX: usize = 1000;
+
+/// A prune's record of packs to delete once the grace period is over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionMark {
+    /// When the packs were marked.
+    pub marked_at: DateTime<Utc>,
+    /// The doomed packs.
+    pub packs: Vec<Id>,
+}
+
+/// How [`Repository::prune`] works.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// How long marked packs are kept before deletion (default 1 hour).
+    pub grace: Duration,
+    /// A pack whose unused share of bytes is at least this is repacked
+    /// (default 0.3).
+    pub repack_unused_share: f64,
+    /// Only report what would be done.
+    pub dry_run: bool,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            grace: Duration::hours(1),
+            repack_unused_share: 0.3,
+            dry_run: false,
+        }
+    }
+}
+
+/// What a prune did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PruneReport {
+    /// Packs in the repository before the prune.
+    pub packs_before: u64,
+    /// Bytes of packs before the prune.
+    pub bytes_before: u64,
+    /// Packs no backup uses, marked for deletion now.
+    pub packs_marked: u64,
+    /// Partly used packs whose used blobs were copied to new packs.
+    pub packs_repacked: u64,
+    /// New packs written by repacking.
+    pub packs_written: u64,
+    /// Packs deleted (from marks past their grace period).
+    pub packs_deleted: u64,
+    /// Bytes freed by deleting packs.
+    pub bytes_deleted: u64,
+    /// Marked packs put back because a backup references them now.
+    pub packs_rescued: u64,
+    /// Marks still within their grace period.
+    pub marks_waiting: u64,
+    /// Marks past the grace period kept because a backup that started
+    /// before them is still running.
+    pub marks_postponed: u64,
+}
+
+impl Repository {
+    /// Frees the space of data no backup references; see [`crate::prune`].
+    ///
+    /// # Errors
+    ///
+    /// Storage errors, or [`Error::Corrupt`] when a backup's metadata cannot
+    /// be read (prune never deletes anything while unsure what is used).
+    pub async fn prune(&self, options: &PruneOptions) -> Result<PruneReport> {
+        let report = prune(self, options).await?;
+        let index = self.shared().load_index().await?;
+        if let Ok(mut slot) = self.shared().index.write() {
+            *slot = index;
+        }
+        Ok(report)
+    }
+}
+
+/// Reads every deletion mark.
+pub(crate) async fn list_marks(repo: &RepoShared) -> Result<Vec<(String, DeletionMark)>> {
+    let mut marks = Vec::new();
+    for meta in repo.sink.list(PENDING_PREFIX).await? {
+        let bytes = match repo.sink.get(&meta.key).await {
+            Ok(bytes) => bytes,
+            Err(Error::NotFound { .. }) => continue,
+            Err(error) => return Err(error),
+        };
+        let json = envelope::open(&meta.key, &bytes, ObjectKind::DeletionMark, repo.key())?;
+        let mark: DeletionMark = serde_json::from_slice(&json).map_err(|error| {
+            Error::corrupt(&meta.key, 8, format!("invalid deletion mark: {error}"))
+        })?;
+        marks.push((meta.key, mark));
+    }
+    Ok(marks)
+}
+
+/// Every blob (tree and data) some backup uses.
+async fn referenced_blobs(repo: &Repository) -> Result<HashSet<Id>> {
+    let shared = repo.shared();
+    let mut used = HashSet::new();
+    let mut trees_seen: HashSet<Vec<Id>> = HashSet::new();
+    for backup in repo.list().await? {
+        let mut stack = vec![("/".to_string(), backup.manifest.root.clone())];
+        while let Some((path, ids)) = stack.pop() {
+            if !trees_seen.insert(ids.clone()) {
+                continue;
+            }
+            used.extend(ids.iter().copied());
+            for node in shared.load_tree(&path, &ids).await? {
+                match node.kind {
+                    NodeKind::Dir => stack.push((
+                        format!("{path}{}/", node.name),
+                        node.subtree.unwrap_or_default(),
+                    )),
+                    NodeKind::File => used.extend(node.content),
+                    NodeKind::Symlink => {}
+                }
+            }
+        }
+    }
+    Ok(used)
+}
+
+async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
+    let shared = repo.shared();
+    let sink = shared.sink.as_ref();
+    let mut report = PruneReport::default();
+    let now = Utc::now();
+
+    // Order matters: in-flight markers are read before the manifests, so a
+    // backup whose marker is gone has its manifest seen below.
+    let inflight = list_markers(shared).await?;
+    let marks = list_marks(shared).await?;
+    let old_index_ids = list_ids(sink, INDEX_PREFIX).await?;
+    let index = shared.load_index().await?;
+    let stored: HashMap<Id, u64> = sink
+        .list(DATA_PREFIX)
+        .await?
+        .into_iter()
+        .filter_map(|meta| {
+            let id: Id = meta.key.rsplit('/').next()?.parse().ok()?;
+            (meta.key == pack::pack_key(&id)).then_some((id, meta.size))
+        })
+        .collect();
+    report.packs_before = stored.len() as u64;
+    report.bytes_before = stored.values().sum();
+    let referenced = referenced_blobs(repo).await?;
+    let busy_since = |marked_at: DateTime<Utc>| {
+        inflight.iter().any(|marker| {
+            marker.is_live(now)
+                && marker.started < marked_at + Duration::seconds(CLOCK_SKEW_SECONDS)
+        })
+    };
+
+    // Phase 2: marks past their grace period.
+    let mut already_marked: HashSet<Id> = HashSet::new();
+    for (key, mark) in &marks {
+        already_marked.extend(mark.packs.iter().copied());
+        if mark.marked_at + options.grace > now {
+            report.marks_waiting += 1;
+        } else if busy_since(mark.marked_at) {
+            report.marks_postponed += 1;
+        } else {
+            delete_marked(
+                shared,
+                key,
+                mark,
+                &stored,
+                &referenced,
+                &index,
+                options.dry_run,
+                &mut report,
+            )
+            .await?;
+        }
+    }
+
+    // Phase 1: find unused and mostly unused packs.
+    let mut pack_blobs: HashMap<Id, Vec<pack::BlobEntry>> = HashMap::new();
+    for (_, location) in index.iter() {
+        pack_blobs
+            .entry(location.pack)
+            .or_default()
+            .push(location.entry);
+    }
+    let mut doomed: Vec<Id> = Vec::new();
+    let mut repack: Vec<Id> = Vec::new();
+    for (pack_id, size) in &stored {
+        if already_marked.contains(pack_id) {
+            continue;
+        }
+        let Some(blobs) = pack_blobs.get(pack_id) else {
+            if !index.packs().contains_key(pack_id) {
+                // Stored but indexed nowhere: left by an interrupted backup.
+                doomed.push(*pack_id);
+            }
+            continue;
+        };
+        let used: u64 = blobs
+            .iter()
+            .filter(|blob| referenced.contains(&blob.id))
+            .map(|blob| u64::from(blob.stored_length))
+            .sum();
+        if used == 0 {
+            doomed.push(*pack_id);
+        } else if (1.0 - used as f64 / (*size).max(1) as f64) >= options.repack_unused_share {
+            repack.push(*pack_id);
+        }
+    }
+    // Indexed packs whose blobs all live elsewhere (duplicates) are unused too.
+    for pack_id in index.packs().keys() {
+        if stored.contains_key(pack_id)
+            && !pack_blobs.contains_key(pack_id)
+            && !already_marked.contains(pack_id)
+            && !doomed.contains(pack_id)
+        {
+            doomed.push(*pack_id);
+        }
+    }
+    report.packs_marked = doomed.len() as u64;
+    report.packs_repacked = repack.len() as u64;
+    if options.dry_run || (doomed.is_empty() && repack.is_empty()) {
+        return Ok(report);
+    }
+
+    // Copy the used blobs of mostly unused packs into new packs.
+    let mut new_packs = Vec::new();
+    let mut builder = PackBuilder::default();
+    for pack_id in &repack {
+        let key = pack::pack_key(pack_id);
+        let bytes = sink.get(&key).await?;
+        for entry in pack::read_header(&key, &bytes, shared.key())? {
+            let chosen = index.get(&entry.id).is_some_and(|location| {
+                location.pack == *pack_id && location.entry.offset == entry.offset
+            });
+            if !chosen || !referenced.contains(&entry.id) {
+                continue;
+            }
+            let start = entry.offset as usize;
+            let stored_bytes = bytes
+                .get(start..start + entry.stored_length as usize)
+                .unwrap_or_default();
+            // Never copy damage into a new pack.
+            pack::decode_blob(&key, &entry, stored_bytes, shared.key())?;
+            builder.add(
+                entry.id,
+                entry.kind,
+                entry.flags,
+                entry.raw_length,
+                stored_bytes,
+            );
+            if builder.len() >= shared.config.pack_size as usize {
+                new_packs.push(upload_pack(shared, std::mem::take(&mut builder)).await?);
+            }
+        }
+    }
+    if !builder.is_empty() {
+        new_packs.push(upload_pack(shared, builder).await?);
+    }
+    report.packs_written = new_packs.len() as u64;
+
+    // New indexes: every live pack, then one object superseding the old.
+    let gone: HashSet<Id> = doomed.iter().chain(repack.iter()).copied().collect();
+    let mut live: Vec<IndexedPack> = pack_blobs
+        .into_iter()
+        .filter(|(id, _)| !gone.contains(id))
+        .map(|(id, mut blobs)| {
+            blobs.sort_by_key(|blob| blob.offset);
+            IndexedPack {
+                id,
+                size: index.packs().get(&id).copied().unwrap_or(0),
+                blobs,
+            }
+        })
+        .collect();
+    live.extend(new_packs);
+    for packs in live.chunks(PACKS_PER_INDEX) {
+        let file = IndexFile {
+            supersedes: Vec::new(),
+            packs: packs.to_vec(),
+        };
+        shared
+            .put_named(INDEX_PREFIX, ObjectKind::Index, &file.encode())
+            .await?;
+    }
+    let superseding = IndexFile {
+        supersedes: old_index_ids.clone(),
+        packs: Vec::new(),
+    };
+    shared
+        .put_named(INDEX_PREFIX, ObjectKind::Index, &superseding.encode())
+        .await?;
+
+    // The mark, then the old index objects can go.
+    let mark = DeletionMark {
+        marked_at: Utc::now(),
+        packs: gone.into_iter().collect(),
+    };
+    let json = serde_json::to_vec(&mark)
+        .map_err(|error| Error::InvalidArgument(format!("encoding deletion mark: {error}")))?;
+    let object = envelope::seal(ObjectKind::DeletionMark, &json, true, shared.key());
+    let mark_key = format!("{PENDING_PREFIX}{}", Id::digest(&object));
+    sink.put(&mark_key, Bytes::from(object), PutMode::Create)
+        .await?;
+    futures::stream::iter(old_index_ids)
+        .map(|id| async move { sink.delete(&format!("{INDEX_PREFIX}{id}")).await })
+        .buffer_unordered(8)
+        .try_collect::<Vec<()>>()
+        .await?;
+
+    if options.grace <= Duration::zero() {
+        // As in phase 2: markers first, then a fresh reference check that
+        // sees every backup finished since the mark.
+        let inflight_now = list_markers(shared).await?;
+        let now = Utc::now();
+        let busy = inflight_now.iter().any(|marker| {
+            marker.is_live(now)
+                && marker.started < mark.marked_at + Duration::seconds(CLOCK_SKEW_SECONDS)
+        });
+        if busy {
+            report.marks_postponed += 1;
+        } else {
+            let referenced = referenced_blobs(repo).await?;
+            let index = shared.load_index().await?;
+            delete_marked(
+                shared,
+                &mark_key,
+                &mark,
+                &stored,
+                &referenced,
+                &index,
+                false,
+                &mut report,
+            )
+            .await?;
+        }
+    } else {
+        report.marks_waiting += 1;
+    }
+    Ok(report)
+}
+
+async fn upload_pack(shared: &RepoShared, builder: PackBuilder) -> Result<IndexedPack> {
+    let (id, bytes, blobs) = builder.finish(shared.key());
+    let size = bytes.len() as u64;
+    shared
+        .sink
+        .put(&pack::pack_key(&id), Bytes::from(bytes), PutMode::Overwrite)
+        .await?;
+    Ok(IndexedPack { id, size, blobs })
+}
+
+/// Deletes a mark's packs, putting back in the index any that holds a blob
+/// a backup uses now and no live pack has (`index` is the current index,
+/// which no longer lists the mark's packs).
+#[allow(clippy::too_many_arguments)]
+async fn delete_marked(
+    shared: &RepoShared,
+    key: &str,
+    mark: &DeletionMark,
+    stored: &HashMap<Id, u64>,
+    referenced: &HashSet<Id>,
+    index: &crate::index::Index,
+    dry_run: bool,
+    report: &mut PruneReport,
+) -> Result<()> {
+    let mut rescued = Vec::new();
+    let mut deletable = Vec::new();
+    for pack_id in &mark.packs {
+        let Some(size) = stored.get(pack_id) else {
+            continue;
+        };
+        match shared.read_pack_header(pack_id, *size).await {
+            Ok(blobs)
+                if blobs.iter().any(|blob| {
+                    referenced.contains(&blob.id)
+                        && index
+                            .get(&blob.id)
+                            .is_none_or(|location| mark.packs.contains(&location.pack))
+                }) =>
+            {
+                rescued.push(IndexedPack {
+                    id: *pack_id,
+                    size: *size,
+                    blobs,
+                });
+            }
+            // Unused, or damaged beyond reading its header: nothing refers
+            // to it through an index, so it can go.
+            _ => deletable.push((*pack_id, *size)),
+        }
+    }
+    report.packs_rescued += rescued.len() as u64;
+    report.packs_deleted += deletable.len() as u64;
+    report.bytes_deleted += deletable.iter().map(|(_, size)| size).sum::<u64>();
+    if dry_run {
+        return Ok(());
+    }
+    if !rescued.is_empty() {
+        let file = IndexFile {
+            supersedes: Vec::new(),
+            packs: rescued,
+        };
+        shared
+            .put_named(INDEX_PREFIX, ObjectKind::Index, &file.encode())
+            .await?;
+    }
+    for (pack_id, _) in deletable {
+        shared.sink.delete(&pack::pack_key(&pack_id)).await?;
+    }
+    shared.sink.delete(key).await
+}
