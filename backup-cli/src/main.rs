@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use backup_core::progress::{Phase, ProgressSink};
 use backup_core::snapshot::{CommandSnapshotter, DirectorySnapshotter, Snapshotter};
 use backup_core::{
     Backup, BackupOptions, BackupStatus, Error, InitOptions, LocalSink, Repository, RestoreOptions,
@@ -59,6 +60,62 @@ struct Common {
     /// Print one JSON document on stdout instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Progress display: a bar when stderr is a terminal (auto), JSON lines
+    /// on stderr (json), or none.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto, global = true)]
+    progress: ProgressMode,
+}
+
+/// How progress is shown.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum ProgressMode {
+    /// A bar when stderr is a terminal, nothing otherwise.
+    Auto,
+    /// Always a bar.
+    Bar,
+    /// One JSON object per line on stderr.
+    Json,
+    /// Nothing.
+    None,
+}
+
+/// Builds the progress sink for `--progress`.
+fn progress_sink(common: &Common) -> Option<ProgressSink> {
+    use std::io::IsTerminal;
+    let mode = match common.progress {
+        ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,
+        ProgressMode::Auto => ProgressMode::None,
+        other => other,
+    };
+    match mode {
+        ProgressMode::Json => Some(ProgressSink::new(|event| {
+            if let Ok(line) = serde_json::to_string(event) {
+                eprintln!("{line}");
+            }
+        })),
+        ProgressMode::Bar => {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} {percent}% {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            Some(ProgressSink::new(move |event| {
+                bar.set_length(event.bytes_total.unwrap_or(event.bytes_done));
+                bar.set_position(event.bytes_done);
+                let files = match event.files_total {
+                    Some(total) => format!("{}/{} files", event.files_done, total),
+                    None => format!("{} files", event.files_done),
+                };
+                bar.set_message(files);
+                if event.phase != Phase::Running {
+                    bar.finish_and_clear();
+                }
+            }))
+        }
+        ProgressMode::Auto | ProgressMode::None => None,
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -373,6 +430,8 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 } else {
                     backup_core::ParentSelection::Latest
                 },
+                progress: progress_sink(&common),
+                ..BackupOptions::default()
             };
             let summary = repo.backup(snapshotter.as_ref(), options).await?;
             let manifest = &summary.manifest;
@@ -496,7 +555,14 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             let repo = open(&common).await?;
             let backup = repo.find_backup(&backup, set.as_deref()).await?;
             match repo
-                .restore(&backup, &target, &RestoreOptions { include })
+                .restore(
+                    &backup,
+                    &target,
+                    &RestoreOptions {
+                        include,
+                        progress: progress_sink(&common),
+                    },
+                )
                 .await
             {
                 Ok(summary) => {

@@ -34,6 +34,7 @@ use crate::format::envelope::ObjectKind;
 use crate::index::{IndexFile, IndexedPack};
 use crate::manifest::{BackupStats, ItemError};
 use crate::pack::{self, BlobKind, PackBuilder};
+use crate::progress::Tracker;
 use crate::repository::{RepoShared, INDEX_PREFIX};
 use crate::restore::{RestoreOptions, RestoreSummary};
 use crate::sink::PutMode;
@@ -84,18 +85,28 @@ pub struct Archived {
 #[derive(Debug, Clone)]
 pub struct ChunkArchiver {
     pub(crate) repo: Arc<RepoShared>,
+    tracker: Arc<Tracker>,
 }
 
 impl ChunkArchiver {
     pub(crate) fn new(repo: Arc<RepoShared>) -> Self {
-        ChunkArchiver { repo }
+        ChunkArchiver {
+            repo,
+            tracker: Tracker::new("backup"),
+        }
+    }
+
+    /// Reports backup progress to `tracker`.
+    pub(crate) fn with_tracker(mut self, tracker: Arc<Tracker>) -> Self {
+        self.tracker = tracker;
+        self
     }
 }
 
 #[async_trait]
 impl Archiver for ChunkArchiver {
     async fn archive(&self, entries: Vec<Entry>, parent: Option<&[Id]>) -> Result<Archived> {
-        let writer = Arc::new(BackupWriter::new(self.repo.clone()));
+        let writer = Arc::new(BackupWriter::new(self.repo.clone(), self.tracker.clone()));
         let result = writer.archive_entries(entries, parent).await;
         // Whether or not the walk succeeded, finish the uploads already
         // started so that a rerun can reuse them; report the first error.
@@ -182,6 +193,7 @@ enum Encoded {
 
 struct BackupWriter {
     repo: Arc<RepoShared>,
+    tracker: Arc<Tracker>,
     /// Chunks stored in the repository or by this backup so far.
     claimed: Arc<Mutex<HashSet<Id>>>,
     data_pack: tokio::sync::Mutex<PackBuilder>,
@@ -196,12 +208,13 @@ struct BackupWriter {
 }
 
 impl BackupWriter {
-    fn new(repo: Arc<RepoShared>) -> Self {
+    fn new(repo: Arc<RepoShared>, tracker: Arc<Tracker>) -> Self {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
         BackupWriter {
             repo,
+            tracker,
             claimed: Arc::new(Mutex::new(HashSet::new())),
             data_pack: tokio::sync::Mutex::new(PackBuilder::default()),
             tree_pack: tokio::sync::Mutex::new(PackBuilder::default()),
@@ -368,6 +381,8 @@ impl BackupWriter {
                 && parent.content.iter().all(|id| self.repo.index_contains(id));
             if unchanged {
                 self.stats.files_unchanged.fetch_add(1, Ordering::Relaxed);
+                self.tracker.bytes_done(node.size);
+                self.tracker.file_done();
                 node.content = parent.content;
                 return Ok(Some(node));
             }
@@ -377,6 +392,7 @@ impl BackupWriter {
             .acquire()
             .await
             .map_err(|_| ItemFailure::Fatal(closed()))?;
+        self.tracker.set_current(path.display().to_string());
         let file = match std::fs::File::open(path) {
             Ok(file) => file,
             Err(error) => {
@@ -398,6 +414,7 @@ impl BackupWriter {
                     node.size = size;
                 }
                 node.content = content;
+                self.tracker.file_done();
                 Ok(Some(node))
             }
             Err(ItemFailure::Item(message)) => {
@@ -430,6 +447,7 @@ impl BackupWriter {
         };
         self.stats.files.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes_total.fetch_add(size, Ordering::Relaxed);
+        self.tracker.file_done();
         let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
         Ok(Some(Node {
             name,
@@ -479,6 +497,7 @@ impl BackupWriter {
                         self.stats
                             .bytes_read
                             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                        self.tracker.bytes_done(chunk.len() as u64);
                         in_flight.push_back(self.store_chunk(BlobKind::Data, chunk));
                     }
                     Some(Err(error)) => {

@@ -179,7 +179,8 @@ impl KdfParams {
 
     /// Checks the parameters are within what a reader agrees to compute.
     pub(crate) fn validate(&self) -> Result<()> {
-        let sane = (8..=4 * 1024 * 1024).contains(&self.memory_kib)
+        // At most 1 GiB: a hostile key file must not exhaust the reader's memory.
+        let sane = (8..=1024 * 1024).contains(&self.memory_kib)
             && (1..=100).contains(&self.iterations)
             && (1..=64).contains(&self.parallelism);
         if sane {

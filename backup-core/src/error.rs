@@ -77,6 +77,13 @@ pub enum Error {
     #[error("wrong password: no key in the repository can be opened with the given password (or the key file was modified)")]
     WrongPassword,
 
+    /// A password was given but the repository is not encrypted.
+    #[error("the repository at {location} is not encrypted, but a password was given: refusing to use it, since an unencrypted repository may have been put in place of an encrypted one (if it is meant to be unencrypted, give no password)")]
+    NotEncrypted {
+        /// Where the repository is.
+        location: String,
+    },
+
     /// The repository is encrypted and no password was given.
     #[error(
         "the repository is encrypted: a password is required (--password-file or BACKUP_PASSWORD)"

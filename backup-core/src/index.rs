@@ -163,6 +163,9 @@ pub struct Index {
     blobs: HashMap<Id, BlobLocation>,
     packs: HashMap<Id, u64>,
     files: HashSet<Id>,
+    /// Packs a prune marked for deletion: still readable, but never a
+    /// reason to skip storing a chunk.
+    doomed: HashSet<Id>,
 }
 
 impl Index {
@@ -174,14 +177,34 @@ impl Index {
         }
     }
 
-    /// Adds one pack's blobs.
+    /// Marks packs as doomed (see the field); call before adding files.
+    pub fn set_doomed(&mut self, doomed: HashSet<Id>) {
+        self.doomed = doomed;
+    }
+
+    /// Adds one pack's blobs. Where a blob is in several packs, a pack that
+    /// is not doomed is preferred, then the smallest pack id, so that every
+    /// reader picks the same copy.
     pub fn add_pack(&mut self, pack: &IndexedPack) {
         self.packs.insert(pack.id, pack.size);
+        let doomed = self.doomed.contains(&pack.id);
         for blob in &pack.blobs {
-            self.blobs.entry(blob.id).or_insert(BlobLocation {
+            let candidate = BlobLocation {
                 pack: pack.id,
                 entry: *blob,
-            });
+            };
+            match self.blobs.entry(blob.id) {
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(candidate);
+                }
+                std::collections::hash_map::Entry::Occupied(mut slot) => {
+                    let current = slot.get();
+                    let current_doomed = self.doomed.contains(&current.pack);
+                    if (current_doomed, current.pack) > (doomed, pack.id) {
+                        slot.insert(candidate);
+                    }
+                }
+            }
         }
     }
 
@@ -190,8 +213,16 @@ impl Index {
         self.blobs.get(id)
     }
 
-    /// Whether the blob is stored.
+    /// Whether the blob is stored in a pack that is not doomed: only then
+    /// may a backup reference it without storing it again.
     pub fn contains(&self, id: &Id) -> bool {
+        self.blobs
+            .get(id)
+            .is_some_and(|location| !self.doomed.contains(&location.pack))
+    }
+
+    /// Whether the blob can be read (doomed packs included).
+    pub fn readable(&self, id: &Id) -> bool {
         self.blobs.contains_key(id)
     }
 

@@ -53,7 +53,8 @@ impl InflightMarker {
 pub(crate) struct InflightGuard {
     key: String,
     sink: Arc<dyn Sink>,
-    heartbeat: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl InflightGuard {
@@ -74,9 +75,13 @@ impl InflightGuard {
             .await?;
         let beat_repo = repo.clone();
         let beat_key = key.clone();
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let heartbeat = tokio::spawn(async move {
             loop {
-                tokio::time::sleep(std::time::Duration::from_secs(HEARTBEAT_SECONDS)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(HEARTBEAT_SECONDS)) => {}
+                    _ = stopped.changed() => break,
+                }
                 marker.heartbeat = Utc::now();
                 let written = match encode(&beat_repo, &marker) {
                     Ok(bytes) => {
@@ -95,13 +100,19 @@ impl InflightGuard {
         Ok(InflightGuard {
             key,
             sink: repo.sink.clone(),
-            heartbeat,
+            stop,
+            heartbeat: Some(heartbeat),
         })
     }
 
     /// Stops the heartbeat and deletes the marker.
-    pub(crate) async fn release(self) {
-        self.heartbeat.abort();
+    pub(crate) async fn release(mut self) {
+        // Wait for the heartbeat to stop, so that a refresh in progress
+        // cannot write the marker again after it is deleted.
+        let _ = self.stop.send(true);
+        if let Some(heartbeat) = self.heartbeat.take() {
+            let _ = heartbeat.await;
+        }
         if let Err(error) = self.sink.delete(&self.key).await {
             tracing::warn!(%error, key = %self.key, "could not remove the in-flight marker; it goes stale by itself");
         }
@@ -110,7 +121,7 @@ impl InflightGuard {
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.heartbeat.abort();
+        let _ = self.stop.send(true);
     }
 }
 

@@ -113,22 +113,29 @@ impl Repository {
     }
 }
 
+/// Marks read, and the keys of marks that could not be read.
+pub(crate) type Marks = (Vec<(String, DeletionMark)>, Vec<String>);
+
 /// Reads every deletion mark.
-pub(crate) async fn list_marks(repo: &RepoShared) -> Result<Vec<(String, DeletionMark)>> {
+pub(crate) async fn list_marks(repo: &RepoShared) -> Result<Marks> {
     let mut marks = Vec::new();
+    let mut unreadable = Vec::new();
     for meta in repo.sink.list(PENDING_PREFIX).await? {
-        let bytes = match repo.sink.get(&meta.key).await {
-            Ok(bytes) => bytes,
-            Err(Error::NotFound { .. }) => continue,
+        let key = meta.key;
+        let decoded = crate::repository::get_checked(repo.sink.as_ref(), &key, |bytes| {
+            let json = envelope::open(&key, bytes, ObjectKind::DeletionMark, repo.key())?;
+            serde_json::from_slice::<DeletionMark>(&json)
+                .map_err(|error| Error::corrupt(&key, 8, format!("invalid deletion mark: {error}")))
+        })
+        .await;
+        match decoded {
+            Ok(mark) => marks.push((key, mark)),
+            Err(Error::NotFound { .. }) => {}
+            Err(Error::Corrupt { .. }) => unreadable.push(key),
             Err(error) => return Err(error),
-        };
-        let json = envelope::open(&meta.key, &bytes, ObjectKind::DeletionMark, repo.key())?;
-        let mark: DeletionMark = serde_json::from_slice(&json).map_err(|error| {
-            Error::corrupt(&meta.key, 8, format!("invalid deletion mark: {error}"))
-        })?;
-        marks.push((meta.key, mark));
+        }
     }
-    Ok(marks)
+    Ok((marks, unreadable))
 }
 
 /// Every blob (tree and data) some backup uses.
@@ -167,9 +174,13 @@ async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport>
     // Order matters: in-flight markers are read before the manifests, so a
     // backup whose marker is gone has its manifest seen below.
     let inflight = list_markers(shared).await?;
-    let marks = list_marks(shared).await?;
+    let (marks, unreadable_marks) = list_marks(shared).await?;
     let old_index_ids = list_ids(sink, INDEX_PREFIX).await?;
     let index = shared.load_index().await?;
+    // Trees are read through the shared index: make it this fresh one.
+    if let Ok(mut slot) = shared.index.write() {
+        *slot = index.clone();
+    }
     let stored: HashMap<Id, u64> = sink
         .list(DATA_PREFIX)
         .await?
@@ -188,6 +199,16 @@ async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport>
                 && marker.started < marked_at + Duration::seconds(CLOCK_SKEW_SECONDS)
         })
     };
+
+    // A mark that cannot be read dooms packs no index lists any more (it
+    // was written after the index that dropped them); those packs are found
+    // again below as unindexed, so the damaged mark itself can go.
+    for key in unreadable_marks {
+        tracing::warn!(%key, "removing an unreadable deletion mark");
+        if !options.dry_run {
+            sink.delete(&key).await?;
+        }
+    }
 
     // Phase 2: marks past their grace period.
     let mut already_marked: HashSet<Id> = HashSet::new();

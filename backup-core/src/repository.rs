@@ -18,6 +18,7 @@ use crate::index::{Index, IndexFile, IndexedPack};
 use crate::inflight::InflightGuard;
 use crate::manifest::{BackupStatus, Manifest, MANIFEST_VERSION};
 use crate::pack::{self, BlobKind};
+use crate::progress::{Phase, ProgressSink, Reporter, Tracker};
 use crate::restore::{RestoreOptions, RestoreSummary};
 use crate::retention::{Decision, RetentionPolicy};
 use crate::sink::{PutMode, Sink, SinkExt};
@@ -107,6 +108,18 @@ impl RepoShared {
     pub(crate) async fn load_tree(&self, what: &str, ids: &[Id]) -> Result<Vec<Node>> {
         let mut bytes = Vec::new();
         for id in ids {
+            let kind = self
+                .index
+                .read()
+                .ok()
+                .and_then(|index| index.get(id).map(|location| location.entry.kind));
+            if kind == Some(BlobKind::Data) {
+                return Err(Error::corrupt(
+                    format!("tree of {what:?}"),
+                    0,
+                    format!("chunk {id} is a data chunk, not directory metadata"),
+                ));
+            }
             bytes.extend_from_slice(&self.read_blob(id).await?);
         }
         tree::decode(what, &bytes)
@@ -141,18 +154,23 @@ impl RepoShared {
     ) -> Result<Id> {
         let object = envelope::seal(kind, payload, true, self.key());
         let id = Id(Sha256::digest(&object).into());
-        self.sink
-            .put(
-                &format!("{prefix}{id}"),
-                Bytes::from(object),
-                PutMode::Create,
-            )
-            .await
-            .or_else(|error| match error {
-                // Same name, same bytes: already stored.
-                Error::AlreadyExists { .. } => Ok(()),
-                other => Err(other),
-            })?;
+        let key = format!("{prefix}{id}");
+        let object = Bytes::from(object);
+        match self.sink.put(&key, object.clone(), PutMode::Create).await {
+            Ok(()) => {}
+            // The name is the content's hash: an intact object under it is
+            // this very object; a damaged one is replaced.
+            Err(Error::AlreadyExists { .. }) => {
+                let intact = match self.sink.get(&key).await {
+                    Ok(stored) => Id(Sha256::digest(&stored).into()) == id,
+                    Err(_) => false,
+                };
+                if !intact {
+                    self.sink.put(&key, object, PutMode::Overwrite).await?;
+                }
+            }
+            Err(other) => return Err(other),
+        }
         Ok(id)
     }
 
@@ -165,11 +183,17 @@ impl RepoShared {
     pub(crate) async fn index_unindexed_packs(&self) -> Result<usize> {
         let stored = self.sink.list(DATA_PREFIX).await?;
         // Packs a prune marked for deletion must not come back into use.
-        let doomed: HashSet<Id> = crate::prune::list_marks(self)
-            .await?
-            .into_iter()
-            .flat_map(|(_, mark)| mark.packs)
-            .collect();
+        let (marks, unreadable) = crate::prune::list_marks(self).await?;
+        if !unreadable.is_empty() {
+            // Without knowing what those marks doom, indexing orphan packs
+            // could bring doomed data back into use.
+            tracing::warn!(
+                marks = unreadable.len(),
+                "unreadable deletion marks: packs of interrupted backups are not reused"
+            );
+            return Ok(0);
+        }
+        let doomed: HashSet<Id> = marks.into_iter().flat_map(|(_, mark)| mark.packs).collect();
         let orphans: Vec<(Id, u64)> = {
             let index = self.index.read().map_err(|_| poisoned())?;
             stored
@@ -258,12 +282,24 @@ impl RepoShared {
             .flat_map(|(_, file)| file.supersedes.iter().copied())
             .collect();
         let mut index = Index::default();
+        index.set_doomed(self.doomed_packs().await?);
         for (id, file) in &files {
             if !superseded.contains(id) {
                 index.add_file(*id, file);
             }
         }
         Ok(index)
+    }
+
+    /// Packs named in deletion marks. An unreadable mark is skipped with a
+    /// warning: prune treats it (it removes unreadable marks), and its packs
+    /// are in no index since the mark was written.
+    pub(crate) async fn doomed_packs(&self) -> Result<HashSet<Id>> {
+        let (marks, unreadable) = crate::prune::list_marks(self).await?;
+        for key in unreadable {
+            tracing::warn!(%key, "unreadable deletion mark ignored");
+        }
+        Ok(marks.into_iter().flat_map(|(_, mark)| mark.packs).collect())
     }
 }
 
@@ -300,9 +336,10 @@ pub(crate) async fn list_ids(sink: &dyn Sink, prefix: &str) -> Result<Vec<Id>> {
         .await?
         .into_iter()
         .filter_map(|meta| {
+            // Only the canonical (lowercase hex) name of an id counts.
             meta.key
                 .strip_prefix(prefix)
-                .and_then(|rest| rest.parse().ok())
+                .and_then(|rest| rest.parse::<Id>().ok().filter(|id| id.to_hex() == rest))
         })
         .collect())
 }
@@ -345,6 +382,8 @@ pub struct BackupOptions {
     /// Refuse to write when the newest backup of the set was written by
     /// another writer ([`Error::Collision`]); scheduled backups set this.
     pub check_collision: bool,
+    /// Where progress events go.
+    pub progress: Option<ProgressSink>,
 }
 
 impl Default for BackupOptions {
@@ -356,6 +395,7 @@ impl Default for BackupOptions {
             writer: None,
             parent: ParentSelection::Latest,
             check_collision: false,
+            progress: None,
         }
     }
 }
@@ -496,11 +536,20 @@ impl Repository {
             Err(other) => return Err(other),
         };
         let config = RepoConfig::from_object(&config_object)?;
-        let key = if config.encryption.is_some() {
-            let password = password.ok_or(Error::PasswordRequired)?;
-            Some(open_key(sink.as_ref(), password, &config_object).await?)
-        } else {
-            None
+        let key = match (config.encryption.is_some(), password) {
+            (true, Some(password)) => {
+                Some(open_key(sink.as_ref(), password, &config_object).await?)
+            }
+            (true, None) => return Err(Error::PasswordRequired),
+            (false, None) => None,
+            // Whoever can write to the storage could replace an encrypted
+            // repository with an unencrypted one; a caller that expects
+            // encryption must not silently write plaintext into it.
+            (false, Some(_)) => {
+                return Err(Error::NotEncrypted {
+                    location: sink.location(),
+                })
+            }
         };
         let repo = Repository::from_parts(sink, config, key, Index::default())?;
         let index = repo.shared.load_index().await?;
@@ -572,8 +621,17 @@ impl Repository {
         // running meanwhile never deletes data this backup deduplicates
         // against (see `crate::prune`).
         let inflight = InflightGuard::register(&self.shared, &writer).await?;
-        let outcome = self.backup_registered(snapshotter, options, writer).await;
+        let tracker = Tracker::new("backup");
+        let reporter = Reporter::start(tracker.clone(), options.progress.clone());
+        let outcome = self
+            .backup_registered(snapshotter, options, writer, tracker)
+            .await;
         inflight.release().await;
+        reporter.finish(match &outcome {
+            Ok(summary) if summary.manifest.status == BackupStatus::Completed => Phase::Completed,
+            Ok(_) => Phase::PartiallyFailed,
+            Err(_) => Phase::Failed,
+        });
         outcome
     }
 
@@ -582,6 +640,7 @@ impl Repository {
         snapshotter: &dyn Snapshotter,
         options: BackupOptions,
         writer: String,
+        tracker: Arc<Tracker>,
     ) -> Result<BackupSummary> {
         let started = Utc::now();
         let clock = std::time::Instant::now();
@@ -602,7 +661,23 @@ impl Repository {
         let mut snapshot = snapshotter.snapshot().await?;
         let finisher = snapshot.take_finisher();
         let entries = std::mem::take(&mut snapshot.entries);
-        let archiver = ChunkArchiver::new(self.shared.clone());
+        let paths: Vec<std::path::PathBuf> = entries
+            .iter()
+            .filter_map(|entry| match entry {
+                crate::snapshot::Entry::Path { path, .. } => Some(path.clone()),
+                crate::snapshot::Entry::Stream { .. } => None,
+            })
+            .collect();
+        // Streams have no size known in advance; trees are counted beside
+        // the backup, so that it starts at once.
+        let scanner = (options.progress.is_some() && paths.len() == entries.len()).then(|| {
+            let tracker = tracker.clone();
+            tokio::spawn(async move {
+                let (files, bytes) = crate::progress::scan_totals(paths).await;
+                tracker.set_totals(files, bytes);
+            })
+        });
+        let archiver = ChunkArchiver::new(self.shared.clone()).with_tracker(tracker);
         let archived = archiver
             .archive(entries, parent.as_ref().map(|p| p.manifest.root.as_slice()))
             .await;
@@ -611,6 +686,9 @@ impl Repository {
             Some(finisher) => finisher.finish(archived.is_ok()).await,
             None => Ok(BTreeMap::new()),
         };
+        if let Some(scanner) = scanner {
+            scanner.abort();
+        }
         let archived = archived?;
         facts.extend(finished_facts?);
         if options.check_collision {
@@ -707,6 +785,14 @@ impl Repository {
         let json = envelope::open(&key, &bytes, ObjectKind::Manifest, self.shared.key())?;
         let manifest: Manifest = serde_json::from_slice(&json)
             .map_err(|error| Error::corrupt(&key, 8, format!("invalid manifest: {error}")))?;
+        if manifest.version != MANIFEST_VERSION {
+            return Err(Error::UnsupportedVersion {
+                key,
+                found: manifest.version,
+                min_supported: MANIFEST_VERSION,
+                max_supported: MANIFEST_VERSION,
+            });
+        }
         Ok(Backup { id: *id, manifest })
     }
 
@@ -886,11 +972,25 @@ async fn open_key(sink: &dyn Sink, password: &[u8], config_object: &[u8]) -> Res
                 continue;
             }
         };
-        if let Some(master) = file.open(&meta.key, password, config_object)? {
-            return Ok(master);
+        match file.open(&meta.key, password, config_object) {
+            Ok(Some(master)) => return Ok(master),
+            Ok(None) => {}
+            // The key opened, but the config is not the one it was made
+            // for: that is tampering, not a wrong password.
+            Err(error @ Error::Corrupt { .. }) if error_key(&error) == Some(CONFIG_KEY) => {
+                return Err(error)
+            }
+            Err(error) => damaged = Some(error),
         }
     }
     Err(damaged.unwrap_or(Error::WrongPassword))
+}
+
+fn error_key(error: &Error) -> Option<&str> {
+    match error {
+        Error::Corrupt { key, .. } => Some(key),
+        _ => None,
+    }
 }
 
 /// Fails with [`Error::Collision`] when the newest backup of the set was

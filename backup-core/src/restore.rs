@@ -22,6 +22,7 @@ use futures::StreamExt;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use tokio::io::AsyncWriteExt;
 
+use crate::progress::{Phase, Reporter, Tracker};
 use crate::repository::RepoShared;
 use crate::tree::{Node, NodeKind};
 use crate::{Error, Id, Result};
@@ -39,6 +40,8 @@ pub struct RestoreOptions {
     /// each name alone (`*.log`). A selected directory is restored with all
     /// it contains; the directories leading to a selected item are created.
     pub include: Vec<String>,
+    /// Where progress events go.
+    pub progress: Option<crate::progress::ProgressSink>,
 }
 
 /// Counters of a restore.
@@ -179,9 +182,16 @@ pub(crate) async fn restore(
         )));
     }
 
+    let tracker = Tracker::new("restore");
+    tracker.set_totals(
+        plan.files.len() as u64,
+        plan.files.iter().map(|file| file.node.size).sum(),
+    );
+    let reporter = Reporter::start(tracker.clone(), options.progress.clone());
     let writer = Arc::new(SafeWriter {
         base,
         checked: Mutex::new(HashSet::new()),
+        tracker,
     });
     let mut summary = RestoreSummary::default();
     let mut failures = plan.failures;
@@ -210,6 +220,7 @@ pub(crate) async fn restore(
     for (relative, outcome) in results {
         match outcome {
             Ok(bytes) => {
+                writer.tracker.file_done();
                 summary.files += 1;
                 summary.bytes += bytes;
             }
@@ -233,8 +244,10 @@ pub(crate) async fn restore(
     }
 
     if failures.is_empty() {
+        reporter.finish(Phase::Completed);
         Ok(summary)
     } else {
+        reporter.finish(Phase::PartiallyFailed);
         failures.sort();
         Err(Error::PartialRestore { failures })
     }
@@ -253,6 +266,7 @@ struct SafeWriter {
     base: PathBuf,
     /// Relative directories already checked to be real directories.
     checked: Mutex<HashSet<String>>,
+    tracker: Arc<Tracker>,
 }
 
 impl SafeWriter {
@@ -333,11 +347,12 @@ impl SafeWriter {
                 });
             }
         }
+        self.tracker.set_current(relative);
         let temporary = parent.join(format!(
             ".restore-{}.tmp",
             hex::encode(crate::crypto::random_bytes::<8>())
         ));
-        let outcome = write_verified(repo, &temporary, node).await;
+        let outcome = write_verified(repo, &temporary, node, &self.tracker).await;
         let outcome = match outcome {
             Ok(bytes) => tokio::fs::rename(&temporary, &path)
                 .await
@@ -411,7 +426,12 @@ fn filetime_from_ns(ns: i64) -> filetime::FileTime {
 }
 
 /// Writes a file's chunks, each verified, to a new file at `path`.
-async fn write_verified(repo: &RepoShared, path: &Path, node: &Node) -> Result<u64> {
+async fn write_verified(
+    repo: &RepoShared,
+    path: &Path,
+    node: &Node,
+    tracker: &Tracker,
+) -> Result<u64> {
     let mut file = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -438,6 +458,7 @@ async fn write_verified(repo: &RepoShared, path: &Path, node: &Node) -> Result<u
         file.write_all(&data)
             .await
             .map_err(|source| Error::io("cannot write", path, source))?;
+        tracker.bytes_done(data.len() as u64);
         previous = Some((*id, data));
     }
     if written != node.size {

@@ -95,8 +95,9 @@ pub(crate) async fn verify(repo: &Repository, options: &VerifyOptions) -> Result
         }
     }
 
-    // Indexes, each on its own so that one damaged index does not hide others.
-    let mut index = Index::default();
+    // Indexes, each on its own so that one damaged index does not hide
+    // others; superseded ones are checked but not used, as readers do.
+    let mut files = Vec::new();
     let mut index_entries: HashMap<Id, Vec<BlobEntry>> = HashMap::new();
     for id in list_ids(sink, INDEX_PREFIX).await? {
         report.indexes += 1;
@@ -108,17 +109,24 @@ pub(crate) async fn verify(repo: &Repository, options: &VerifyOptions) -> Result
         }
         .await;
         match decoded {
-            Ok(file) => {
-                for pack in &file.packs {
-                    index_entries
-                        .entry(pack.id)
-                        .or_default()
-                        .extend(pack.blobs.iter().copied());
-                }
-                index.add_file(id, &file);
-            }
+            Ok(file) => files.push((id, file)),
             Err(error) => report.problem(object, error.to_string()),
         }
+    }
+    let superseded: HashSet<Id> = files
+        .iter()
+        .flat_map(|(_, file)| file.supersedes.iter().copied())
+        .collect();
+    let mut index = Index::default();
+    index.set_doomed(shared.doomed_packs().await?);
+    for (id, file) in files.iter().filter(|(id, _)| !superseded.contains(id)) {
+        for pack in &file.packs {
+            index_entries
+                .entry(pack.id)
+                .or_default()
+                .extend(pack.blobs.iter().copied());
+        }
+        index.add_file(*id, file);
     }
 
     // Packs present versus packs indexed.
@@ -169,7 +177,7 @@ pub(crate) async fn verify(repo: &Repository, options: &VerifyOptions) -> Result
                 continue;
             }
             for chunk in &ids {
-                if !index.contains(chunk) {
+                if !index.readable(chunk) {
                     report.problem(
                         format!("{MANIFEST_PREFIX}{id}"),
                         format!("directory {path:?} uses tree chunk {chunk}, which is in no index"),
@@ -197,7 +205,7 @@ pub(crate) async fn verify(repo: &Repository, options: &VerifyOptions) -> Result
                     NodeKind::Dir => stack.push((child, node.subtree.unwrap_or_default())),
                     NodeKind::File => {
                         if let Some(missing) =
-                            node.content.iter().find(|chunk| !index.contains(chunk))
+                            node.content.iter().find(|chunk| !index.readable(chunk))
                         {
                             report.problem(
                                 format!("{MANIFEST_PREFIX}{id}"),

@@ -184,7 +184,12 @@ pub fn open(
             })?;
             &plain_body[..]
         }
-        (true, None) => return Err(Error::PasswordRequired),
+        (true, None) => {
+            return Err(corrupt(
+                6,
+                "encrypted object in an unencrypted repository".into(),
+            ))
+        }
         (false, Some(_)) if expected != ObjectKind::Config && expected != ObjectKind::Key => {
             return Err(corrupt(
                 6,
