@@ -7,10 +7,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use backup_core::progress::{Phase, ProgressSink};
+use backup_core::retention::{CalendarDuration, KeepPolicy};
 use backup_core::snapshot::{CommandSnapshotter, DirectorySnapshotter, Snapshotter};
 use backup_core::{
-    Backup, BackupOptions, BackupStatus, Error, InitOptions, LocalSink, Repository, RestoreOptions,
-    Sink, VerifyOptions,
+    Backup, BackupOptions, BackupStatus, Error, InitOptions, LocalSink, PruneOptions, Repository,
+    RestoreOptions, Sink, VerifyOptions,
 };
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
@@ -147,6 +148,10 @@ enum Command {
         /// Read every file again instead of skipping unchanged ones.
         #[arg(long)]
         force: bool,
+        /// Stop with a collision error if the newest backup of the set was
+        /// written by another writer (for scheduled backups, as a CronJob).
+        #[arg(long)]
+        check_collision: bool,
         /// Back up the standard output of this command line.
         #[arg(long, value_name = "COMMAND", conflicts_with = "paths")]
         stdin_from_command: Option<String>,
@@ -190,6 +195,57 @@ enum Command {
         #[arg(long = "include", value_name = "GLOB")]
         include: Vec<String>,
     },
+    /// Forget backups a retention policy does not keep (per set, like
+    /// restic's forget); `--prune` then frees their space.
+    Forget {
+        #[command(flatten)]
+        common: Common,
+        /// Only backups of this set.
+        #[arg(long)]
+        set: Option<String>,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Show the decisions, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Prune after forgetting.
+        #[arg(long)]
+        prune: bool,
+        /// With --prune: how long unused data is kept before deletion.
+        #[arg(long, default_value = "1h", value_name = "DURATION")]
+        grace: String,
+    },
+    /// Free the space of data no backup uses (two-phase: mark, then delete
+    /// after the grace period).
+    Prune {
+        #[command(flatten)]
+        common: Common,
+        /// How long unused data is kept before deletion (0s: at once, still
+        /// never while a backup that may use it runs).
+        #[arg(long, default_value = "1h", value_name = "DURATION")]
+        grace: String,
+        /// Repack packs with at least this share unused, e.g. 30%.
+        #[arg(long, default_value = "30%", value_name = "PERCENT")]
+        repack_unused: String,
+        /// Show what would be done, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Run backups on cron schedules from a TOML file, until stopped
+    /// (SIGINT/SIGTERM let running backups finish).
+    Schedule {
+        #[command(flatten)]
+        common: Common,
+        /// The schedule file (see the README).
+        #[arg(long)]
+        config: PathBuf,
+        /// Prune after each job's retention.
+        #[arg(long)]
+        prune: bool,
+        /// With --prune: grace period of unused data.
+        #[arg(long, default_value = "1h", value_name = "DURATION")]
+        grace: String,
+    },
     /// Check the repository for damage.
     Verify {
         #[command(flatten)]
@@ -201,6 +257,137 @@ enum Command {
         #[arg(long, value_name = "PERCENT")]
         read_data_subset: Option<String>,
     },
+}
+
+/// restic's `forget` keep options, plus a time-to-live.
+#[derive(Args, Debug, Clone, Default)]
+struct PolicyArgs {
+    /// Keep the newest N backups (-1: all).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    keep_last: Option<i64>,
+    /// Keep the newest backup of each of the last N hours.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    keep_hourly: Option<i64>,
+    /// Keep the newest backup of each of the last N days.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    keep_daily: Option<i64>,
+    /// Keep the newest backup of each of the last N weeks.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    keep_weekly: Option<i64>,
+    /// Keep the newest backup of each of the last N months.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    keep_monthly: Option<i64>,
+    /// Keep the newest backup of each of the last N years.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    keep_yearly: Option<i64>,
+    /// Keep every backup within this duration of the newest (e.g. 1y2m3d4h).
+    #[arg(long, value_name = "DURATION")]
+    keep_within: Option<String>,
+    /// Keep hourly backups within this duration of the newest.
+    #[arg(long, value_name = "DURATION")]
+    keep_within_hourly: Option<String>,
+    /// Keep daily backups within this duration of the newest.
+    #[arg(long, value_name = "DURATION")]
+    keep_within_daily: Option<String>,
+    /// Keep weekly backups within this duration of the newest.
+    #[arg(long, value_name = "DURATION")]
+    keep_within_weekly: Option<String>,
+    /// Keep monthly backups within this duration of the newest.
+    #[arg(long, value_name = "DURATION")]
+    keep_within_monthly: Option<String>,
+    /// Keep yearly backups within this duration of the newest.
+    #[arg(long, value_name = "DURATION")]
+    keep_within_yearly: Option<String>,
+    /// Keep backups with all of these tags (KEY or KEY=VALUE, comma-separated; repeatable).
+    #[arg(long = "keep-tag", value_name = "TAGS")]
+    keep_tags: Vec<String>,
+    /// Forget backups older than this, whatever else keeps them (Velero's TTL);
+    /// the newest complete backup of a set is always kept.
+    #[arg(long, value_name = "DURATION")]
+    ttl: Option<String>,
+}
+
+impl PolicyArgs {
+    fn to_policy(&self) -> Result<KeepPolicy, Error> {
+        let calendar =
+            |text: &Option<String>, flag: &str| -> Result<Option<CalendarDuration>, Error> {
+                text.as_deref()
+                    .map(|text| {
+                        text.parse::<CalendarDuration>().map_err(|error| {
+                            Error::InvalidArgument(format!("--{flag} {text:?}: {error}"))
+                        })
+                    })
+                    .transpose()
+            };
+        let policy = KeepPolicy {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+            keep_within: calendar(&self.keep_within, "keep-within")?,
+            keep_within_hourly: calendar(&self.keep_within_hourly, "keep-within-hourly")?,
+            keep_within_daily: calendar(&self.keep_within_daily, "keep-within-daily")?,
+            keep_within_weekly: calendar(&self.keep_within_weekly, "keep-within-weekly")?,
+            keep_within_monthly: calendar(&self.keep_within_monthly, "keep-within-monthly")?,
+            keep_within_yearly: calendar(&self.keep_within_yearly, "keep-within-yearly")?,
+            keep_tags: self
+                .keep_tags
+                .iter()
+                .map(|list| {
+                    list.split(',')
+                        .map(|tag| tag.trim().to_string())
+                        .filter(|tag| !tag.is_empty())
+                        .collect()
+                })
+                .collect(),
+            ttl: calendar(&self.ttl, "ttl")?,
+        };
+        policy
+            .validate()
+            .map_err(|error| Error::InvalidArgument(error.to_string()))?;
+        if policy.is_empty() {
+            return Err(Error::InvalidArgument(
+                "no retention rule given (--keep-last, --keep-daily, --keep-within, --ttl, ...): nothing would be forgotten".into(),
+            ));
+        }
+        Ok(policy)
+    }
+}
+
+fn parse_grace(text: &str) -> Result<chrono::Duration, Error> {
+    let duration = backup_core::schedule::parse_duration(text)
+        .map_err(|error| Error::InvalidArgument(format!("--grace {text:?}: {error}")))?;
+    chrono::Duration::from_std(duration)
+        .map_err(|_| Error::InvalidArgument(format!("--grace {text:?} is too long")))
+}
+
+fn parse_percent(text: &str, flag: &str) -> Result<f64, Error> {
+    text.trim_end_matches('%')
+        .parse::<f64>()
+        .ok()
+        .filter(|p| (0.0..=100.0).contains(p))
+        .map(|p| p / 100.0)
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!("--{flag} {text:?}: give a percentage like 30%"))
+        })
+}
+
+fn print_prune(report: &backup_core::PruneReport) {
+    out!(
+        "prune: {} packs ({}) before; {} unused packs marked, {} repacked into {}; {} deleted ({}), {} rescued; {} mark(s) waiting for the grace period, {} postponed while a backup runs",
+        report.packs_before,
+        human_bytes(report.bytes_before),
+        report.packs_marked,
+        report.packs_repacked,
+        report.packs_written,
+        report.packs_deleted,
+        human_bytes(report.bytes_deleted),
+        report.packs_rescued,
+        report.marks_waiting,
+        report.marks_postponed
+    );
 }
 
 fn main() -> ExitCode {
@@ -395,6 +582,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             time,
             writer,
             force,
+            check_collision,
             stdin_from_command,
             stdin_filename,
             paths,
@@ -431,6 +619,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                     backup_core::ParentSelection::Latest
                 },
                 progress: progress_sink(&common),
+                check_collision,
                 ..BackupOptions::default()
             };
             let summary = repo.backup(snapshotter.as_ref(), options).await?;
@@ -605,6 +794,109 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 Err(other) => Err(other),
             }
         }
+        Command::Forget {
+            common,
+            set,
+            policy,
+            dry_run,
+            prune,
+            grace,
+        } => {
+            let policy = policy.to_policy()?;
+            let grace = parse_grace(&grace)?;
+            let repo = open(&common).await?;
+            let decisions = repo
+                .forget_matching(&policy, chrono::Utc::now(), dry_run, |backup| {
+                    set.as_deref().is_none_or(|set| backup.manifest.set == set)
+                })
+                .await?;
+            let report = if prune && !dry_run {
+                Some(
+                    repo.prune(&PruneOptions {
+                        grace,
+                        ..PruneOptions::default()
+                    })
+                    .await?,
+                )
+            } else {
+                None
+            };
+            if common.json {
+                let items: Vec<_> = decisions
+                    .iter()
+                    .map(|(backup, decision)| {
+                        json!({
+                            "id": backup.id.to_hex(),
+                            "short_id": backup.id.short(),
+                            "set": backup.manifest.set,
+                            "time": backup.manifest.time.to_rfc3339(),
+                            "keep": decision.keep,
+                            "reasons": decision.reasons,
+                        })
+                    })
+                    .collect();
+                print_json(&json!({ "dry_run": dry_run, "decisions": items, "prune": report }));
+            } else {
+                for (backup, decision) in &decisions {
+                    out!(
+                        "{} {:<10} {:<26} {:<20} {}",
+                        if decision.keep { "keep  " } else { "forget" },
+                        backup.id.short(),
+                        backup
+                            .manifest
+                            .time
+                            .format("%Y-%m-%d %H:%M:%S UTC")
+                            .to_string(),
+                        backup.manifest.set,
+                        decision.reasons.join(", ")
+                    );
+                }
+                let forgotten = decisions
+                    .iter()
+                    .filter(|(_, decision)| !decision.keep)
+                    .count();
+                out!(
+                    "{} of {} backup(s) {}",
+                    forgotten,
+                    decisions.len(),
+                    if dry_run {
+                        "would be forgotten (dry run)"
+                    } else {
+                        "forgotten"
+                    }
+                );
+                if let Some(report) = &report {
+                    print_prune(report);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Prune {
+            common,
+            grace,
+            repack_unused,
+            dry_run,
+        } => {
+            let options = PruneOptions {
+                grace: parse_grace(&grace)?,
+                repack_unused_share: parse_percent(&repack_unused, "repack-unused")?,
+                dry_run,
+            };
+            let repo = open(&common).await?;
+            let report = repo.prune(&options).await?;
+            if common.json {
+                print_json(&json!({ "dry_run": dry_run, "report": report }));
+            } else {
+                print_prune(&report);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schedule {
+            common,
+            config,
+            prune,
+            grace,
+        } => run_schedule(common, config, prune, parse_grace(&grace)?).await,
         Command::Verify {
             common,
             read_data,
@@ -661,4 +953,68 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             }
         }
     }
+}
+
+/// Runs the scheduler until SIGINT or SIGTERM, printing its events as JSON
+/// lines on stdout.
+async fn run_schedule(
+    common: Common,
+    config: PathBuf,
+    prune: bool,
+    grace: chrono::Duration,
+) -> Result<ExitCode, Error> {
+    use backup_core::schedule::{BackupJobRunner, ScheduleConfig, Scheduler, ShutdownMode};
+    let text = std::fs::read_to_string(&config)
+        .map_err(|source| Error::io("cannot read the schedule", &config, source))?;
+    let schedule = ScheduleConfig::from_toml_str(&text)
+        .map_err(|error| Error::InvalidArgument(format!("{}: {error}", config.display())))?;
+    let jobs = schedule
+        .job_specs()
+        .map_err(|error| Error::InvalidArgument(format!("{}: {error}", config.display())))?;
+    let opener_common = common.clone();
+    let opener: backup_core::schedule::SinkOpener = Arc::new(move |location: &str| {
+        let mut common = opener_common.clone();
+        common.repo = Some(location.to_string());
+        sink_for(&common)
+    });
+    let mut runner = BackupJobRunner::new(opener, password(&common)?);
+    if prune {
+        runner = runner.with_prune(PruneOptions {
+            grace,
+            ..PruneOptions::default()
+        });
+    }
+    let scheduler = Scheduler::builder(runner)
+        .jobs(jobs)
+        .start()
+        .map_err(|error| Error::InvalidArgument(error.to_string()))?;
+    let mut events = scheduler.subscribe();
+    for status in scheduler.status() {
+        if let Ok(line) = serde_json::to_string(
+            &json!({ "event": "scheduled", "job": status.name, "next_run": status.next_run }),
+        ) {
+            out!("{line}");
+        }
+    }
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|source| Error::io("cannot listen for SIGTERM", PathBuf::new(), source))?;
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(event) => {
+                    if let Ok(line) = serde_json::to_string(&event) {
+                        out!("{line}");
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => eprintln!("warning: {missed} scheduler events not shown"),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+        }
+    }
+    eprintln!("stopping: letting running backups finish");
+    scheduler.shutdown(ShutdownMode::Finish).await;
+    Ok(ExitCode::SUCCESS)
 }

@@ -744,7 +744,28 @@ impl Repository {
         now: DateTime<Utc>,
         dry_run: bool,
     ) -> Result<Vec<(Backup, Decision)>> {
-        let backups = self.list().await?;
+        self.forget_matching(policy, now, dry_run, |_| true).await
+    }
+
+    /// [`Repository::forget`] over the backups `filter` selects (a set, a
+    /// host); the others are neither decided on nor touched.
+    ///
+    /// # Errors
+    ///
+    /// As [`Repository::forget`].
+    pub async fn forget_matching(
+        &self,
+        policy: &dyn RetentionPolicy,
+        now: DateTime<Utc>,
+        dry_run: bool,
+        filter: impl Fn(&Backup) -> bool,
+    ) -> Result<Vec<(Backup, Decision)>> {
+        let backups: Vec<Backup> = self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|backup| filter(backup))
+            .collect();
         let decisions = policy.decide(&backups, now);
         let aligned = decisions.len() == backups.len()
             && decisions

@@ -96,6 +96,7 @@ mod config;
 mod duration;
 mod expr;
 mod job;
+mod runner;
 mod scheduler;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -106,6 +107,7 @@ pub use job::{
     runner_fn, CancellationToken, FnRunner, JobFailure, JobRunner, JobSpec, RunContext, RunOutcome,
     RunTrigger, DEFAULT_STALE_GRACE,
 };
+pub use runner::{keep_policy, BackupJobRunner, SinkOpener};
 pub use scheduler::{
     JobStatus, LastOutcome, PauseReason, ScheduleEvents, Scheduler, SchedulerBuilder,
     SchedulerEvent, ShutdownMode,
