@@ -5,8 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== installing test dependencies"
+echo "== installing test dependencies and servers"
+export PATH="$HOME/.cargo/bin:$PATH"
 python3 -m pip install --quiet --disable-pip-version-check -r tools/format-reader/requirements.txt pytest
+# Real servers the tests start on 127.0.0.1: s3s-fs and moto (S3), Azurite
+# (Azure Blob), OpenSSH's sshd (SFTP).
+bash scripts/install-test-servers.sh
 
 echo "== cargo fmt"
 cargo fmt --all -- --check

@@ -61,10 +61,119 @@ struct Common {
     /// Print one JSON document on stdout instead of text.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Progress display: a bar when stderr is a terminal (auto), JSON lines
     /// on stderr (json), or none.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto, global = true)]
     progress: ProgressMode,
+}
+
+/// Options of remote repositories (s3://, az://, gs://, sftp://). Cloud
+/// credentials come from each cloud's usual environment variables
+/// (AWS_ACCESS_KEY_ID, AZURE_STORAGE_ACCOUNT_NAME, GOOGLE_SERVICE_ACCOUNT, ...).
+#[derive(Args, Debug, Clone, Default)]
+struct StoreArgs {
+    /// Object store endpoint, for S3-compatible servers and emulators.
+    #[arg(long, env = "BACKUP_ENDPOINT", global = true, value_name = "URL")]
+    endpoint: Option<String>,
+    /// Object store region.
+    #[arg(long, env = "BACKUP_REGION", global = true)]
+    region: Option<String>,
+    /// Allow plain HTTP to the endpoint (tests and local emulators only).
+    #[arg(long, env = "BACKUP_ALLOW_HTTP", global = true)]
+    allow_http: bool,
+    /// S3 server-side encryption with this KMS key id (SSE-KMS).
+    #[arg(
+        long,
+        env = "BACKUP_SSE_KMS_KEY_ID",
+        global = true,
+        value_name = "KEY_ID"
+    )]
+    sse_kms_key_id: Option<String>,
+    /// S3 server-side encryption with a customer key (SSE-C): a file holding
+    /// the base64 of a 256-bit key.
+    #[arg(
+        long,
+        env = "BACKUP_SSE_C_KEY_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
+    sse_c_key_file: Option<PathBuf>,
+    /// Use the Azure storage emulator (Azurite).
+    #[arg(long, env = "BACKUP_AZURE_EMULATOR", global = true)]
+    azure_emulator: bool,
+    /// SSH private key for sftp:// (ed25519 or RSA, OpenSSH format).
+    #[arg(long, env = "BACKUP_SSH_KEY", global = true, value_name = "FILE")]
+    ssh_key: Option<PathBuf>,
+    /// File holding the SSH key's passphrase.
+    #[arg(
+        long,
+        env = "BACKUP_SSH_KEY_PASSPHRASE_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
+    ssh_key_passphrase_file: Option<PathBuf>,
+    /// known_hosts file checked for the server's host key (default ~/.ssh/known_hosts).
+    #[arg(long, env = "BACKUP_KNOWN_HOSTS", global = true, value_name = "FILE")]
+    known_hosts: Option<PathBuf>,
+    /// Pinned SHA-256 host key fingerprint (as `ssh-keygen -lf` prints it),
+    /// instead of known_hosts.
+    #[arg(
+        long,
+        env = "BACKUP_HOST_KEY_FINGERPRINT",
+        global = true,
+        value_name = "SHA256:..."
+    )]
+    host_key_fingerprint: Option<String>,
+}
+
+fn read_secret_file(path: &std::path::Path, what: &'static str) -> Result<String, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::io(what, path, source))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// Opens the sink for a repository location: a path, file://, s3://, az://,
+/// azure://, gs:// or sftp://.
+async fn open_sink(location: &str, store: &StoreArgs) -> Result<Arc<dyn Sink>, Error> {
+    let scheme = location.split_once("://").map(|(scheme, _)| scheme);
+    match scheme {
+        None => Ok(Arc::new(LocalSink::new(PathBuf::from(location)))),
+        Some("file") => Ok(Arc::new(LocalSink::new(PathBuf::from(&location["file://".len()..])))),
+        Some("s3" | "az" | "azure" | "gs") => {
+            let mut options = backup_sinks::ObjectStoreOptions {
+                endpoint: store.endpoint.clone(),
+                region: store.region.clone(),
+                allow_http: store.allow_http.then_some(true),
+                sse_kms_key_id: store.sse_kms_key_id.clone(),
+                azure_use_emulator: store.azure_emulator,
+                ..Default::default()
+            };
+            if let Some(path) = &store.sse_c_key_file {
+                options.sse_customer_key_base64 = Some(read_secret_file(path, "cannot read the SSE-C key file")?);
+            }
+            Ok(Arc::new(backup_sinks::ObjectStoreSink::from_url(location, &options)?))
+        }
+        Some("sftp") => {
+            let mut options = backup_sinks::sftp::SftpOptions::default();
+            if let Some(key) = &store.ssh_key {
+                options = options.with_private_key(key.clone());
+            }
+            if let Some(path) = &store.ssh_key_passphrase_file {
+                options = options.with_passphrase(read_secret_file(path, "cannot read the SSH key passphrase file")?);
+            }
+            if let Some(path) = &store.known_hosts {
+                options = options.with_known_hosts(path.clone());
+            }
+            if let Some(fingerprint) = &store.host_key_fingerprint {
+                options = options.with_host_key_fingerprint(fingerprint.clone());
+            }
+            Ok(Arc::new(backup_sinks::sftp::SftpSink::connect(location, options).await?))
+        }
+        Some(other) => Err(Error::InvalidArgument(format!(
+            "unknown repository scheme {other}://: use a path, file://, s3://, az://, gs:// or sftp://"
+        ))),
+    }
 }
 
 /// How progress is shown.
@@ -433,20 +542,11 @@ fn describe(error: &Error) -> String {
     text
 }
 
-fn sink_for(common: &Common) -> Result<Arc<dyn Sink>, Error> {
+async fn sink_for(common: &Common) -> Result<Arc<dyn Sink>, Error> {
     let location = common.repo.as_deref().ok_or_else(|| {
         Error::InvalidArgument("no repository given: use --repo or BACKUP_REPO".into())
     })?;
-    let path = match location.split_once("://") {
-        Some(("file", rest)) => PathBuf::from(rest),
-        Some((scheme, _)) => {
-            return Err(Error::InvalidArgument(format!(
-            "repository scheme {scheme}:// is not supported by this build (use a path or file://)"
-        )))
-        }
-        None => PathBuf::from(location),
-    };
-    Ok(Arc::new(LocalSink::new(path)))
+    open_sink(location, &common.store).await
 }
 
 fn password(common: &Common) -> Result<Option<Vec<u8>>, Error> {
@@ -466,7 +566,7 @@ fn password(common: &Common) -> Result<Option<Vec<u8>>, Error> {
 }
 
 async fn open(common: &Common) -> Result<Repository, Error> {
-    let sink = sink_for(common)?;
+    let sink = sink_for(common).await?;
     Repository::open(sink, password(common)?.as_deref()).await
 }
 
@@ -527,7 +627,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             common,
             no_encryption,
         } => {
-            let sink = sink_for(&common)?;
+            let sink = sink_for(&common).await?;
             if let Some(root) = common
                 .repo
                 .as_deref()
@@ -972,10 +1072,9 @@ async fn run_schedule(
         .job_specs()
         .map_err(|error| Error::InvalidArgument(format!("{}: {error}", config.display())))?;
     let opener_common = common.clone();
-    let opener: backup_core::schedule::SinkOpener = Arc::new(move |location: &str| {
-        let mut common = opener_common.clone();
-        common.repo = Some(location.to_string());
-        sink_for(&common)
+    let opener: backup_core::schedule::SinkOpener = Arc::new(move |location: String| {
+        let store = opener_common.store.clone();
+        Box::pin(async move { open_sink(&location, &store).await })
     });
     let mut runner = BackupJobRunner::new(opener, password(&common)?);
     if prune {

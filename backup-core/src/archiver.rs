@@ -314,7 +314,15 @@ impl BackupWriter {
                     None => HashMap::new(),
                 };
                 let children = match read_dir_names(&path).await {
-                    Ok(children) => children,
+                    Ok((children, unnamed)) => {
+                        for skipped in unnamed {
+                            self.record_error(
+                                &skipped,
+                                "the name is not valid UTF-8: not backed up".into(),
+                            );
+                        }
+                        children
+                    }
                     Err(message) => {
                         self.record_error(&path, message);
                         return Ok(None);
@@ -651,7 +659,7 @@ impl BackupWriter {
             return Ok(());
         }
         let file = IndexFile {
-            supersedes: Vec::new(),
+            supersedes: vec![IndexFile::uniqueness_marker()],
             packs,
         };
         let id = self
@@ -745,22 +753,24 @@ fn node_from_metadata(name: String, metadata: &std::fs::Metadata) -> Node {
     }
 }
 
-/// Names of a directory's entries, sorted; a name that is not UTF-8 cannot
-/// be stored and is reported.
-async fn read_dir_names(path: &Path) -> std::result::Result<Vec<String>, String> {
+/// Names of a directory's entries, sorted, and the paths of entries whose
+/// names are not UTF-8 (the format stores UTF-8 names only).
+async fn read_dir_names(path: &Path) -> std::result::Result<(Vec<String>, Vec<PathBuf>), String> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let mut names = Vec::new();
-        let reader = std::fs::read_dir(&path).map_err(|error| format!("cannot list directory: {error}"))?;
+        let mut unnamed = Vec::new();
+        let reader =
+            std::fs::read_dir(&path).map_err(|error| format!("cannot list directory: {error}"))?;
         for entry in reader {
             let entry = entry.map_err(|error| format!("cannot list directory: {error}"))?;
             match entry.file_name().into_string() {
                 Ok(name) => names.push(name),
-                Err(raw) => tracing::warn!(path = %path.display(), name = ?raw, "name is not UTF-8; skipped"),
+                Err(raw) => unnamed.push(path.join(raw)),
             }
         }
         names.sort();
-        Ok(names)
+        Ok((names, unnamed))
     })
     .await
     .map_err(|error| format!("cannot list directory: {error}"))?

@@ -46,6 +46,17 @@ pub struct IndexFile {
 }
 
 impl IndexFile {
+    /// A fresh random id, listed in `supersedes` of every index written.
+    ///
+    /// Index ids are content hashes and `supersedes` names ids, so an index
+    /// written with the same bytes as one superseded earlier would get its
+    /// id and be ignored by every reader. One random (and therefore
+    /// nonexistent) id in `supersedes` makes every index object unique;
+    /// superseding an object that does not exist has no effect.
+    pub fn uniqueness_marker() -> Id {
+        Id(crate::crypto::random_bytes())
+    }
+
     /// Encodes the payload.
     pub fn encode(&self) -> Vec<u8> {
         let blobs: usize = self.packs.iter().map(|p| p.blobs.len()).sum();
@@ -166,6 +177,8 @@ pub struct Index {
     /// Packs a prune marked for deletion: still readable, but never a
     /// reason to skip storing a chunk.
     doomed: HashSet<Id>,
+    /// Packs listed by an index object (not only known from their header).
+    listed: HashSet<Id>,
 }
 
 impl Index {
@@ -173,8 +186,15 @@ impl Index {
     pub fn add_file(&mut self, index_id: Id, file: &IndexFile) {
         self.files.insert(index_id);
         for pack in &file.packs {
+            self.listed.insert(pack.id);
             self.add_pack(pack);
         }
+    }
+
+    /// Whether an index object lists the pack (as opposed to the pack being
+    /// known only from its own header, as doomed packs are).
+    pub fn is_listed(&self, pack: &Id) -> bool {
+        self.listed.contains(pack)
     }
 
     /// Marks packs as doomed (see the field); call before adding files.

@@ -138,12 +138,21 @@ pub(crate) async fn list_marks(repo: &RepoShared) -> Result<Marks> {
     Ok((marks, unreadable))
 }
 
-/// Every blob (tree and data) some backup uses.
-async fn referenced_blobs(repo: &Repository) -> Result<HashSet<Id>> {
+/// Every blob (tree and data) some backup uses, and the index used to find
+/// them. Manifests are listed *before* the index is loaded: a backup writes
+/// its index before its manifest, so every listed backup's blobs are in it.
+/// The index also becomes the repository's shared one, through which trees
+/// are read.
+async fn references(repo: &Repository) -> Result<(crate::index::Index, HashSet<Id>)> {
     let shared = repo.shared();
+    let backups = repo.list().await?;
+    let index = shared.load_index().await?;
+    if let Ok(mut slot) = shared.index.write() {
+        *slot = index.clone();
+    }
     let mut used = HashSet::new();
     let mut trees_seen: HashSet<Vec<Id>> = HashSet::new();
-    for backup in repo.list().await? {
+    for backup in backups {
         let mut stack = vec![("/".to_string(), backup.manifest.root.clone())];
         while let Some((path, ids)) = stack.pop() {
             if !trees_seen.insert(ids.clone()) {
@@ -162,7 +171,7 @@ async fn referenced_blobs(repo: &Repository) -> Result<HashSet<Id>> {
             }
         }
     }
-    Ok(used)
+    Ok((index, used))
 }
 
 async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
@@ -176,11 +185,7 @@ async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport>
     let inflight = list_markers(shared).await?;
     let (marks, unreadable_marks) = list_marks(shared).await?;
     let old_index_ids = list_ids(sink, INDEX_PREFIX).await?;
-    let index = shared.load_index().await?;
-    // Trees are read through the shared index: make it this fresh one.
-    if let Ok(mut slot) = shared.index.write() {
-        *slot = index.clone();
-    }
+    let (index, referenced) = references(repo).await?;
     let stored: HashMap<Id, u64> = sink
         .list(DATA_PREFIX)
         .await?
@@ -192,7 +197,6 @@ async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport>
         .collect();
     report.packs_before = stored.len() as u64;
     report.bytes_before = stored.values().sum();
-    let referenced = referenced_blobs(repo).await?;
     let busy_since = |marked_at: DateTime<Utc>| {
         inflight.iter().any(|marker| {
             marker.is_live(now)
@@ -210,16 +214,20 @@ async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport>
         }
     }
 
-    // Phase 2: marks past their grace period.
+    // Phase 2: marks past their grace period. Only the packs of marks still
+    // pending afterwards stay out of phase 1; packs a mark kept or rescued
+    // are ordinary packs again, and deleted ones are gone.
     let mut already_marked: HashSet<Id> = HashSet::new();
+    let mut deleted_now: HashSet<Id> = HashSet::new();
     for (key, mark) in &marks {
-        already_marked.extend(mark.packs.iter().copied());
         if mark.marked_at + options.grace > now {
             report.marks_waiting += 1;
+            already_marked.extend(mark.packs.iter().copied());
         } else if busy_since(mark.marked_at) {
             report.marks_postponed += 1;
+            already_marked.extend(mark.packs.iter().copied());
         } else {
-            delete_marked(
+            let deleted = delete_marked(
                 shared,
                 key,
                 mark,
@@ -230,8 +238,11 @@ async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport>
                 &mut report,
             )
             .await?;
+            deleted_now.extend(deleted);
         }
     }
+    // Deleted packs are out of consideration, as if never stored.
+    already_marked.extend(deleted_now.iter().copied());
 
     // Phase 1: find unused and mostly unused packs.
     let mut pack_blobs: HashMap<Id, Vec<pack::BlobEntry>> = HashMap::new();
@@ -321,7 +332,7 @@ async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport>
     let gone: HashSet<Id> = doomed.iter().chain(repack.iter()).copied().collect();
     let mut live: Vec<IndexedPack> = pack_blobs
         .into_iter()
-        .filter(|(id, _)| !gone.contains(id))
+        .filter(|(id, _)| !gone.contains(id) && !already_marked.contains(id))
         .map(|(id, mut blobs)| {
             blobs.sort_by_key(|blob| blob.offset);
             IndexedPack {
@@ -334,7 +345,7 @@ async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport>
     live.extend(new_packs);
     for packs in live.chunks(PACKS_PER_INDEX) {
         let file = IndexFile {
-            supersedes: Vec::new(),
+            supersedes: vec![IndexFile::uniqueness_marker()],
             packs: packs.to_vec(),
         };
         shared
@@ -342,7 +353,11 @@ async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport>
             .await?;
     }
     let superseding = IndexFile {
-        supersedes: old_index_ids.clone(),
+        supersedes: old_index_ids
+            .iter()
+            .copied()
+            .chain([IndexFile::uniqueness_marker()])
+            .collect(),
         packs: Vec::new(),
     };
     shared
@@ -378,8 +393,7 @@ async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport>
         if busy {
             report.marks_postponed += 1;
         } else {
-            let referenced = referenced_blobs(repo).await?;
-            let index = shared.load_index().await?;
+            let (index, referenced) = references(repo).await?;
             delete_marked(
                 shared,
                 &mark_key,
@@ -421,13 +435,19 @@ async fn delete_marked(
     index: &crate::index::Index,
     dry_run: bool,
     report: &mut PruneReport,
-) -> Result<()> {
+) -> Result<Vec<Id>> {
     let mut rescued = Vec::new();
     let mut deletable = Vec::new();
     for pack_id in &mark.packs {
         let Some(size) = stored.get(pack_id) else {
             continue;
         };
+        // An index lists it again (a backup indexed it as left over by an
+        // interrupted run before the mark existed): it is back in use.
+        if index.is_listed(pack_id) {
+            tracing::info!(pack = %pack_id.short(), "marked pack is indexed again; kept");
+            continue;
+        }
         match shared.read_pack_header(pack_id, *size).await {
             Ok(blobs)
                 if blobs.iter().any(|blob| {
@@ -448,15 +468,17 @@ async fn delete_marked(
             _ => deletable.push((*pack_id, *size)),
         }
     }
+    tracing::info!(mark = key, rescued = ?rescued.iter().map(|p| p.id.short()).collect::<Vec<_>>(), deleted = ?deletable.iter().map(|(id, _)| id.short()).collect::<Vec<_>>(), "deletion phase");
     report.packs_rescued += rescued.len() as u64;
     report.packs_deleted += deletable.len() as u64;
     report.bytes_deleted += deletable.iter().map(|(_, size)| size).sum::<u64>();
+    let deleted: Vec<Id> = deletable.iter().map(|(id, _)| *id).collect();
     if dry_run {
-        return Ok(());
+        return Ok(deleted);
     }
     if !rescued.is_empty() {
         let file = IndexFile {
-            supersedes: Vec::new(),
+            supersedes: vec![IndexFile::uniqueness_marker()],
             packs: rescued,
         };
         shared
@@ -466,5 +488,6 @@ async fn delete_marked(
     for (pack_id, _) in deletable {
         shared.sink.delete(&pack::pack_key(&pack_id)).await?;
     }
-    shared.sink.delete(key).await
+    shared.sink.delete(key).await?;
+    Ok(deleted)
 }

@@ -227,7 +227,7 @@ impl RepoShared {
         let count = recovered.len();
         for packs in recovered.chunks(256) {
             let file = IndexFile {
-                supersedes: Vec::new(),
+                supersedes: vec![IndexFile::uniqueness_marker()],
                 packs: packs.to_vec(),
             };
             let id = self
@@ -282,10 +282,32 @@ impl RepoShared {
             .flat_map(|(_, file)| file.supersedes.iter().copied())
             .collect();
         let mut index = Index::default();
-        index.set_doomed(self.doomed_packs().await?);
+        let doomed = self.doomed_packs().await?;
+        index.set_doomed(doomed.clone());
         for (id, file) in &files {
             if !superseded.contains(id) {
                 index.add_file(*id, file);
+            }
+        }
+        // Doomed packs are in no index once prune has marked them, yet a
+        // backup that started before the mark may have finished referencing
+        // them: keep them readable (never deduplicated against) until prune
+        // either deletes them or puts them back.
+        for pack_id in doomed {
+            if index.packs().contains_key(&pack_id) {
+                continue;
+            }
+            let key = pack::pack_key(&pack_id);
+            let Ok(meta) = self.sink.head(&key).await else {
+                continue;
+            };
+            match self.read_pack_header(&pack_id, meta.size).await {
+                Ok(blobs) => index.add_pack(&IndexedPack {
+                    id: pack_id,
+                    size: meta.size,
+                    blobs,
+                }),
+                Err(error) => tracing::warn!(%error, "pack marked for deletion is unreadable"),
             }
         }
         Ok(index)

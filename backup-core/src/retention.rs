@@ -279,7 +279,10 @@ impl FromStr for CalendarDuration {
                 Some('h') => (3, &mut duration.hours),
                 _ => return Err(error("unknown unit (expected y, m, d or h)")),
             };
-            if std::mem::replace(&mut seen[slot], true) {
+            if seen
+                .get_mut(slot)
+                .is_some_and(|seen| std::mem::replace(seen, true))
+            {
                 return Err(error("a unit is given twice"));
             }
             *field = value;

@@ -1,8 +1,36 @@
 //! Remote sinks for `backup-core` repositories.
 //!
 //! Each backend lives in its own module behind its own cargo feature and
-//! implements [`backup_core::Sink`]. The object-store (S3, GCS, Azure) and
-//! SSH/SFTP backends are being built; until they land this crate only
-//! re-exports the local sinks so that front ends can depend on one crate.
+//! implements [`backup_core::Sink`]:
+//!
+//! | module | cargo feature | stores |
+//! |---|---|---|
+//! | [`object_store`] | `s3`, `azure`, `gcs` (any of them) | Amazon S3 and S3-compatible servers, Azure Blob Storage, Google Cloud Storage, and the `object_store` crate's in-memory and local stores |
+//! | [`sftp`] | `sftp` | a directory on an SSH server, over SFTP, with the host key verified |
+//!
+//! All features are on by default. The local sinks of `backup-core` are
+//! re-exported so that front ends can depend on this one crate.
+//!
+//! ```no_run
+//! # async fn demo() -> backup_core::Result<()> {
+//! use std::sync::Arc;
+//! use backup_core::{InitOptions, Repository};
+//! use backup_sinks::object_store::{ObjectStoreOptions, ObjectStoreSink};
+//!
+//! let sink = ObjectStoreSink::from_url("gs://my-bucket/backups", &ObjectStoreOptions::default())?;
+//! let repo = Repository::init(Arc::new(sink), InitOptions::default()).await?;
+//! # Ok(()) }
+//! ```
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub use backup_core::sink::{LocalSink, MemorySink};
+
+#[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
+pub mod object_store;
+
+#[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
+pub use self::object_store::{ObjectStoreOptions, ObjectStoreSink};
+
+#[cfg(feature = "sftp")]
+pub mod sftp;

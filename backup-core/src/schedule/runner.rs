@@ -15,7 +15,8 @@ use crate::snapshot::{CommandSnapshotter, DirectorySnapshotter, Snapshotter};
 use crate::{BackupOptions, Error, PruneOptions, Repository, Result, Sink};
 
 /// Opens the sink for a repository URL or path, as the front end reads it.
-pub type SinkOpener = Arc<dyn Fn(&str) -> Result<Arc<dyn Sink>> + Send + Sync>;
+pub type SinkOpener =
+    Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, Result<Arc<dyn Sink>>> + Send + Sync>;
 
 /// Runs [`JobConfig`] jobs: opens the job's repository, backs its source up
 /// with the collision check on, then forgets what the job's retention does
@@ -55,7 +56,7 @@ impl BackupJobRunner {
     }
 
     async fn run_job(&self, config: &JobConfig) -> Result<String> {
-        let sink = (self.open_sink)(&config.repository)?;
+        let sink = (self.open_sink)(config.repository.clone()).await?;
         let repo = Repository::open(sink, self.password.as_deref()).await?;
         let snapshotter: Box<dyn Snapshotter> = match &config.source {
             SourceConfig::Directory { paths } => Box::new(DirectorySnapshotter::new(paths.clone())),

@@ -1,0 +1,435 @@
+//! Lifecycle through `backupctl`: forget and prune, prune beside running
+//! backups, collisions between writers, progress output, the scheduler.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn backupctl() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_backupctl"));
+    command
+        .env_remove("BACKUP_PASSWORD")
+        .env_remove("BACKUP_REPO")
+        .env("BACKUP_LOG", "warn");
+    command
+}
+
+fn run(args: &[&str], repo: &Path) -> Output {
+    let output = backupctl()
+        .args(args)
+        .arg("--repo")
+        .arg(repo)
+        .output()
+        .unwrap();
+    output
+}
+
+fn ok(args: &[&str], repo: &Path) -> String {
+    let output = run(args, repo);
+    assert!(
+        output.status.success(),
+        "backupctl {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn json(args: &[&str], repo: &Path) -> serde_json::Value {
+    let mut args = args.to_vec();
+    args.push("--json");
+    serde_json::from_str(&ok(&args, repo)).unwrap()
+}
+
+fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// A small tree whose content depends on `generation`.
+fn write_generation(root: &Path, generation: u64, files: u64, size: usize) {
+    let _ = std::fs::remove_dir_all(root);
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::write(root.join("sub/constant.txt"), b"always the same\n").unwrap();
+    for index in 0..files {
+        std::fs::write(
+            root.join(format!("file-{index}.bin")),
+            pseudo_random(size, generation * 1000 + index + 1),
+        )
+        .unwrap();
+    }
+}
+
+fn dir_size(root: &Path) -> u64 {
+    std::fs::read_dir(root)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let metadata = entry.metadata().unwrap();
+            if metadata.is_dir() {
+                dir_size(&entry.path())
+            } else {
+                metadata.len()
+            }
+        })
+        .sum()
+}
+
+fn assert_same_tree(expected: &Path, actual: &Path) {
+    let mut names: Vec<_> = std::fs::read_dir(expected)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let mut restored: Vec<_> = std::fs::read_dir(actual)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    restored.sort();
+    assert_eq!(names, restored, "entries of {}", actual.display());
+    for name in names {
+        let (e, a) = (expected.join(&name), actual.join(&name));
+        if e.is_dir() {
+            assert_same_tree(&e, &a);
+        } else {
+            assert!(
+                std::fs::read(&e).unwrap() == std::fs::read(&a).unwrap(),
+                "content of {}",
+                a.display()
+            );
+        }
+    }
+}
+
+/// Restores every listed backup and checks it against the generation it
+/// was made from (recorded in its `generation` tag).
+fn assert_every_backup_restores(repo: &Path, place: &Path) -> usize {
+    let backups = json(&["list"], repo);
+    let backups = backups.as_array().unwrap();
+    for backup in backups {
+        let id = backup["id"].as_str().unwrap();
+        let generation: u64 = backup["tags"]["generation"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let expected = place.join(format!("expected-{generation}"));
+        if !expected.exists() {
+            write_generation(&expected, generation, 4, 600_000);
+        }
+        let target = place.join(format!("check-{id}"));
+        ok(&["restore", id, "--target", target.to_str().unwrap()], repo);
+        let restored_root = std::fs::read_dir(&target)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        assert_same_tree(&expected, &restored_root);
+        std::fs::remove_dir_all(&target).unwrap();
+    }
+    backups.len()
+}
+
+#[test]
+fn forget_with_prune_shrinks_and_kept_backups_restore() {
+    let place = tempfile::tempdir().unwrap();
+    let repo = place.path().join("repo");
+    let source = place.path().join("source");
+    ok(&["init", "--no-encryption"], &repo);
+    for generation in 0..6u64 {
+        write_generation(&source, generation, 4, 600_000);
+        let time = format!("2026-01-{:02}T10:00:00Z", generation + 1);
+        let tag = format!("generation={generation}");
+        ok(
+            &[
+                "backup",
+                "--time",
+                &time,
+                "--tag",
+                &tag,
+                source.to_str().unwrap(),
+            ],
+            &repo,
+        );
+    }
+    let before = dir_size(&repo);
+    let decisions = json(
+        &["forget", "--keep-last", "2", "--prune", "--grace", "0s"],
+        &repo,
+    );
+    let forgotten: Vec<_> = decisions["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["keep"] == false)
+        .collect();
+    assert_eq!(forgotten.len(), 4, "{decisions}");
+    assert!(
+        forgotten
+            .iter()
+            .all(|d| !d["reasons"].as_array().unwrap().is_empty()),
+        "every decision has a reason"
+    );
+    let after = dir_size(&repo);
+    println!("forget --keep-last 2 --prune: repository {before} -> {after} bytes");
+    assert!(
+        after * 2 < before,
+        "the repository shrank: {before} -> {after}"
+    );
+    ok(&["verify", "--read-data"], &repo);
+    assert_eq!(assert_every_backup_restores(&repo, place.path()), 2);
+}
+
+#[test]
+fn prune_beside_running_backups_never_breaks_a_backup() {
+    let place = tempfile::tempdir().unwrap();
+    let repo = place.path().join("repo");
+    ok(&["init", "--no-encryption"], &repo);
+    let rounds = 10u64;
+    let mut prunes = 0;
+    for round in 0..rounds {
+        let source = place.path().join(format!("source-{round}"));
+        write_generation(&source, round, 4, 600_000);
+        // Garbage for prune to find: forget all but the newest two.
+        if round >= 2 {
+            ok(&["forget", "--keep-last", "2"], &repo);
+        }
+        let tag = format!("generation={round}");
+        let mut backup = backupctl()
+            .args([
+                "backup",
+                "--repo",
+                repo.to_str().unwrap(),
+                "--tag",
+                &tag,
+                source.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Prune over and over while the backup runs (and once after).
+        loop {
+            let finished = backup.try_wait().unwrap().is_some();
+            ok(&["prune", "--grace", "0s", "--repack-unused", "1%"], &repo);
+            prunes += 1;
+            if finished {
+                break;
+            }
+        }
+        let output = backup.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "backup failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        ok(&["verify", "--read-data"], &repo);
+        assert_every_backup_restores(&repo, place.path());
+    }
+    println!("{rounds} backups ran beside {prunes} prunes; every backup verified and restored after each round");
+}
+
+#[test]
+fn second_writer_of_a_set_stops_with_a_collision_naming_both() {
+    let place = tempfile::tempdir().unwrap();
+    let repo = place.path().join("repo");
+    let source = place.path().join("source");
+    write_generation(&source, 1, 2, 10_000);
+    ok(&["init", "--no-encryption"], &repo);
+    ok(
+        &[
+            "backup",
+            "--set",
+            "etcd",
+            "--writer",
+            "cluster-a",
+            "--check-collision",
+            source.to_str().unwrap(),
+        ],
+        &repo,
+    );
+    // The same writer again is fine.
+    ok(
+        &[
+            "backup",
+            "--set",
+            "etcd",
+            "--writer",
+            "cluster-a",
+            "--check-collision",
+            source.to_str().unwrap(),
+        ],
+        &repo,
+    );
+    let output = run(
+        &[
+            "backup",
+            "--set",
+            "etcd",
+            "--writer",
+            "cluster-b",
+            "--check-collision",
+            source.to_str().unwrap(),
+        ],
+        &repo,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("collision")
+            && stderr.contains("cluster-a")
+            && stderr.contains("cluster-b"),
+        "{stderr}"
+    );
+    assert_eq!(
+        json(&["list", "--set", "etcd"], &repo)
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "nothing written by the second writer"
+    );
+}
+
+#[test]
+fn progress_is_json_lines_or_a_live_bar() {
+    let place = tempfile::tempdir().unwrap();
+    let repo = place.path().join("repo");
+    let source = place.path().join("source");
+    write_generation(&source, 3, 12, 8_000_000);
+    ok(&["init", "--no-encryption"], &repo);
+    let output = run(
+        &["backup", "--progress", "json", source.to_str().unwrap()],
+        &repo,
+    );
+    assert!(output.status.success());
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    assert!(events.len() >= 2, "{events:?}");
+    let last = events.last().unwrap();
+    assert_eq!(last["phase"], "completed");
+    assert_eq!(last["percent"], 100.0);
+    assert_eq!(last["files_done"], 13);
+    let running: Vec<f64> = events
+        .iter()
+        .filter(|e| e["phase"] == "running")
+        .filter_map(|e| e["percent"].as_f64())
+        .collect();
+    assert!(
+        running.windows(2).all(|w| w[0] <= w[1]),
+        "percent never goes back: {running:?}"
+    );
+    println!(
+        "{} progress events; running percents {:?}",
+        events.len(),
+        running
+    );
+
+    // Under a terminal the default is a live bar, redrawn in place.
+    let command = format!(
+        "{} backup --repo {} --force {}",
+        env!("CARGO_BIN_EXE_backupctl"),
+        repo.display(),
+        source.display()
+    );
+    let output = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("COLUMNS", "120")
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{screen}");
+    assert!(
+        screen.contains('\r') || screen.contains("\u{1b}["),
+        "the bar redraws in place: {screen:?}"
+    );
+    assert!(
+        screen.contains("files"),
+        "the bar shows file counts: {screen:?}"
+    );
+}
+
+#[test]
+fn schedule_runs_backups_applies_retention_and_stops_cleanly() {
+    let place = tempfile::tempdir().unwrap();
+    let repo = place.path().join("repo");
+    let source = place.path().join("source");
+    write_generation(&source, 5, 2, 10_000);
+    ok(&["init", "--no-encryption"], &repo);
+    let config = place.path().join("schedule.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[job]]\nname = \"files\"\ncron = \"*/2 * * * * *\"\nrepository = \"{}\"\nsource = {{ type = \"directory\", paths = [\"{}\"] }}\nretention = {{ keep_last = 2 }}\n",
+            repo.display(),
+            source.display()
+        ),
+    )
+    .unwrap();
+    let mut scheduler = backupctl()
+        .args(["schedule", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for at least four successful runs (every 2 s).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let manifests = |repo: &PathBuf| {
+        std::fs::read_dir(repo.join("manifests"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let mut saw_retention = false;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        let status = backupctl()
+            .args(["list", "--json", "--repo", repo.to_str().unwrap()])
+            .output()
+            .unwrap();
+        if let Ok(list) = serde_json::from_slice::<serde_json::Value>(&status.stdout) {
+            let count = list.as_array().map(Vec::len).unwrap_or(0);
+            assert!(
+                count <= 3,
+                "retention keeps 2 (3 while a run is between backup and forget)"
+            );
+            if count == 2 && manifests(&repo) == 2 {
+                saw_retention = true;
+            }
+        }
+        if saw_retention && Instant::now() + Duration::from_secs(30) > deadline {
+            break;
+        }
+    }
+    // SIGTERM: the running backup finishes, then the process exits 0.
+    let pid = scheduler.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let output = scheduler.wait_with_output().unwrap();
+    let events = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let succeeded = events
+        .lines()
+        .filter(|line| line.contains("\"run_succeeded\""))
+        .count();
+    println!("scheduler: {succeeded} successful runs");
+    assert!(succeeded >= 4, "{events}");
+    assert!(
+        saw_retention,
+        "retention kept the repository at 2 backups: {events}"
+    );
+    ok(&["verify"], &repo);
+}

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Installs the servers that the backup-sinks integration tests start on
+# 127.0.0.1: s3s-fs and moto (S3), Azurite (Azure Blob) and OpenSSH (SFTP).
+#
+# Idempotent: each step is skipped when its program is already installed.
+# Meant for a fresh Debian machine, run as root (as scripts/test.sh and CI
+# do); every step uses a package registry only (crates.io, PyPI, npm, Debian).
+#
+# Where things end up:
+#   s3s-fs        ~/.cargo/bin/s3s-fs            (cargo install)
+#   moto_server   on PATH, from `python3 -m pip`
+#   azurite-blob  $BACKUP_TEST_SERVERS_DIR/node_modules/.bin/azurite-blob
+#                 (default BACKUP_TEST_SERVERS_DIR=$HOME/.cache/backup-test-servers;
+#                 the tests look there and on PATH)
+#   sshd          /usr/sbin/sshd                 (Debian openssh-server)
+set -euo pipefail
+
+# Versions that build and run on this project's machines: newer s3s-fs needs a
+# newer rustc, newer Azurite needs Node 22.
+S3S_FS_VERSION=0.14.1
+AZURITE_VERSION=3.35.0
+SERVERS_DIR="${BACKUP_TEST_SERVERS_DIR:-$HOME/.cache/backup-test-servers}"
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# --- S3: s3s-fs ---------------------------------------------------------------
+if have s3s-fs || [ -x "$HOME/.cargo/bin/s3s-fs" ]; then
+    echo "s3s-fs: already installed"
+else
+    echo "s3s-fs: installing $S3S_FS_VERSION with cargo"
+    cargo install "s3s-fs@$S3S_FS_VERSION" --locked --features binary
+fi
+
+# --- S3: moto -----------------------------------------------------------------
+if have moto_server; then
+    echo "moto_server: already installed"
+else
+    echo "moto_server: installing moto[server] with pip"
+    python3 -m pip install --quiet --disable-pip-version-check 'moto[server]'
+fi
+
+# --- Azure: Azurite -------------------------------------------------------------
+if have azurite-blob || [ -x "$SERVERS_DIR/node_modules/.bin/azurite-blob" ]; then
+    echo "azurite-blob: already installed"
+else
+    if ! have npm; then
+        echo "azurite-blob: installing Node.js and npm from Debian"
+        apt-get update
+        apt-get install -y nodejs npm
+    fi
+    echo "azurite-blob: installing azurite@$AZURITE_VERSION into $SERVERS_DIR"
+    mkdir -p "$SERVERS_DIR"
+    npm install --no-audit --no-fund --prefix "$SERVERS_DIR" "azurite@$AZURITE_VERSION"
+fi
+
+# --- SSH: OpenSSH server (for the SFTP sink's tests) ----------------------------
+if [ -x /usr/sbin/sshd ]; then
+    echo "sshd: already installed"
+else
+    echo "sshd: installing openssh-server from Debian"
+    # Refresh the package lists only when they were never fetched.
+    if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e '^lock$' -e '^partial$' || true)" ]; then
+        apt-get update
+    fi
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y openssh-server; then
+        # Stale package lists: refresh them and try once more.
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y openssh-server
+    fi
+fi
+
+echo "test servers installed"
