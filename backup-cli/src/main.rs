@@ -720,7 +720,6 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 },
                 progress: progress_sink(&common),
                 check_collision,
-                ..BackupOptions::default()
             };
             let summary = repo.backup(snapshotter.as_ref(), options).await?;
             let manifest = &summary.manifest;

@@ -377,7 +377,7 @@ fn schedule_runs_backups_applies_retention_and_stops_cleanly() {
         ),
     )
     .unwrap();
-    let mut scheduler = backupctl()
+    let scheduler = backupctl()
         .args(["schedule", "--config", config.to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

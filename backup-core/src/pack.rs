@@ -320,7 +320,7 @@ pub fn decode_header(
 }
 
 fn parse_header_entries(header: &[u8]) -> Option<Vec<BlobEntry>> {
-    if header.len() % HEADER_ENTRY_LEN != 0 {
+    if !header.len().is_multiple_of(HEADER_ENTRY_LEN) {
         return None;
     }
     let mut reader = ByteReader::new(header);
