@@ -288,12 +288,18 @@ enum Command {
         #[arg(long)]
         set: Option<String>,
     },
-    /// Restore a backup.
+    /// Restore a backup, or several sets at once with --select.
     Restore {
         #[command(flatten)]
         common: Common,
-        /// `latest` or a backup id (a unique prefix is enough).
-        backup: String,
+        /// `latest` (newest completed backup) or a backup id (a unique
+        /// prefix is enough).
+        #[arg(required_unless_present = "select", conflicts_with = "select")]
+        backup: Option<String>,
+        /// Restore several sets, each into TARGET/SET: SET=latest,
+        /// SET=<backup id> or SET=skip (repeatable).
+        #[arg(long, value_name = "SET=SELECTOR")]
+        select: Vec<String>,
         /// With `latest`: the newest backup of this set.
         #[arg(long)]
         set: Option<String>,
@@ -835,10 +841,54 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         }
         Command::Restore {
             common,
-            backup,
+            backup: None,
+            select,
+            target,
+            include,
+            ..
+        } => {
+            let selections = select
+                .iter()
+                .map(|item| {
+                    item.split_once('=')
+                        .map(|(set, selector)| (set.to_string(), selector.to_string()))
+                        .ok_or_else(|| {
+                            Error::InvalidArgument(format!("--select {item:?} is not SET=SELECTOR"))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let repo = open(&common).await?;
+            let options = RestoreOptions {
+                include,
+                progress: progress_sink(&common),
+            };
+            let results = repo.restore_sets(&selections, &target, &options).await?;
+            if common.json {
+                print_json(&json!({ "target": target, "sets": results }));
+            } else {
+                for result in &results {
+                    match (&result.backup, &result.summary) {
+                        (Some(id), Some(summary)) => out!(
+                            "set {}: restored backup {} to {}: {} files, {}",
+                            result.set,
+                            id.short(),
+                            target.join(&result.set).display(),
+                            summary.files,
+                            human_bytes(summary.bytes)
+                        ),
+                        _ => out!("set {}: skipped", result.set),
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore {
+            common,
+            backup: Some(backup),
             set,
             target,
             include,
+            ..
         } => {
             let repo = open(&common).await?;
             let backup = repo.find_backup(&backup, set.as_deref()).await?;

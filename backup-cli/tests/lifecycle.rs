@@ -433,3 +433,85 @@ fn schedule_runs_backups_applies_retention_and_stops_cleanly() {
     );
     ok(&["verify"], &repo);
 }
+
+#[test]
+fn restore_selects_latest_completed_a_named_backup_or_skips_per_set() {
+    let place = tempfile::tempdir().unwrap();
+    let repo = place.path().join("repo");
+    ok(&["init", "--no-encryption"], &repo);
+    let mut ids = std::collections::BTreeMap::new();
+    for (set, generation) in [
+        ("alpha", 1u64),
+        ("alpha", 2),
+        ("beta", 3),
+        ("beta", 4),
+        ("gamma", 5),
+    ] {
+        let source = place.path().join(format!("src-{set}"));
+        write_generation(&source, generation, 2, 50_000);
+        let summary = json(&["backup", "--set", set, source.to_str().unwrap()], &repo);
+        ids.insert(generation, summary["id"].as_str().unwrap().to_string());
+    }
+    // A newer alpha backup that could not read a file is not `latest`.
+    let source = place.path().join("src-alpha");
+    write_generation(&source, 6, 2, 50_000);
+    let bad = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"bad-\xff-name");
+    std::fs::write(source.join(bad), b"x").unwrap();
+    let output = run(
+        &["backup", "--set", "alpha", source.to_str().unwrap()],
+        &repo,
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "partially failed backup exits 3"
+    );
+
+    let target = place.path().join("restored");
+    let beta_first = &ids[&3][..10];
+    let selection = json(
+        &[
+            "restore",
+            "--select",
+            "alpha=latest",
+            "--select",
+            &format!("beta={beta_first}"),
+            "--select",
+            "gamma=skip",
+            "--target",
+            target.to_str().unwrap(),
+        ],
+        &repo,
+    );
+    let sets = selection["sets"].as_array().unwrap();
+    assert_eq!(
+        sets[0]["backup"],
+        ids[&2].as_str(),
+        "alpha: newest completed backup"
+    );
+    assert_eq!(
+        sets[1]["backup"],
+        ids[&3].as_str(),
+        "beta: the named backup"
+    );
+    assert!(sets[2]["backup"].is_null(), "gamma skipped");
+    for (set, generation) in [("alpha", 2u64), ("beta", 3)] {
+        let expected = place.path().join(format!("expected-{set}"));
+        write_generation(&expected, generation, 2, 50_000);
+        assert_same_tree(&expected, &target.join(set).join(format!("src-{set}")));
+    }
+    assert!(!target.join("gamma").exists());
+    // A selection naming another set's backup restores nothing.
+    let wrong = run(
+        &[
+            "restore",
+            "--select",
+            &format!("alpha={beta_first}"),
+            "--target",
+            place.path().join("none").to_str().unwrap(),
+        ],
+        &repo,
+    );
+    assert!(!wrong.status.success());
+    assert!(!place.path().join("none").exists());
+}

@@ -69,7 +69,7 @@ pub use manifest::{BackupStats, BackupStatus, Manifest};
 pub use prune::{PruneOptions, PruneReport};
 pub use repository::{
     hostname, validate_set_name, Backup, BackupOptions, BackupSummary, InitOptions, LsEntry,
-    ParentSelection, Repository,
+    ParentSelection, Repository, SetRestore,
 };
 pub use restore::{RestoreOptions, RestoreSummary};
 pub use retention::RetentionPolicy;

@@ -431,6 +431,17 @@ pub struct Backup {
     pub manifest: Manifest,
 }
 
+/// What [`Repository::restore_sets`] did for one set.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SetRestore {
+    /// The backup set.
+    pub set: String,
+    /// The backup restored, or `None` when the set was skipped.
+    pub backup: Option<Id>,
+    /// What was restored.
+    pub summary: Option<RestoreSummary>,
+}
+
 /// One entry listed by [`Repository::ls`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LsEntry {
@@ -868,7 +879,9 @@ impl Repository {
             .rfind(|backup| set.is_none_or(|set| backup.manifest.set == set)))
     }
 
-    /// Finds a backup by `latest` or by a unique prefix of its id.
+    /// Finds a backup by `latest` (the newest *completed* backup, of `set`
+    /// when given, as Velero restores `latest`) or by a unique prefix of its
+    /// id.
     ///
     /// # Errors
     ///
@@ -876,10 +889,18 @@ impl Repository {
     pub async fn find_backup(&self, selector: &str, set: Option<&str>) -> Result<Backup> {
         if selector == "latest" {
             return self
-                .latest(set)
+                .list()
                 .await?
+                .into_iter()
+                .rfind(|backup| {
+                    backup.manifest.status == BackupStatus::Completed
+                        && set.is_none_or(|set| backup.manifest.set == set)
+                })
                 .ok_or_else(|| Error::BackupNotFound {
-                    selector: selector.into(),
+                    selector: match set {
+                        Some(set) => format!("latest (no completed backup of set {set:?})"),
+                        None => "latest (no completed backup)".into(),
+                    },
                 });
         }
         if selector.is_empty() || !selector.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -911,6 +932,48 @@ impl Repository {
                 count: many.len(),
             }),
         }
+    }
+
+    /// Restores several backup sets at once, each into `target/<set>`: each
+    /// set names `latest`, a backup id (prefix), or `skip` (as a Velero
+    /// restore of several schedules does). All selections are resolved
+    /// before anything is written, so a bad one restores nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BackupNotFound`] for a selection that matches nothing (or a
+    /// backup of another set); restore errors as [`Repository::restore`].
+    pub async fn restore_sets(
+        &self,
+        selections: &[(String, String)],
+        target: &Path,
+        options: &RestoreOptions,
+    ) -> Result<Vec<SetRestore>> {
+        let mut chosen = Vec::new();
+        for (set, selector) in selections {
+            validate_set_name(set)?;
+            let backup = match selector.as_str() {
+                "skip" => None,
+                selector => Some(self.find_backup(selector, Some(set)).await?),
+            };
+            chosen.push((set.clone(), backup));
+        }
+        let mut results = Vec::new();
+        for (set, backup) in chosen {
+            let summary = match &backup {
+                Some(backup) => Some(
+                    self.restore(backup, &target.join(set.replace('/', "_")), options)
+                        .await?,
+                ),
+                None => None,
+            };
+            results.push(SetRestore {
+                set,
+                backup: backup.map(|b| b.id),
+                summary,
+            });
+        }
+        Ok(results)
     }
 
     /// Lists every file, directory and symlink of a backup, depth first.
