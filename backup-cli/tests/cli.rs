@@ -1019,7 +1019,9 @@ fn non_utf8_name_is_reported_not_silently_skipped() {
     let out = common::run_command(command);
     let summary = out.json();
     println!("{summary}");
-    let listed = repo.run(["ls", "latest", "--json"]).ok().json();
+    // `latest` means the newest *completed* backup: name this one by id.
+    let id = summary["id"].as_str().unwrap().to_string();
+    let listed = repo.run(["ls", id.as_str(), "--json"]).ok().json();
     let stored = listed["entries"].as_array().unwrap().len();
     // Either the file is stored (2 entries under the root), or the backup
     // says it is incomplete: exit status 3 and the path in its errors.
