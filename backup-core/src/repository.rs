@@ -38,6 +38,10 @@ pub const DATA_PREFIX: &str = "data/";
 /// damage is reported: a broken transfer must not pass for broken storage.
 const REREADS: u32 = 3;
 
+/// How often the index is listed again when an index object vanished
+/// between listing and reading (a concurrent prune replaced it).
+const INDEX_LOAD_ATTEMPTS: u32 = 5;
+
 /// How many metadata objects are fetched at once.
 const METADATA_CONCURRENCY: usize = 16;
 
@@ -266,17 +270,26 @@ impl RepoShared {
     }
 
     pub(crate) async fn load_index(&self) -> Result<Index> {
-        let ids = list_ids(self.sink.as_ref(), INDEX_PREFIX).await?;
-        let files: Vec<(Id, IndexFile)> = futures::stream::iter(ids)
-            .map(|id| async move {
-                let key = format!("{INDEX_PREFIX}{id}");
-                let bytes = self.get_named(&key, &id).await?;
-                let payload = envelope::open(&key, &bytes, ObjectKind::Index, self.key())?;
-                Ok::<_, Error>((id, IndexFile::decode(&key, &payload)?))
-            })
-            .buffer_unordered(METADATA_CONCURRENCY)
-            .try_collect()
-            .await?;
+        // A prune may delete superseded index objects between our list and
+        // our reads; their replacements exist by then, so list again.
+        let mut attempt = 0;
+        let files: Vec<(Id, IndexFile)> = loop {
+            let ids = list_ids(self.sink.as_ref(), INDEX_PREFIX).await?;
+            let loaded = futures::stream::iter(ids)
+                .map(|id| async move {
+                    let key = format!("{INDEX_PREFIX}{id}");
+                    let bytes = self.get_named(&key, &id).await?;
+                    let payload = envelope::open(&key, &bytes, ObjectKind::Index, self.key())?;
+                    Ok::<_, Error>((id, IndexFile::decode(&key, &payload)?))
+                })
+                .buffer_unordered(METADATA_CONCURRENCY)
+                .try_collect()
+                .await;
+            match loaded {
+                Err(Error::NotFound { .. }) if attempt < INDEX_LOAD_ATTEMPTS => attempt += 1,
+                other => break other?,
+            }
+        };
         let superseded: HashSet<Id> = files
             .iter()
             .flat_map(|(_, file)| file.supersedes.iter().copied())
@@ -857,11 +870,19 @@ impl Repository {
     /// Storage errors, or [`Error::Corrupt`] for a damaged manifest.
     pub async fn list(&self) -> Result<Vec<Backup>> {
         let ids = list_ids(self.shared.sink.as_ref(), MANIFEST_PREFIX).await?;
-        let mut backups: Vec<Backup> = futures::stream::iter(ids)
-            .map(|id| async move { self.load_backup(&id).await })
+        let loaded: Vec<Option<Backup>> = futures::stream::iter(ids)
+            .map(|id| async move {
+                match self.load_backup(&id).await {
+                    Ok(backup) => Ok(Some(backup)),
+                    // Forgotten between the list and the read.
+                    Err(Error::BackupNotFound { .. }) => Ok(None),
+                    Err(error) => Err(error),
+                }
+            })
             .buffer_unordered(METADATA_CONCURRENCY)
             .try_collect()
             .await?;
+        let mut backups: Vec<Backup> = loaded.into_iter().flatten().collect();
         backups.sort_by(|a, b| a.manifest.time.cmp(&b.manifest.time).then(a.id.cmp(&b.id)));
         Ok(backups)
     }

@@ -110,6 +110,8 @@ pub(crate) async fn verify(repo: &Repository, options: &VerifyOptions) -> Result
         .await;
         match decoded {
             Ok(file) => files.push((id, file)),
+            // Deleted by a concurrent prune after the list: not damage.
+            Err(Error::NotFound { .. }) => report.indexes -= 1,
             Err(error) => report.problem(object, error.to_string()),
         }
     }
@@ -166,6 +168,11 @@ pub(crate) async fn verify(repo: &Repository, options: &VerifyOptions) -> Result
         report.backups += 1;
         let backup = match repo.load_backup(&id).await {
             Ok(backup) => backup,
+            // Forgotten by a concurrent forget after the list: not damage.
+            Err(Error::BackupNotFound { .. }) => {
+                report.backups -= 1;
+                continue;
+            }
             Err(error) => {
                 report.problem(format!("{MANIFEST_PREFIX}{id}"), error.to_string());
                 continue;
