@@ -634,11 +634,17 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             no_encryption,
         } => {
             let sink = sink_for(&common).await?;
-            if let Some(root) = common
-                .repo
-                .as_deref()
-                .map(|r| r.strip_prefix("file://").unwrap_or(r))
-            {
+            // Only a local repository has a directory to create here.
+            let local_root =
+                common
+                    .repo
+                    .as_deref()
+                    .and_then(|location| match location.split_once("://") {
+                        None => Some(location),
+                        Some(("file", rest)) => Some(rest),
+                        Some(_) => None,
+                    });
+            if let Some(root) = local_root {
                 std::fs::create_dir_all(root).map_err(|source| {
                     Error::io("cannot create the repository directory", root, source)
                 })?;
