@@ -18,12 +18,13 @@
 //!
 //! and call the suite from a test:
 //!
-//! ```ignore
-//! #[tokio::test(flavor = "multi_thread")]
-//! async fn my_sink_conforms() {
-//!     let sink = MySink::connect(test_location()).await.unwrap();
-//!     backup_core::sink::conformance::run_all(&sink).await;
-//! }
+//! ```
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() {
+//! // In a test of your own sink, build it instead of this in-memory one.
+//! let sink = backup_core::sink::MemorySink::new();
+//! backup_core::sink::conformance::run_all(&sink).await;
+//! # }
 //! ```
 //!
 //! # What it writes
