@@ -269,25 +269,45 @@ impl RepoShared {
         pack::decode_header(&key, &header, header_start, self.key())
     }
 
+    /// Loads the union of the index objects, skipping (with a warning) any
+    /// that is damaged: its chunks are then stored again by the next backup,
+    /// its packs re-indexed from their headers, and `verify` names it.
     pub(crate) async fn load_index(&self) -> Result<Index> {
+        self.load_index_checked(false).await
+    }
+
+    /// Loads the index; with `strict`, a damaged index object is an error
+    /// (prune must never decide what is unused on partial knowledge).
+    pub(crate) async fn load_index_checked(&self, strict: bool) -> Result<Index> {
         // A prune may delete superseded index objects between our list and
         // our reads; their replacements exist by then, so list again.
         let mut attempt = 0;
         let files: Vec<(Id, IndexFile)> = loop {
             let ids = list_ids(self.sink.as_ref(), INDEX_PREFIX).await?;
-            let loaded = futures::stream::iter(ids)
+            let loaded: Result<Vec<Option<(Id, IndexFile)>>> = futures::stream::iter(ids)
                 .map(|id| async move {
                     let key = format!("{INDEX_PREFIX}{id}");
-                    let bytes = self.get_named(&key, &id).await?;
-                    let payload = envelope::open(&key, &bytes, ObjectKind::Index, self.key())?;
-                    Ok::<_, Error>((id, IndexFile::decode(&key, &payload)?))
+                    let decoded = async {
+                        let bytes = self.get_named(&key, &id).await?;
+                        let payload = envelope::open(&key, &bytes, ObjectKind::Index, self.key())?;
+                        IndexFile::decode(&key, &payload)
+                    }
+                    .await;
+                    match decoded {
+                        Ok(file) => Ok(Some((id, file))),
+                        Err(error @ Error::Corrupt { .. }) if !strict => {
+                            tracing::warn!(%error, "damaged index object skipped (run verify)");
+                            Ok(None)
+                        }
+                        Err(error) => Err(error),
+                    }
                 })
                 .buffer_unordered(METADATA_CONCURRENCY)
                 .try_collect()
                 .await;
             match loaded {
                 Err(Error::NotFound { .. }) if attempt < INDEX_LOAD_ATTEMPTS => attempt += 1,
-                other => break other?,
+                other => break other?.into_iter().flatten().collect(),
             }
         };
         let superseded: HashSet<Id> = files

@@ -251,3 +251,68 @@ async fn storage_gone_for_good_fails_clearly_and_leaves_the_repository_valid() {
     write_tree(&source, 30, 99);
     assert_same_tree(&source, &target.join("source"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_index_is_named_by_verify_blocks_prune_and_blocks_nothing_else() {
+    let place = tempfile::tempdir().unwrap();
+    let memory = backup_core::MemorySink::new();
+    let sink: Arc<dyn Sink> = Arc::new(memory.clone());
+    let source = place.path().join("source");
+    write_tree(&source, 20, 0);
+    let repo = Repository::init(sink.clone(), InitOptions::default())
+        .await
+        .unwrap();
+    repo.backup(
+        &DirectorySnapshotter::new(vec![source.clone()]),
+        BackupOptions::default(),
+    )
+    .await
+    .unwrap();
+    let index_key = memory
+        .keys()
+        .into_iter()
+        .find(|key| key.starts_with("index/"))
+        .unwrap();
+    let mut damaged = memory.raw_get(&index_key).unwrap().to_vec();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0xFF;
+    memory.raw_put(index_key.clone(), damaged.into());
+
+    // Opening, restoring and backing up still work: the packs it listed are
+    // indexed again from their own headers.
+    let repo = Repository::open(sink.clone(), None).await.unwrap();
+    let again = repo
+        .backup(
+            &DirectorySnapshotter::new(vec![source.clone()]),
+            BackupOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        again.manifest.stats.bytes_added < 100_000,
+        "packs reused: {}",
+        again.manifest.stats.bytes_added
+    );
+    for backup in repo.list().await.unwrap() {
+        let target = place.path().join(format!("restored-{}", backup.id.short()));
+        repo.restore(&backup, &target, &RestoreOptions::default())
+            .await
+            .unwrap();
+        assert_same_tree(&source, &target.join("source"));
+    }
+    // Verify names it; prune refuses to decide anything on partial knowledge.
+    let report = repo.verify(&VerifyOptions::default()).await.unwrap();
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|problem| problem.object == index_key),
+        "{:?}",
+        report.errors
+    );
+    let error = repo
+        .prune(&backup_core::PruneOptions::default())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains(&index_key), "{error}");
+}
