@@ -17,12 +17,14 @@
 # crash, time out (-timeout=10 s) or use more than 2 GiB are saved under
 # fuzz/artifacts/<target>/; libFuzzer's full output is in
 # fuzz/target/fuzz-logs/<target>.log. One process per target, one target at
-# a time: the machines have 2 cores, and the build uses both.
+# a time (the machines have 2 shared cores): libFuzzer's -jobs is not passed,
+# which is the same as -jobs=1 without the worker process and its
+# fuzz-0.log.
 #
 # Needs the Rust toolchain. cargo-fuzz is installed if missing
 # (`cargo install cargo-fuzz --locked`, about 1.5 minutes); the sanitizer
 # flags it passes are nightly-only, so the stable toolchain is run with
-# RUSTC_BOOTSTRAP=1. The first build of the targets takes about 3.5 minutes.
+# RUSTC_BOOTSTRAP=1. The first build of the targets takes about 3 minutes.
 #
 # Exits non-zero if any target found a crash (or a timeout or OOM).
 set -euo pipefail
@@ -99,8 +101,9 @@ done
 
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "fuzzing found problems in: ${failed[*]}" >&2
-    echo "reproduce: RUSTC_BOOTSTRAP=1 cargo fuzz run TARGET fuzz/artifacts/TARGET/<file>" >&2
-    echo "minimize:  RUSTC_BOOTSTRAP=1 cargo fuzz tmin TARGET fuzz/artifacts/TARGET/<file>" >&2
+    echo "from fuzz/ (so that fuzz/.cargo/config.toml applies):" >&2
+    echo "  reproduce: RUSTC_BOOTSTRAP=1 cargo fuzz run TARGET artifacts/TARGET/<file>" >&2
+    echo "  minimize:  RUSTC_BOOTSTRAP=1 cargo fuzz tmin TARGET artifacts/TARGET/<file>" >&2
     exit 1
 fi
 echo "fuzzing: no crash in ${targets// /, }"
