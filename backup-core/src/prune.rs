@@ -27,7 +27,7 @@ use crate::format::envelope::{self, ObjectKind};
 use crate::index::{IndexFile, IndexedPack};
 use crate::inflight::list_markers;
 use crate::pack::{self, PackBuilder};
-use crate::repository::{list_ids, RepoShared, Repository, DATA_PREFIX, INDEX_PREFIX};
+use crate::repository::{list_ids, list_packs, RepoShared, Repository, INDEX_PREFIX};
 use crate::sink::{PutMode, SinkExt};
 use crate::tree::NodeKind;
 use crate::{Error, Id, Result};
@@ -186,15 +186,7 @@ async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport>
     let (marks, unreadable_marks) = list_marks(shared).await?;
     let old_index_ids = list_ids(sink, INDEX_PREFIX).await?;
     let (index, referenced) = references(repo).await?;
-    let stored: HashMap<Id, u64> = sink
-        .list(DATA_PREFIX)
-        .await?
-        .into_iter()
-        .filter_map(|meta| {
-            let id: Id = meta.key.rsplit('/').next()?.parse().ok()?;
-            (meta.key == pack::pack_key(&id)).then_some((id, meta.size))
-        })
-        .collect();
+    let stored = list_packs(sink).await?;
     report.packs_before = stored.len() as u64;
     report.bytes_before = stored.values().sum();
     let busy_since = |marked_at: DateTime<Utc>| {

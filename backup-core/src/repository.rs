@@ -1,6 +1,6 @@
 //! The repository: a config, keys, packs, indexes and manifests in a sink.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -185,7 +185,7 @@ impl RepoShared {
     ///
     /// Returns the number of packs indexed.
     pub(crate) async fn index_unindexed_packs(&self) -> Result<usize> {
-        let stored = self.sink.list(DATA_PREFIX).await?;
+        let stored = list_packs(self.sink.as_ref()).await?;
         // Packs a prune marked for deletion must not come back into use.
         let (marks, unreadable) = crate::prune::list_marks(self).await?;
         if !unreadable.is_empty() {
@@ -202,13 +202,7 @@ impl RepoShared {
             let index = self.index.read().map_err(|_| poisoned())?;
             stored
                 .into_iter()
-                .filter_map(|meta| {
-                    let id: Id = meta.key.rsplit('/').next()?.parse().ok()?;
-                    let wanted = meta.key == pack::pack_key(&id)
-                        && !index.packs().contains_key(&id)
-                        && !doomed.contains(&id);
-                    wanted.then_some((id, meta.size))
-                })
+                .filter(|(id, _)| !index.packs().contains_key(id) && !doomed.contains(id))
                 .collect()
         };
         if orphans.is_empty() {
@@ -382,6 +376,20 @@ pub(crate) async fn get_checked<T>(
             outcome => return outcome,
         }
     }
+}
+
+/// Every stored pack with its size (keys that are not a pack's canonical
+/// `data/<2 hex>/<id>` are ignored).
+pub(crate) async fn list_packs(sink: &dyn Sink) -> Result<HashMap<Id, u64>> {
+    Ok(sink
+        .list(DATA_PREFIX)
+        .await?
+        .into_iter()
+        .filter_map(|meta| {
+            let id: Id = meta.key.rsplit('/').next()?.parse().ok()?;
+            (meta.key == pack::pack_key(&id)).then_some((id, meta.size))
+        })
+        .collect())
 }
 
 /// Lists object ids under a prefix, ignoring keys that are not ids.

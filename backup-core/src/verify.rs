@@ -17,7 +17,7 @@ use crate::config::{KeyFile, RepoConfig, CONFIG_KEY, KEYS_PREFIX};
 use crate::format::envelope::{self, ObjectKind};
 use crate::index::{Index, IndexFile};
 use crate::pack::{self, BlobEntry};
-use crate::repository::{list_ids, Repository, DATA_PREFIX, INDEX_PREFIX, MANIFEST_PREFIX};
+use crate::repository::{list_ids, list_packs, Repository, INDEX_PREFIX, MANIFEST_PREFIX};
 use crate::sink::SinkExt;
 use crate::tree::NodeKind;
 use crate::{Error, Id, Result};
@@ -132,15 +132,7 @@ pub(crate) async fn verify(repo: &Repository, options: &VerifyOptions) -> Result
     }
 
     // Packs present versus packs indexed.
-    let stored: HashMap<Id, u64> = sink
-        .list(DATA_PREFIX)
-        .await?
-        .into_iter()
-        .filter_map(|meta| {
-            let id: Id = meta.key.rsplit('/').next()?.parse().ok()?;
-            (meta.key == pack::pack_key(&id)).then_some((id, meta.size))
-        })
-        .collect();
+    let stored = list_packs(sink).await?;
     report.packs = stored.len() as u64;
     for (id, size) in index.packs() {
         match stored.get(id) {
