@@ -16,6 +16,7 @@ use backup_core::{
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
+use zeroize::Zeroizing;
 
 /// Writes a line to stdout; when the reader has gone away (`backupctl ls |
 /// head`), exits quietly instead of panicking as `println!` would.
@@ -555,10 +556,12 @@ async fn sink_for(common: &Common) -> Result<Arc<dyn Sink>, Error> {
     open_sink(location, &common.store).await
 }
 
-fn password(common: &Common) -> Result<Option<Vec<u8>>, Error> {
+fn password(common: &Common) -> Result<Option<Zeroizing<Vec<u8>>>, Error> {
     if let Some(path) = &common.password_file {
-        let mut bytes = std::fs::read(path)
-            .map_err(|source| Error::io("cannot read the password file", path, source))?;
+        let mut bytes = Zeroizing::new(
+            std::fs::read(path)
+                .map_err(|source| Error::io("cannot read the password file", path, source))?,
+        );
         // A trailing newline is not part of the password.
         if bytes.last() == Some(&b'\n') {
             bytes.pop();
@@ -568,7 +571,7 @@ fn password(common: &Common) -> Result<Option<Vec<u8>>, Error> {
         }
         return Ok(Some(bytes));
     }
-    Ok(std::env::var_os("BACKUP_PASSWORD").map(|value| value.into_encoded_bytes()))
+    Ok(std::env::var_os("BACKUP_PASSWORD").map(|value| Zeroizing::new(value.into_encoded_bytes())))
 }
 
 async fn open(common: &Common) -> Result<Repository, Error> {
@@ -652,7 +655,8 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             let password = if no_encryption {
                 None
             } else {
-                Some(password(&common)?.filter(|p| !p.is_empty()).ok_or_else(|| {
+                // The copy moves into `init`, which zeroizes it.
+                Some(password(&common)?.filter(|p| !p.is_empty()).map(|p| p.to_vec()).ok_or_else(|| {
                     Error::InvalidArgument(
                         "a password is needed for an encrypted repository: use --password-file or BACKUP_PASSWORD, or --no-encryption".into(),
                     )
@@ -1131,7 +1135,7 @@ async fn run_schedule(
         let store = opener_common.store.clone();
         Box::pin(async move { open_sink(&location, &store).await })
     });
-    let mut runner = BackupJobRunner::new(opener, password(&common)?);
+    let mut runner = BackupJobRunner::new(opener, password(&common)?.map(|p| p.to_vec()));
     if prune {
         runner = runner.with_prune(PruneOptions {
             grace,

@@ -108,21 +108,61 @@ impl RepoShared {
         }
     }
 
+    /// The total length of a file's chunks, from the index alone.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] if a chunk is in no index.
+    pub(crate) fn content_length(&self, content: &[Id]) -> Result<u64> {
+        let index = self.index.read().map_err(|_| poisoned())?;
+        content.iter().try_fold(0u64, |total, id| {
+            let location = index.get(id).ok_or_else(|| {
+                Error::corrupt(
+                    format!("blob {id}"),
+                    0,
+                    "the blob is referenced but not in any index",
+                )
+            })?;
+            if location.entry.kind != BlobKind::Data {
+                return Err(Error::corrupt(
+                    format!("blob {id}"),
+                    0,
+                    "the blob is directory metadata, not file content",
+                ));
+            }
+            Ok(total.saturating_add(u64::from(location.entry.raw_length)))
+        })
+    }
+
     /// Reads and decodes a directory listing stored as tree chunks.
     pub(crate) async fn load_tree(&self, what: &str, ids: &[Id]) -> Result<Vec<Node>> {
         let mut bytes = Vec::new();
+        let mut planned = 0u64;
         for id in ids {
-            let kind = self
+            let location = self
                 .index
                 .read()
                 .ok()
-                .and_then(|index| index.get(id).map(|location| location.entry.kind));
-            if kind == Some(BlobKind::Data) {
-                return Err(Error::corrupt(
-                    format!("tree of {what:?}"),
-                    0,
-                    format!("chunk {id} is a data chunk, not directory metadata"),
-                ));
+                .and_then(|index| index.get(id).copied());
+            if let Some(location) = location {
+                if location.entry.kind == BlobKind::Data {
+                    return Err(Error::corrupt(
+                        format!("tree of {what:?}"),
+                        0,
+                        format!("chunk {id} is a data chunk, not directory metadata"),
+                    ));
+                }
+                planned += u64::from(location.entry.raw_length);
+                if planned > MAX_LISTING_BYTES {
+                    return Err(Error::corrupt(
+                        format!("tree of {what:?}"),
+                        0,
+                        format!(
+                            "the directory listing is larger than {} MiB",
+                            MAX_LISTING_BYTES >> 20
+                        ),
+                    ));
+                }
             }
             bytes.extend_from_slice(&self.read_blob(id).await?);
         }
@@ -202,7 +242,7 @@ impl RepoShared {
             let index = self.index.read().map_err(|_| poisoned())?;
             stored
                 .into_iter()
-                .filter(|(id, _)| !index.packs().contains_key(id) && !doomed.contains(id))
+                .filter(|(id, _)| !index.is_listed(id) && !doomed.contains(id))
                 .collect()
         };
         if orphans.is_empty() {
@@ -276,6 +316,8 @@ impl RepoShared {
         // A prune may delete superseded index objects between our list and
         // our reads; their replacements exist by then, so list again.
         let mut attempt = 0;
+        let damaged = std::sync::atomic::AtomicUsize::new(0);
+        let damaged = &damaged;
         let files: Vec<(Id, IndexFile)> = loop {
             let ids = list_ids(self.sink.as_ref(), INDEX_PREFIX).await?;
             let loaded: Result<Vec<Option<(Id, IndexFile)>>> = futures::stream::iter(ids)
@@ -291,6 +333,7 @@ impl RepoShared {
                         Ok(file) => Ok(Some((id, file))),
                         Err(error @ Error::Corrupt { .. }) if !strict => {
                             tracing::warn!(%error, "damaged index object skipped (run verify)");
+                            damaged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             Ok(None)
                         }
                         Err(error) => Err(error),
@@ -337,6 +380,38 @@ impl RepoShared {
                 Err(error) => tracing::warn!(%error, "pack marked for deletion is unreadable"),
             }
         }
+        if damaged.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            // What the damaged index listed is still in its packs: read
+            // their headers, so that nothing it described becomes
+            // unreadable. These packs count as unlisted, and the next
+            // backup writes an index for them.
+            let stored = list_packs(self.sink.as_ref()).await?;
+            let orphans: Vec<(Id, u64)> = stored
+                .into_iter()
+                .filter(|(id, _)| !index.packs().contains_key(id))
+                .collect();
+            let recovered: Vec<IndexedPack> = futures::stream::iter(orphans)
+                .map(|(id, size)| async move {
+                    match self.read_pack_header(&id, size).await {
+                        Ok(blobs) => Some(IndexedPack { id, size, blobs }),
+                        Err(error) => {
+                            tracing::warn!(%error, "pack in no readable index skipped");
+                            None
+                        }
+                    }
+                })
+                .buffer_unordered(METADATA_CONCURRENCY)
+                .filter_map(|pack| async move { pack })
+                .collect()
+                .await;
+            for pack in &recovered {
+                index.add_pack(pack);
+            }
+            tracing::info!(
+                packs = recovered.len(),
+                "packs read from their headers in place of a damaged index"
+            );
+        }
         Ok(index)
     }
 
@@ -363,6 +438,10 @@ fn poisoned() -> Error {
 /// Fetches a whole object and decodes it with `decode`; when the check
 /// fails, fetches once more before reporting the damage, so a broken
 /// transfer is not mistaken for broken storage.
+/// The largest directory listing read (the JSON Lines of one directory):
+/// about three million entries, or the chunk list of a 15 TiB file.
+pub(crate) const MAX_LISTING_BYTES: u64 = 1 << 30;
+
 pub(crate) async fn get_checked<T>(
     sink: &dyn Sink,
     key: &str,
@@ -408,12 +487,24 @@ pub(crate) async fn list_ids(sink: &dyn Sink, prefix: &str) -> Result<Vec<Id>> {
 }
 
 /// Options for [`Repository::init`].
-#[derive(Debug, Clone, Default)]
+///
+/// [`Repository::init`] takes the options by value and zeroizes the
+/// password once the key file is written; `Debug` never shows it.
+#[derive(Clone, Default)]
 pub struct InitOptions {
     /// Encrypt with this password; `None` creates an unencrypted repository.
     pub password: Option<Vec<u8>>,
     /// Key derivation costs (default: 64 MiB, 3 passes).
     pub kdf: KdfParams,
+}
+
+impl std::fmt::Debug for InitOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitOptions")
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("kdf", &self.kdf)
+            .finish()
+    }
 }
 
 /// Which earlier backup to compare files against.
@@ -563,7 +654,8 @@ impl Repository {
         }
         let config = RepoConfig::new(options.password.is_some());
         let config_object = config.to_object()?;
-        let key = match &options.password {
+        let password = zeroize::Zeroizing::new(options.password);
+        let key = match password.as_ref() {
             Some(password) => {
                 let master = MasterKey::generate();
                 let file =
@@ -1031,15 +1123,19 @@ impl Repository {
     ///
     /// Storage or corruption errors.
     pub async fn ls(&self, backup: &Backup) -> Result<Vec<LsEntry>> {
-        let mut out = Vec::new();
+        let listings = crate::restore::Listings::read(&self.shared, &backup.manifest.root).await?;
+        let mut out = Vec::with_capacity(usize::try_from(listings.entries).unwrap_or(0));
         let mut stack = vec![(String::new(), backup.manifest.root.clone())];
         while let Some((path, ids)) = stack.pop() {
-            let nodes = self
-                .shared
-                .load_tree(if path.is_empty() { "/" } else { &path }, &ids)
-                .await?;
+            let nodes = listings.get(&ids).map_err(|detail| {
+                Error::corrupt(
+                    format!("tree of {:?}", if path.is_empty() { "/" } else { &path }),
+                    0,
+                    detail,
+                )
+            })?;
             let mut subdirs = Vec::new();
-            for node in nodes {
+            for node in nodes.iter().cloned() {
                 let child = if path.is_empty() {
                     node.name.clone()
                 } else {

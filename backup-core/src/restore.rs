@@ -13,7 +13,7 @@
 //! 3. A damaged file does not stop the others: it is reported in
 //!    [`Error::PartialRestore`] with its path and reason.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -29,6 +29,112 @@ use crate::{Error, Id, Result};
 
 /// Files restored at once.
 const FILES_IN_FLIGHT: usize = 4;
+
+/// The most entries (files, directories, symlinks) a backup's tree may
+/// expand to before restore or `ls` refuses it. Content addressing lets
+/// identical directories share one listing, so a hostile repository could
+/// otherwise describe an exponentially large tree in a few kilobytes.
+pub const MAX_TREE_ENTRIES: u64 = 100_000_000;
+
+/// The deepest directory nesting read. Paths deeper than this cannot be
+/// created on common file systems anyway (`PATH_MAX` is 4096 bytes).
+pub const MAX_TREE_DEPTH: usize = 2048;
+
+/// The distinct directory listings of one backup, each read once, and the
+/// number of entries the whole tree expands to.
+pub(crate) struct Listings {
+    loaded: HashMap<Vec<Id>, std::result::Result<Arc<Vec<Node>>, String>>,
+    /// Entries below the root, counting shared listings once per use.
+    pub(crate) entries: u64,
+}
+
+impl Listings {
+    /// Reads every distinct listing below `root` and counts the entries the
+    /// tree expands to, refusing trees that are too deep, cyclic, or expand
+    /// beyond [`MAX_TREE_ENTRIES`]. A listing that cannot be read is kept as
+    /// its error (the caller reports it for that directory).
+    pub(crate) async fn read(repo: &RepoShared, root: &[Id]) -> Result<Listings> {
+        let refuse = |detail: String| Error::corrupt("tree of \"/\"", 0, detail);
+        let mut loaded: HashMap<Vec<Id>, std::result::Result<Arc<Vec<Node>>, String>> =
+            HashMap::new();
+        let mut counts: HashMap<Vec<Id>, u64> = HashMap::new();
+        let mut open: HashSet<Vec<Id>> = HashSet::new();
+        // (listing, path for messages, children already pushed, depth)
+        let mut stack: Vec<(Vec<Id>, String, bool, usize)> =
+            vec![(root.to_vec(), "/".to_string(), false, 0)];
+        while let Some((ids, path, expanded, depth)) = stack.pop() {
+            if counts.contains_key(&ids) {
+                continue;
+            }
+            if !expanded {
+                if depth > MAX_TREE_DEPTH {
+                    return Err(refuse(format!(
+                        "directories are nested deeper than {MAX_TREE_DEPTH} levels at {path:?}"
+                    )));
+                }
+                if !open.insert(ids.clone()) {
+                    return Err(refuse(format!("directory {path:?} contains itself")));
+                }
+                if !loaded.contains_key(&ids) {
+                    let listing = repo
+                        .load_tree(&path, &ids)
+                        .await
+                        .map(Arc::new)
+                        .map_err(|error| error.to_string());
+                    loaded.insert(ids.clone(), listing);
+                }
+                stack.push((ids.clone(), path.clone(), true, depth));
+                if let Some(Ok(nodes)) = loaded.get(&ids) {
+                    for node in nodes.iter() {
+                        if let Some(subtree) = &node.subtree {
+                            if open.contains(subtree) {
+                                return Err(refuse(format!(
+                                    "directory {path:?} contains one of its own ancestors"
+                                )));
+                            }
+                            if !counts.contains_key(subtree) {
+                                let child = if path == "/" {
+                                    format!("/{}", node.name)
+                                } else {
+                                    format!("{path}/{}", node.name)
+                                };
+                                stack.push((subtree.clone(), child, false, depth + 1));
+                            }
+                        }
+                    }
+                }
+            } else {
+                let mut total = 0u64;
+                if let Some(Ok(nodes)) = loaded.get(&ids) {
+                    for node in nodes.iter() {
+                        let below = match &node.subtree {
+                            Some(subtree) => counts.get(subtree).copied().unwrap_or(0),
+                            None => 0,
+                        };
+                        total = total.saturating_add(1).saturating_add(below);
+                    }
+                }
+                if total > MAX_TREE_ENTRIES {
+                    return Err(refuse(format!(
+                        "directory {path:?} expands to more than {MAX_TREE_ENTRIES} entries"
+                    )));
+                }
+                open.remove(&ids);
+                counts.insert(ids, total);
+            }
+        }
+        let entries = counts.get(root).copied().unwrap_or(0);
+        Ok(Listings { loaded, entries })
+    }
+
+    /// The listing of one directory, or why it could not be read.
+    pub(crate) fn get(&self, ids: &[Id]) -> std::result::Result<Arc<Vec<Node>>, String> {
+        match self.loaded.get(ids) {
+            Some(listing) => listing.clone(),
+            None => Err("directory listing was not read".into()),
+        }
+    }
+}
 
 /// What to restore.
 #[derive(Debug, Clone, Default)]
@@ -124,13 +230,11 @@ pub(crate) async fn restore(
         .await
         .map_err(|source| Error::io("cannot open the restore target", target, source))?;
 
+    let listings = Listings::read(&repo, root).await?;
     let mut plan = Plan::default();
     let mut stack = vec![(String::new(), root.to_vec(), selector.everything)];
     while let Some((relative, ids, selected)) = stack.pop() {
-        let nodes = match repo
-            .load_tree(if relative.is_empty() { "/" } else { &relative }, &ids)
-            .await
-        {
+        let nodes = match listings.get(&ids) {
             Ok(nodes) => nodes,
             Err(error) => {
                 plan.failures.push((
@@ -140,7 +244,7 @@ pub(crate) async fn restore(
                 continue;
             }
         };
-        for node in nodes {
+        for node in nodes.iter().cloned() {
             let child = if relative.is_empty() {
                 node.name.clone()
             } else {
@@ -185,7 +289,9 @@ pub(crate) async fn restore(
     let tracker = Tracker::new("restore");
     tracker.set_totals(
         plan.files.len() as u64,
-        plan.files.iter().map(|file| file.node.size).sum(),
+        plan.files
+            .iter()
+            .fold(0u64, |total, file| total.saturating_add(file.node.size)),
     );
     let reporter = Reporter::start(tracker.clone(), options.progress.clone());
     let writer = Arc::new(SafeWriter {
@@ -432,6 +538,20 @@ async fn write_verified(
     node: &Node,
     tracker: &Tracker,
 ) -> Result<u64> {
+    // The index knows every chunk's length: a content list that cannot add
+    // up to the recorded size (a huge declared size, a missing chunk) is
+    // refused before a byte is written.
+    let indexed = repo.content_length(&node.content)?;
+    if indexed != node.size {
+        return Err(Error::corrupt(
+            format!("file {:?}", node.name),
+            0,
+            format!(
+                "its chunks hold {indexed} bytes but the recorded size is {}",
+                node.size
+            ),
+        ));
+    }
     let mut file = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -159,10 +159,16 @@ pub fn decode(what: &str, bytes: &[u8]) -> Result<Vec<Node>> {
         let consistent = match node.kind {
             NodeKind::File => node.subtree.is_none() && node.target.is_none(),
             NodeKind::Dir => {
-                node.subtree.is_some() && node.content.is_empty() && node.target.is_none()
+                node.subtree.is_some()
+                    && node.content.is_empty()
+                    && node.target.is_none()
+                    && node.size == 0
             }
             NodeKind::Symlink => {
-                node.target.is_some() && node.content.is_empty() && node.subtree.is_none()
+                node.target.is_some()
+                    && node.content.is_empty()
+                    && node.subtree.is_none()
+                    && node.size == 0
             }
         };
         if !consistent || node.mode > 0o7777 {

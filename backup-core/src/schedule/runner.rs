@@ -26,7 +26,7 @@ pub type SinkOpener =
 /// [`JobFailure::Collision`], which pauses the job until it is resumed.
 pub struct BackupJobRunner {
     open_sink: SinkOpener,
-    password: Option<Vec<u8>>,
+    password: Option<zeroize::Zeroizing<Vec<u8>>>,
     prune: Option<PruneOptions>,
 }
 
@@ -44,7 +44,7 @@ impl BackupJobRunner {
     pub fn new(open_sink: SinkOpener, password: Option<Vec<u8>>) -> Self {
         BackupJobRunner {
             open_sink,
-            password,
+            password: password.map(zeroize::Zeroizing::new),
             prune: None,
         }
     }
@@ -57,7 +57,11 @@ impl BackupJobRunner {
 
     async fn run_job(&self, config: &JobConfig) -> Result<String> {
         let sink = (self.open_sink)(config.repository.clone()).await?;
-        let repo = Repository::open(sink, self.password.as_deref()).await?;
+        let repo = Repository::open(
+            sink,
+            self.password.as_ref().map(|password| password.as_slice()),
+        )
+        .await?;
         let snapshotter: Box<dyn Snapshotter> = match &config.source {
             SourceConfig::Directory { paths } => Box::new(DirectorySnapshotter::new(paths.clone())),
             SourceConfig::Command { command, file_name } => {
