@@ -145,7 +145,7 @@ pub(crate) async fn list_marks(repo: &RepoShared) -> Result<Marks> {
 /// are read.
 async fn references(repo: &Repository) -> Result<(crate::index::Index, HashSet<Id>)> {
     let shared = repo.shared();
-    let backups = repo.list().await?;
+    let backups = repo.list_checked(true).await?;
     let index = shared.load_index_checked(true).await?;
     if let Ok(mut slot) = shared.index.write() {
         *slot = index.clone();

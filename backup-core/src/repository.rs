@@ -97,7 +97,19 @@ impl RepoShared {
         // be mistaken for damaged storage: fetch once more before reporting.
         let mut rereads = 0;
         loop {
-            let stored = self.sink.get_range(&key, Some(start..end)).await?;
+            let stored = match self.sink.get_range(&key, Some(start..end)).await {
+                Ok(stored) => stored,
+                // The pack is shorter than its index says: damage, not a
+                // mistake of the caller.
+                Err(Error::InvalidArgument(detail)) => {
+                    return Err(Error::corrupt(
+                        &key,
+                        start,
+                        format!("blob {id} cannot be read: {detail}"),
+                    ))
+                }
+                Err(other) => return Err(other),
+            };
             match pack::decode_blob(&key, &location.entry, &stored, self.key()) {
                 Err(Error::Corrupt { .. }) if rereads < REREADS => {
                     tracing::warn!(%key, blob = %id, "blob failed its check; reading it again");
@@ -989,6 +1001,13 @@ impl Repository {
     ///
     /// Storage errors, or [`Error::Corrupt`] for a damaged manifest.
     pub async fn list(&self) -> Result<Vec<Backup>> {
+        self.list_checked(false).await
+    }
+
+    /// Lists backups; without `strict`, a damaged manifest is skipped with a
+    /// warning (`verify` names it) so that it hides no other backup. Prune
+    /// lists strictly: it must not delete what a damaged manifest may use.
+    pub(crate) async fn list_checked(&self, strict: bool) -> Result<Vec<Backup>> {
         let ids = list_ids(self.shared.sink.as_ref(), MANIFEST_PREFIX).await?;
         let loaded: Vec<Option<Backup>> = futures::stream::iter(ids)
             .map(|id| async move {
@@ -996,6 +1015,10 @@ impl Repository {
                     Ok(backup) => Ok(Some(backup)),
                     // Forgotten between the list and the read.
                     Err(Error::BackupNotFound { .. }) => Ok(None),
+                    Err(error @ Error::Corrupt { .. }) if !strict => {
+                        tracing::warn!(%error, "damaged manifest skipped (run verify)");
+                        Ok(None)
+                    }
                     Err(error) => Err(error),
                 }
             })
@@ -1123,7 +1146,8 @@ impl Repository {
     ///
     /// Storage or corruption errors.
     pub async fn ls(&self, backup: &Backup) -> Result<Vec<LsEntry>> {
-        let listings = crate::restore::Listings::read(&self.shared, &backup.manifest.root).await?;
+        let listings =
+            crate::restore::Listings::read(&self.shared, &backup.manifest.root, None).await?;
         let mut out = Vec::with_capacity(usize::try_from(listings.entries).unwrap_or(0));
         let mut stack = vec![(String::new(), backup.manifest.root.clone())];
         while let Some((path, ids)) = stack.pop() {
@@ -1196,6 +1220,32 @@ impl Repository {
     /// [`Error::Corrupt`] when the chunk is missing or damaged.
     pub async fn read_chunk(&self, id: &Id) -> Result<Vec<u8>> {
         self.shared.read_blob(id).await
+    }
+
+    /// Every stored pack with its size in bytes.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn packs(&self) -> Result<Vec<(Id, u64)>> {
+        let mut packs: Vec<(Id, u64)> = list_packs(self.shared.sink.as_ref())
+            .await?
+            .into_iter()
+            .collect();
+        packs.sort();
+        Ok(packs)
+    }
+
+    /// The blobs a pack holds, read from its own header (two ranged reads),
+    /// for inspection and repair tools.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if there is no such pack, [`Error::Corrupt`] if
+    /// its header is damaged.
+    pub async fn pack_blobs(&self, pack: &Id) -> Result<Vec<crate::pack::BlobEntry>> {
+        let size = self.shared.sink.head(&pack::pack_key(pack)).await?.size;
+        self.shared.read_pack_header(pack, size).await
     }
 
     /// The blob kind of an indexed chunk.

@@ -49,82 +49,122 @@ pub(crate) struct Listings {
 }
 
 impl Listings {
-    /// Reads every distinct listing below `root` and counts the entries the
-    /// tree expands to, refusing trees that are too deep, cyclic, or expand
-    /// beyond [`MAX_TREE_ENTRIES`]. A listing that cannot be read is kept as
-    /// its error (the caller reports it for that directory).
-    pub(crate) async fn read(repo: &RepoShared, root: &[Id]) -> Result<Listings> {
+    /// Reads the distinct listings below `root` that `selector` may need
+    /// (all of them without one) and counts the entries the tree expands
+    /// to, refusing trees that are too deep, cyclic, or expand beyond
+    /// [`MAX_TREE_ENTRIES`]. A listing that cannot be read is kept as its
+    /// error (the caller reports it for that directory).
+    pub(crate) async fn read(
+        repo: &RepoShared,
+        root: &[Id],
+        selector: Option<&Selector>,
+    ) -> Result<Listings> {
         let refuse = |detail: String| Error::corrupt("tree of \"/\"", 0, detail);
+        let all_below = |relative: &str| selector.is_none_or(|s| s.needs_all_below(relative));
         let mut loaded: HashMap<Vec<Id>, std::result::Result<Arc<Vec<Node>>, String>> =
             HashMap::new();
+        // Entries below a listing, for listings whose whole subtree is read
+        // (then the count does not depend on the path it is reached by).
         let mut counts: HashMap<Vec<Id>, u64> = HashMap::new();
         let mut open: HashSet<Vec<Id>> = HashSet::new();
-        // (listing, path for messages, children already pushed, depth)
-        let mut stack: Vec<(Vec<Id>, String, bool, usize)> =
-            vec![(root.to_vec(), "/".to_string(), false, 0)];
-        while let Some((ids, path, expanded, depth)) = stack.pop() {
-            if counts.contains_key(&ids) {
+        // Per frame: listing, relative path, children pushed, depth, and
+        // (when expanded) the count of the children on the path.
+        struct Frame {
+            ids: Vec<Id>,
+            relative: String,
+            expanded: bool,
+            depth: usize,
+        }
+        // Entries counted below frames whose subtree is read only in part
+        // (bounded: such directories lie on the literal prefix of a pattern).
+        let mut partial: Vec<u64> = Vec::new();
+        let mut stack = vec![Frame {
+            ids: root.to_vec(),
+            relative: String::new(),
+            expanded: false,
+            depth: 0,
+        }];
+        let mut root_entries = 0u64;
+        while let Some(frame) = stack.pop() {
+            let whole = all_below(&frame.relative);
+            if whole && counts.contains_key(&frame.ids) {
+                if let Some(slot) = partial.last_mut() {
+                    *slot = slot.saturating_add(counts[&frame.ids]);
+                }
                 continue;
             }
-            if !expanded {
-                if depth > MAX_TREE_DEPTH {
+            let shown = display(&frame.relative);
+            if !frame.expanded {
+                if frame.depth > MAX_TREE_DEPTH {
                     return Err(refuse(format!(
-                        "directories are nested deeper than {MAX_TREE_DEPTH} levels at {path:?}"
+                        "directories are nested deeper than {MAX_TREE_DEPTH} levels at {shown:?}"
                     )));
                 }
-                if !open.insert(ids.clone()) {
-                    return Err(refuse(format!("directory {path:?} contains itself")));
+                if !open.insert(frame.ids.clone()) {
+                    return Err(refuse(format!("directory {shown:?} contains itself")));
                 }
-                if !loaded.contains_key(&ids) {
+                if !loaded.contains_key(&frame.ids) {
                     let listing = repo
-                        .load_tree(&path, &ids)
+                        .load_tree(&shown, &frame.ids)
                         .await
                         .map(Arc::new)
                         .map_err(|error| error.to_string());
-                    loaded.insert(ids.clone(), listing);
+                    loaded.insert(frame.ids.clone(), listing);
                 }
-                stack.push((ids.clone(), path.clone(), true, depth));
-                if let Some(Ok(nodes)) = loaded.get(&ids) {
+                let mut children = Vec::new();
+                if let Some(Ok(nodes)) = loaded.get(&frame.ids) {
                     for node in nodes.iter() {
-                        if let Some(subtree) = &node.subtree {
-                            if open.contains(subtree) {
-                                return Err(refuse(format!(
-                                    "directory {path:?} contains one of its own ancestors"
-                                )));
-                            }
-                            if !counts.contains_key(subtree) {
-                                let child = if path == "/" {
-                                    format!("/{}", node.name)
-                                } else {
-                                    format!("{path}/{}", node.name)
-                                };
-                                stack.push((subtree.clone(), child, false, depth + 1));
-                            }
+                        let Some(subtree) = &node.subtree else {
+                            continue;
+                        };
+                        let child = join(&frame.relative, &node.name);
+                        if open.contains(subtree) {
+                            return Err(refuse(format!(
+                                "directory {child:?} contains one of its own ancestors"
+                            )));
+                        }
+                        if whole || selector.is_none_or(|s| s.may_contain(&child)) {
+                            children.push(Frame {
+                                ids: subtree.clone(),
+                                relative: child,
+                                expanded: false,
+                                depth: frame.depth + 1,
+                            });
                         }
                     }
                 }
+                stack.push(Frame {
+                    expanded: true,
+                    ..frame
+                });
+                partial.push(0);
+                stack.extend(children);
             } else {
-                let mut total = 0u64;
-                if let Some(Ok(nodes)) = loaded.get(&ids) {
-                    for node in nodes.iter() {
-                        let below = match &node.subtree {
-                            Some(subtree) => counts.get(subtree).copied().unwrap_or(0),
-                            None => 0,
-                        };
-                        total = total.saturating_add(1).saturating_add(below);
-                    }
-                }
+                let below = partial.pop().unwrap_or(0);
+                let own = match loaded.get(&frame.ids) {
+                    Some(Ok(nodes)) => nodes.len() as u64,
+                    _ => 0,
+                };
+                let total = own.saturating_add(below);
                 if total > MAX_TREE_ENTRIES {
                     return Err(refuse(format!(
-                        "directory {path:?} expands to more than {MAX_TREE_ENTRIES} entries"
+                        "directory {shown:?} expands to more than {MAX_TREE_ENTRIES} entries"
                     )));
                 }
-                open.remove(&ids);
-                counts.insert(ids, total);
+                open.remove(&frame.ids);
+                if whole {
+                    counts.insert(frame.ids.clone(), total);
+                }
+                match partial.last_mut() {
+                    Some(slot) => *slot = slot.saturating_add(total),
+                    None => root_entries = total,
+                }
             }
         }
-        let entries = counts.get(root).copied().unwrap_or(0);
-        Ok(Listings { loaded, entries })
+        Ok(Listings {
+            loaded,
+            entries: root_entries,
+        })
     }
 
     /// The listing of one directory, or why it could not be read.
@@ -163,16 +203,21 @@ pub struct RestoreSummary {
     pub bytes: u64,
 }
 
-struct Selector {
+pub(crate) struct Selector {
     paths: GlobSet,
     names: GlobSet,
     everything: bool,
+    /// Of each pattern with a `/`: the part before its first glob
+    /// character. Only directories on the way to, or below, such a prefix
+    /// can hold a match.
+    literal_prefixes: Vec<String>,
 }
 
 impl Selector {
     fn new(patterns: &[String]) -> Result<Selector> {
         let mut paths = GlobSetBuilder::new();
         let mut names = GlobSetBuilder::new();
+        let mut literal_prefixes = Vec::new();
         for pattern in patterns {
             let glob = GlobBuilder::new(pattern.trim_start_matches('/'))
                 .literal_separator(true)
@@ -180,8 +225,14 @@ impl Selector {
                 .map_err(|error| {
                     Error::InvalidArgument(format!("invalid pattern {pattern:?}: {error}"))
                 })?;
+            let trimmed = pattern.trim_start_matches('/');
             if !pattern.contains('/') {
                 names.add(glob.clone());
+            } else {
+                let end = trimmed
+                    .find(['*', '?', '[', '{', '\\'])
+                    .unwrap_or(trimmed.len());
+                literal_prefixes.push(trimmed[..end].to_string());
             }
             paths.add(glob);
         }
@@ -194,11 +245,34 @@ impl Selector {
             paths: build(paths)?,
             names: build(names)?,
             everything: patterns.is_empty(),
+            literal_prefixes,
         })
     }
 
     fn selects(&self, relative: &str, name: &str) -> bool {
         self.everything || self.paths.is_match(relative) || self.names.is_match(name)
+    }
+
+    /// Whether anything below directory `relative` may be selected
+    /// regardless of the path it is reached by.
+    fn needs_all_below(&self, relative: &str) -> bool {
+        let prefix = dir_prefix(relative);
+        self.everything
+            || !self.names.is_empty()
+            || self
+                .literal_prefixes
+                .iter()
+                .any(|literal| prefix.starts_with(literal.as_str()))
+    }
+
+    /// Whether directory `relative` may hold a selected item.
+    fn may_contain(&self, relative: &str) -> bool {
+        let prefix = dir_prefix(relative);
+        self.needs_all_below(relative)
+            || self
+                .literal_prefixes
+                .iter()
+                .any(|literal| literal.starts_with(prefix.as_str()))
     }
 }
 
@@ -230,7 +304,7 @@ pub(crate) async fn restore(
         .await
         .map_err(|source| Error::io("cannot open the restore target", target, source))?;
 
-    let listings = Listings::read(&repo, root).await?;
+    let listings = Listings::read(&repo, root, Some(&selector)).await?;
     let mut plan = Plan::default();
     let mut stack = vec![(String::new(), root.to_vec(), selector.everything)];
     while let Some((relative, ids, selected)) = stack.pop() {
@@ -254,13 +328,16 @@ pub(crate) async fn restore(
             match node.kind {
                 NodeKind::Dir => {
                     let subtree = node.subtree.clone().unwrap_or_default();
+                    let descend = child_selected || selector.may_contain(&child);
                     if child_selected {
                         plan.dirs.push(Planned {
                             relative: child.clone(),
                             node,
                         });
                     }
-                    stack.push((child, subtree, child_selected));
+                    if descend {
+                        stack.push((child, subtree, child_selected));
+                    }
                 }
                 NodeKind::File if child_selected => plan.files.push(Planned {
                     relative: child,
@@ -356,6 +433,23 @@ pub(crate) async fn restore(
         reporter.finish(Phase::PartiallyFailed);
         failures.sort();
         Err(Error::PartialRestore { failures })
+    }
+}
+
+fn join(relative: &str, name: &str) -> String {
+    if relative.is_empty() {
+        name.to_string()
+    } else {
+        format!("{relative}/{name}")
+    }
+}
+
+/// `dir/` (or nothing for the root), for prefix tests.
+fn dir_prefix(relative: &str) -> String {
+    if relative.is_empty() {
+        String::new()
+    } else {
+        format!("{relative}/")
     }
 }
 
