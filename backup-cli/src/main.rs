@@ -576,7 +576,8 @@ fn password(common: &Common) -> Result<Option<Zeroizing<Vec<u8>>>, Error> {
 
 async fn open(common: &Common) -> Result<Repository, Error> {
     let sink = sink_for(common).await?;
-    Repository::open(sink, password(common)?.as_deref()).await
+    let password = password(common)?;
+    Repository::open(sink, password.as_ref().map(|p| p.as_slice())).await
 }
 
 fn print_json(value: &serde_json::Value) {

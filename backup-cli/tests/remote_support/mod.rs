@@ -726,6 +726,7 @@ fn truncate(text: &str) -> String {
 /// `BACKUP_*`, `AWS_*`, `AZURE_*`, `AZURITE_*`, `GOOGLE_*` from the caller),
 /// the repository and store options after the subcommand, a working
 /// directory of its own, and a time limit.
+#[derive(Clone)]
 pub struct Backupctl {
     /// The working directory of every run: nothing should appear in it.
     pub cwd: PathBuf,
@@ -733,9 +734,16 @@ pub struct Backupctl {
     global: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     pub time_limit: Duration,
+    /// Start the process and return at once (see [`Backupctl::spawn`]).
+    detach: bool,
 }
 
 static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static DETACHED: std::cell::RefCell<Option<std::process::Child>> =
+        const { std::cell::RefCell::new(None) };
+}
 
 impl Backupctl {
     /// A runner whose working directory and logs are under `scratch`.
@@ -750,6 +758,7 @@ impl Backupctl {
             global: Vec::new(),
             env: vec![("BACKUP_LOG".into(), "warn".into())],
             time_limit: Duration::from_secs(300),
+            detach: false,
         }
     }
 
@@ -810,6 +819,16 @@ impl Backupctl {
             .join(" ");
         let started = Instant::now();
         let mut child = command.spawn().expect("starting backupctl");
+        if self.detach {
+            DETACHED.with(|slot| *slot.borrow_mut() = Some(child));
+            return Out {
+                args: shown,
+                code: None,
+                stdout: String::new(),
+                stderr: String::new(),
+                elapsed: started.elapsed(),
+            };
+        }
         let code = loop {
             if let Some(status) = child.try_wait().expect("waiting for backupctl") {
                 break status.code();
@@ -833,6 +852,23 @@ impl Backupctl {
             out.args, out.code, out.elapsed
         );
         out
+    }
+
+    /// Starts `backupctl ARGS` (as [`Backupctl::run`] does) without
+    /// waiting for it; the caller kills or waits for the child.
+    pub fn spawn<I, S>(&self, args: I) -> std::process::Child
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let detached = Backupctl {
+            detach: true,
+            ..self.clone()
+        };
+        detached.run(args);
+        DETACHED
+            .with(|slot| slot.borrow_mut().take())
+            .expect("the child was started")
     }
 
     /// What appeared in the working directory (relative paths).
