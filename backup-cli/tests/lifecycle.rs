@@ -238,6 +238,70 @@ fn prune_beside_running_backups_never_breaks_a_backup() {
     println!("{rounds} backups ran beside {prunes} prunes; every backup verified and restored after each round");
 }
 
+/// Several backup processes at once (three writers, two of them storing
+/// identical data, so that they race to store the same chunks), with prunes
+/// running beside them and forget between rounds, repeated.
+#[test]
+fn several_writers_and_prunes_at_once() {
+    let place = tempfile::tempdir().unwrap();
+    let repo = place.path().join("repo");
+    ok(&["init", "--no-encryption"], &repo);
+    let rounds = 12u64;
+    let writers = 3u64;
+    let (mut prunes, mut backups) = (0, 0);
+    for round in 0..rounds {
+        if round >= 2 {
+            ok(&["forget", "--keep-last", "2"], &repo);
+        }
+        let mut children = Vec::new();
+        for writer in 0..writers {
+            // Writers 0 and 2 back up the same content.
+            let generation = 100 + round * 10 + writer % 2;
+            let source = place.path().join(format!("source-{round}-{writer}"));
+            write_generation(&source, generation, 4, 600_000);
+            let tag = format!("generation={generation}");
+            let set = format!("writer-{writer}");
+            children.push(
+                backupctl()
+                    .args(["backup", "--repo", repo.to_str().unwrap(), "--set", &set])
+                    .args(["--writer", &set, "--tag", &tag, source.to_str().unwrap()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            );
+        }
+        loop {
+            let mut running = 0;
+            for child in children.iter_mut() {
+                if child.try_wait().unwrap().is_none() {
+                    running += 1;
+                }
+            }
+            ok(&["prune", "--grace", "0s", "--repack-unused", "1%"], &repo);
+            prunes += 1;
+            if running == 0 {
+                break;
+            }
+        }
+        for child in children {
+            let output = child.wait_with_output().unwrap();
+            assert!(
+                output.status.success(),
+                "round {round}: a backup failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            backups += 1;
+        }
+        ok(&["verify", "--read-data"], &repo);
+        assert_every_backup_restores(&repo, place.path());
+    }
+    println!(
+        "concurrency: {rounds} rounds, {backups} backups by {writers} processes at once beside {prunes} prunes; \
+         every backup verified and restored after each round"
+    );
+}
+
 #[test]
 fn second_writer_of_a_set_stops_with_a_collision_naming_both() {
     let place = tempfile::tempdir().unwrap();
