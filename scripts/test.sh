@@ -23,3 +23,8 @@ cargo test --workspace --locked
 
 echo "== independent format reader"
 python3 -m pytest -q tools/format-reader
+
+# Every decoder's fuzz target for a few seconds, from the committed seeds
+# (the 10-minute runs: scripts/fuzz.sh 600, see fuzz/README.md).
+echo "== fuzzing (short run)"
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-5}"
