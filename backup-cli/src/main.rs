@@ -514,6 +514,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -555,6 +556,24 @@ async fn sink_for(common: &Common) -> Result<Arc<dyn Sink>, Error> {
     })?;
     open_sink(location, &common.store).await
 }
+
+/// Caps glibc's malloc arenas at two. By default glibc gives each of the
+/// many threads of a backup (async workers, blocking readers, the CPU pool)
+/// arenas of their own, and megabyte-sized buffers freed on another thread
+/// than the one that allocated them pile up: fewer arenas measured lower
+/// peak memory and less time in the kernel.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only sets an allocator tunable; it is called before
+    // any thread is started.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
 
 fn password(common: &Common) -> Result<Option<Zeroizing<Vec<u8>>>, Error> {
     if let Some(path) = &common.password_file {

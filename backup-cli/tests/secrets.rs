@@ -46,24 +46,25 @@ fn no_secret_in_output_or_trace_logs() {
         "--allow-http",
     ]);
     let target = scratch.path().join("restored");
-    let mut runs = Vec::new();
-    runs.push(cli.run(["init"]));
-    runs.push(cli.run(["backup".as_ref(), source.as_os_str()]));
-    runs.push(cli.run([
-        "backup".as_ref(),
-        "--json".as_ref(),
-        "--progress".as_ref(),
-        "json".as_ref(),
-        source.as_os_str(),
-    ]));
-    runs.push(cli.run(["list", "--json"]));
-    runs.push(cli.run(["verify", "--read-data"]));
-    runs.push(cli.run([
-        "restore".as_ref(),
-        "latest".as_ref(),
-        "--target".as_ref(),
-        target.as_os_str(),
-    ]));
+    let mut runs = vec![
+        cli.run(["init"]),
+        cli.run(["backup".as_ref(), source.as_os_str()]),
+        cli.run([
+            "backup".as_ref(),
+            "--json".as_ref(),
+            "--progress".as_ref(),
+            "json".as_ref(),
+            source.as_os_str(),
+        ]),
+        cli.run(["list", "--json"]),
+        cli.run(["verify", "--read-data"]),
+        cli.run([
+            "restore".as_ref(),
+            "latest".as_ref(),
+            "--target".as_ref(),
+            target.as_os_str(),
+        ]),
+    ];
     for out in &runs[..] {
         assert_eq!(out.code, Some(0), "{}: {}", out.args, out.stderr);
     }

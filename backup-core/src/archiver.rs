@@ -139,6 +139,13 @@ const INDEX_EVERY_PACKS: usize = 32;
 const CHUNKS_IN_FLIGHT_PER_FILE: usize = 4;
 /// Packs being uploaded at once.
 const UPLOADS_IN_FLIGHT: usize = 4;
+/// Files up to the maximum chunk size are read whole and chunked in memory
+/// on the CPU pool, in one step: for them the hand-offs and the read-ahead
+/// buffer of the streaming path cost more than the work. Files up to this
+/// size share many slots.
+const SMALL_FILE: u64 = 1024 * 1024;
+/// Small files being read and encoded at once.
+const SMALL_FILES_IN_FLIGHT: usize = 32;
 
 #[derive(Default)]
 struct Counters {
@@ -180,6 +187,31 @@ impl From<Error> for ItemFailure {
     }
 }
 
+/// Hashes a chunk and, unless it is stored or claimed already, claims and
+/// encodes it (on the CPU pool).
+fn encode_chunk(
+    repo: &RepoShared,
+    claimed: &Mutex<HashSet<Id>>,
+    kind: BlobKind,
+    plaintext: &[u8],
+) -> Encoded {
+    let id = repo.chunk_id(plaintext);
+    let is_new =
+        !repo.index_contains(&id) && claimed.lock().map(|mut set| set.insert(id)).unwrap_or(true);
+    if is_new {
+        let level = repo.config.compression_level;
+        let (stored, flags) = pack::encode_blob(&id, kind, plaintext, repo.key(), level);
+        Encoded::New {
+            id,
+            stored,
+            flags,
+            raw_length: u32::try_from(plaintext.len()).unwrap_or(u32::MAX),
+        }
+    } else {
+        Encoded::Known(id)
+    }
+}
+
 /// The outcome of hashing and encoding one chunk on the CPU pool.
 enum Encoded {
     Known(Id),
@@ -201,6 +233,7 @@ struct BackupWriter {
     uploads: tokio::sync::Mutex<JoinSet<Result<IndexedPack>>>,
     upload_slots: Arc<Semaphore>,
     file_slots: Semaphore,
+    small_file_slots: Semaphore,
     unindexed: tokio::sync::Mutex<Vec<IndexedPack>>,
     stats: Counters,
     bytes_added: AtomicU64,
@@ -221,6 +254,7 @@ impl BackupWriter {
             uploads: tokio::sync::Mutex::new(JoinSet::new()),
             upload_slots: Arc::new(Semaphore::new(UPLOADS_IN_FLIGHT)),
             file_slots: Semaphore::new(cores * 2),
+            small_file_slots: Semaphore::new(SMALL_FILES_IN_FLIGHT),
             unindexed: tokio::sync::Mutex::new(Vec::new()),
             stats: Counters::default(),
             bytes_added: AtomicU64::new(0),
@@ -254,7 +288,9 @@ impl BackupWriter {
             let parent = parent_nodes.get(&name);
             let name_for_error = name.clone();
             let outcome = match entry {
-                Entry::Path { path, .. } => self.archive_path(path, name, parent.cloned()).await,
+                Entry::Path { path, .. } => {
+                    self.archive_path(path, name, None, parent.cloned()).await
+                }
                 Entry::Stream { reader, mode, .. } => self.archive_stream(name, reader, mode).await,
             };
             match outcome {
@@ -291,10 +327,15 @@ impl BackupWriter {
         self: &Arc<Self>,
         path: PathBuf,
         name: String,
+        metadata: Option<std::io::Result<std::fs::Metadata>>,
         parent: Option<Node>,
     ) -> BoxFuture<'_, Result<Option<Node>, ItemFailure>> {
         async move {
-            let metadata = match tokio::fs::symlink_metadata(&path).await {
+            let metadata = match metadata {
+                Some(metadata) => metadata,
+                None => tokio::fs::symlink_metadata(&path).await,
+            };
+            let metadata = match metadata {
                 Ok(metadata) => metadata,
                 Err(error) => {
                     self.record_error(&path, format!("cannot read metadata: {error}"));
@@ -330,9 +371,9 @@ impl BackupWriter {
                 };
                 let mut nodes = Vec::with_capacity(children.len());
                 let mut results = futures::stream::iter(children)
-                    .map(|child| {
+                    .map(|(child, metadata)| {
                         let parent = parent_children.get(&child).cloned();
-                        self.archive_path(path.join(&child), child, parent)
+                        self.archive_path(path.join(&child), child, Some(metadata), parent)
                     })
                     .buffered(16);
                 while let Some(result) = results.next().await {
@@ -394,6 +435,29 @@ impl BackupWriter {
                 node.content = parent.content;
                 return Ok(Some(node));
             }
+        }
+        if node.size <= u64::from(self.repo.chunker.params().max_size) {
+            return match self.store_small_file(path, node.size).await {
+                Ok((content, size)) => {
+                    self.stats.bytes_total.fetch_add(size, Ordering::Relaxed);
+                    self.stats
+                        .bytes_total
+                        .fetch_sub(node.size, Ordering::Relaxed);
+                    node.size = size;
+                    node.content = content;
+                    self.tracker.file_done();
+                    Ok(Some(node))
+                }
+                Err(ItemFailure::Item(message)) => {
+                    self.stats.files.fetch_sub(1, Ordering::Relaxed);
+                    self.stats
+                        .bytes_total
+                        .fetch_sub(node.size, Ordering::Relaxed);
+                    self.record_error(path, message);
+                    Ok(None)
+                }
+                Err(fatal) => Err(fatal),
+            };
         }
         let _slot = self
             .file_slots
@@ -534,30 +598,69 @@ impl BackupWriter {
         Ok((ids, size))
     }
 
+    /// Reads a small file whole, then chunks, hashes and encodes it in one
+    /// task on the CPU pool; stores the new chunks.
+    async fn store_small_file(
+        &self,
+        path: &Path,
+        size: u64,
+    ) -> Result<(Vec<Id>, u64), ItemFailure> {
+        // Up to a maximum-size chunk is read at once: small files share many
+        // slots, larger ones the few slots of streamed files.
+        let slots = if size <= SMALL_FILE {
+            &self.small_file_slots
+        } else {
+            &self.file_slots
+        };
+        let _slot = slots
+            .acquire()
+            .await
+            .map_err(|_| ItemFailure::Fatal(closed()))?;
+        let repo = self.repo.clone();
+        let claimed = self.claimed.clone();
+        let path_owned = path.to_path_buf();
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        rayon::spawn(move || {
+            let outcome = std::fs::read(&path_owned).map(|data| {
+                let size = data.len() as u64;
+                let encoded: Vec<Encoded> = repo
+                    .chunker
+                    .split(&data)
+                    .into_iter()
+                    .map(|chunk| encode_chunk(&repo, &claimed, BlobKind::Data, chunk))
+                    .collect();
+                (encoded, size)
+            });
+            let _ = sender.send(outcome);
+        });
+        let (encoded, size) = match receiver.await.map_err(|_| ItemFailure::Fatal(closed()))? {
+            Ok(done) => done,
+            Err(error) => return Err(ItemFailure::Item(format!("read failed: {error}"))),
+        };
+        self.stats.bytes_read.fetch_add(size, Ordering::Relaxed);
+        self.tracker.bytes_done(size);
+        let mut ids = Vec::with_capacity(encoded.len());
+        for chunk in encoded {
+            ids.push(self.finish_chunk(BlobKind::Data, chunk).await?);
+        }
+        Ok((ids, size))
+    }
+
     /// Hashes a chunk and, if new, encodes it and adds it to a pack.
     async fn store_chunk(&self, kind: BlobKind, plaintext: Vec<u8>) -> Result<Id> {
         let repo = self.repo.clone();
         let claimed = self.claimed.clone();
-        let level = repo.config.compression_level;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         rayon::spawn(move || {
-            let id = repo.chunk_id(&plaintext);
-            let is_new = !repo.index_contains(&id)
-                && claimed.lock().map(|mut set| set.insert(id)).unwrap_or(true);
-            let encoded = if is_new {
-                let (stored, flags) = pack::encode_blob(&id, kind, &plaintext, repo.key(), level);
-                Encoded::New {
-                    id,
-                    stored,
-                    flags,
-                    raw_length: u32::try_from(plaintext.len()).unwrap_or(u32::MAX),
-                }
-            } else {
-                Encoded::Known(id)
-            };
-            let _ = sender.send(encoded);
+            let _ = sender.send(encode_chunk(&repo, &claimed, kind, &plaintext));
         });
-        match receiver.await.map_err(|_| closed())? {
+        let encoded = receiver.await.map_err(|_| closed())?;
+        self.finish_chunk(kind, encoded).await
+    }
+
+    /// Adds an encoded chunk to a pack if it is new; returns its id.
+    async fn finish_chunk(&self, kind: BlobKind, encoded: Encoded) -> Result<Id> {
+        match encoded {
             Encoded::Known(id) => Ok(id),
             Encoded::New {
                 id,
@@ -755,7 +858,19 @@ fn node_from_metadata(name: String, metadata: &std::fs::Metadata) -> Node {
 
 /// Names of a directory's entries, sorted, and the paths of entries whose
 /// names are not UTF-8 (the format stores UTF-8 names only).
-async fn read_dir_names(path: &Path) -> std::result::Result<(Vec<String>, Vec<PathBuf>), String> {
+/// A directory's entries (sorted by name) with their metadata (not
+/// following symlinks), read in one blocking task; and the paths of entries
+/// whose names are not UTF-8.
+#[allow(clippy::type_complexity)]
+async fn read_dir_names(
+    path: &Path,
+) -> std::result::Result<
+    (
+        Vec<(String, std::io::Result<std::fs::Metadata>)>,
+        Vec<PathBuf>,
+    ),
+    String,
+> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let mut names = Vec::new();
@@ -770,7 +885,14 @@ async fn read_dir_names(path: &Path) -> std::result::Result<(Vec<String>, Vec<Pa
             }
         }
         names.sort();
-        Ok((names, unnamed))
+        let entries = names
+            .into_iter()
+            .map(|name| {
+                let metadata = std::fs::symlink_metadata(path.join(&name));
+                (name, metadata)
+            })
+            .collect();
+        Ok((entries, unnamed))
     })
     .await
     .map_err(|error| format!("cannot list directory: {error}"))?

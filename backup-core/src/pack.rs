@@ -88,7 +88,7 @@ pub fn encode_blob(
     let mut flags = 0;
     let mut compressed = None;
     if level > 0 {
-        if let Ok(bytes) = zstd::bulk::compress(plaintext, level) {
+        if let Some(bytes) = compress(plaintext, level) {
             if bytes.len() < plaintext.len() {
                 compressed = Some(bytes);
                 flags |= BLOB_COMPRESSED;
@@ -108,6 +108,49 @@ fn blob_associated_data(id: &Id, kind: BlobKind) -> [u8; 33] {
     aad[..32].copy_from_slice(id.as_bytes());
     aad[32] = kind as u8;
     aad
+}
+
+thread_local! {
+    /// One zstd compression context per thread, reused: creating one per
+    /// chunk costs more than compressing a small chunk.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+    /// One zstd decompression context per thread, reused.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Compresses `plaintext` into one zstd frame (with its content size).
+fn compress(plaintext: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.as_ref().map(|(current, _)| *current) != Some(level) {
+            *slot = zstd::bulk::Compressor::new(level)
+                .ok()
+                .map(|compressor| (level, compressor));
+        }
+        slot.as_mut()?.1.compress(plaintext).ok()
+    })
+}
+
+/// Decompresses a blob into a buffer of exactly `raw_length` bytes of
+/// capacity: a frame that would produce more fails instead of growing it.
+fn decompress_exact(body: &[u8], raw_length: usize) -> std::result::Result<Vec<u8>, String> {
+    DECOMPRESSOR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.is_none() {
+            *slot =
+                Some(zstd::bulk::Decompressor::new().map_err(|error| format!("zstd: {error}"))?);
+        }
+        let decompressor = slot
+            .as_mut()
+            .ok_or_else(|| "zstd: no decompression context".to_string())?;
+        let mut out = Vec::with_capacity(raw_length);
+        decompressor
+            .decompress_to_buffer(body, &mut out)
+            .map_err(|error| format!("decompression failed: {error}"))?;
+        Ok(out)
+    })
 }
 
 /// Decodes a stored blob and checks it is the chunk `entry.id`.
@@ -151,7 +194,7 @@ pub fn decode_blob(
         None => stored,
     };
     let plaintext = if entry.flags & BLOB_COMPRESSED != 0 {
-        envelope::decompress_bounded(body, entry.raw_length as usize).map_err(corrupt)?
+        decompress_exact(body, entry.raw_length as usize).map_err(corrupt)?
     } else {
         body.to_vec()
     };

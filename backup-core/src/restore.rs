@@ -20,15 +20,17 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use tokio::io::AsyncWriteExt;
 
 use crate::progress::{Phase, Reporter, Tracker};
 use crate::repository::RepoShared;
 use crate::tree::{Node, NodeKind};
 use crate::{Error, Id, Result};
 
-/// Files restored at once.
+/// Files restored at once (each in a task of its own, so that their chunks
+/// are decoded on every core).
 const FILES_IN_FLIGHT: usize = 4;
+/// Chunks of one file fetched and decoded ahead of the one being written.
+const CHUNKS_AHEAD: usize = 3;
 
 /// The most entries (files, directories, symlinks) a backup's tree may
 /// expand to before restore or `ls` refuses it. Content addressing lets
@@ -392,9 +394,12 @@ pub(crate) async fn restore(
         .map(|file| {
             let repo = repo.clone();
             let writer = writer.clone();
+            let relative = file.relative.clone();
+            let task =
+                tokio::spawn(async move { writer.file(&repo, &file.relative, &file.node).await });
             async move {
-                let outcome = writer.file(&repo, &file.relative, &file.node).await;
-                (file.relative, outcome)
+                let outcome = task.await.unwrap_or_else(|error| Err(task_failed(error)));
+                (relative, outcome)
             }
         })
         .buffer_unordered(FILES_IN_FLIGHT)
@@ -537,33 +542,14 @@ impl SafeWriter {
         Ok((parent_path, path, name.to_string()))
     }
 
-    async fn file(&self, repo: &RepoShared, relative: &str, node: &Node) -> Result<u64> {
+    async fn file(&self, repo: &Arc<RepoShared>, relative: &str, node: &Node) -> Result<u64> {
         let (parent, path, _) = self.place(relative).await?;
-        if let Ok(metadata) = tokio::fs::symlink_metadata(&path).await {
-            if metadata.is_dir() {
-                return Err(Error::UnsafePath {
-                    path: relative.into(),
-                    reason: "a directory is in the way of this file",
-                });
-            }
-        }
         self.tracker.set_current(relative);
         let temporary = parent.join(format!(
             ".restore-{}.tmp",
             hex::encode(crate::crypto::random_bytes::<8>())
         ));
-        let outcome = write_verified(repo, &temporary, node, &self.tracker).await;
-        let outcome = match outcome {
-            Ok(bytes) => tokio::fs::rename(&temporary, &path)
-                .await
-                .map(|()| bytes)
-                .map_err(|source| Error::io("cannot move restored file into place", &path, source)),
-            Err(error) => Err(error),
-        };
-        if outcome.is_err() {
-            let _ = tokio::fs::remove_file(&temporary).await;
-        }
-        outcome
+        write_verified(repo, &temporary, &path, relative, node, &self.tracker).await
     }
 
     async fn symlink(&self, relative: &str, node: &Node) -> Result<()> {
@@ -618,6 +604,14 @@ impl SafeWriter {
     }
 }
 
+fn task_failed(error: tokio::task::JoinError) -> Error {
+    Error::io(
+        "restore task failed",
+        PathBuf::new(),
+        std::io::Error::other(error),
+    )
+}
+
 fn filetime_from_ns(ns: i64) -> filetime::FileTime {
     filetime::FileTime::from_unix_time(
         ns.div_euclid(1_000_000_000),
@@ -625,10 +619,17 @@ fn filetime_from_ns(ns: i64) -> filetime::FileTime {
     )
 }
 
-/// Writes a file's chunks, each verified, to a new file at `path`.
+/// Writes a file's chunks, each verified, to a new file at `temporary`,
+/// then renames it to `path`.
+///
+/// Chunks are fetched and decoded ahead, each in a task of its own; one
+/// blocking task per file does all the file system work (create, write,
+/// permissions, times, rename), so a small file costs one hand-off.
 async fn write_verified(
-    repo: &RepoShared,
+    repo: &Arc<RepoShared>,
+    temporary: &Path,
     path: &Path,
+    relative: &str,
     node: &Node,
     tracker: &Tracker,
 ) -> Result<u64> {
@@ -646,69 +647,122 @@ async fn write_verified(
             ),
         ));
     }
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .await
-        .map_err(|source| Error::io("cannot create", path, source))?;
-    let mut written = 0u64;
-    let mut previous: Option<(Id, Vec<u8>)> = None;
-    for id in &node.content {
-        let data = match previous.take() {
-            Some((last, data)) if &last == id => data,
-            _ => repo.read_blob(id).await?,
-        };
-        written += data.len() as u64;
-        if written > node.size {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+    let job = FileJob {
+        temporary: temporary.to_path_buf(),
+        path: path.to_path_buf(),
+        relative: relative.to_string(),
+        size: node.size,
+        mode: node.mode,
+        mtime: filetime_from_ns(node.mtime_ns),
+        owner: node.uid.zip(node.gid),
+    };
+    let writer = tokio::task::spawn_blocking(move || job.run(receiver));
+    let mut fetched = Ok(());
+    let mut chunks = futures::stream::iter(node.content.clone())
+        .map(|id| {
+            let repo = repo.clone();
+            tokio::spawn(async move { repo.read_blob(&id).await })
+        })
+        .buffered(CHUNKS_AHEAD);
+    while let Some(joined) = chunks.next().await {
+        match joined.unwrap_or_else(|error| Err(task_failed(error))) {
+            Ok(data) => {
+                let length = data.len() as u64;
+                if sender.send(data).await.is_err() {
+                    // The writer stopped; its error says why.
+                    break;
+                }
+                tracker.bytes_done(length);
+            }
+            Err(error) => {
+                fetched = Err(error);
+                break;
+            }
+        }
+    }
+    drop(chunks);
+    drop(sender);
+    let written = writer.await.unwrap_or_else(|error| Err(task_failed(error)));
+    // A damaged chunk is the reason, not the short file it left.
+    fetched?;
+    written
+}
+
+/// The file system side of restoring one file.
+struct FileJob {
+    temporary: PathBuf,
+    path: PathBuf,
+    relative: String,
+    size: u64,
+    mode: u32,
+    mtime: filetime::FileTime,
+    owner: Option<(u32, u32)>,
+}
+
+impl FileJob {
+    /// Writes what `chunks` delivers; on any failure (including fewer
+    /// bytes than the size) removes the temporary file.
+    fn run(self, chunks: tokio::sync::mpsc::Receiver<Vec<u8>>) -> Result<u64> {
+        let outcome = self.write(chunks);
+        if outcome.is_err() {
+            let _ = std::fs::remove_file(&self.temporary);
+        }
+        outcome
+    }
+
+    fn write(&self, mut chunks: tokio::sync::mpsc::Receiver<Vec<u8>>) -> Result<u64> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Ok(metadata) = std::fs::symlink_metadata(&self.path) {
+            if metadata.is_dir() {
+                return Err(Error::UnsafePath {
+                    path: self.relative.clone(),
+                    reason: "a directory is in the way of this file",
+                });
+            }
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.temporary)
+            .map_err(|source| Error::io("cannot create", &self.temporary, source))?;
+        let mut written = 0u64;
+        while let Some(data) = chunks.blocking_recv() {
+            written += data.len() as u64;
+            if written > self.size {
+                return Err(Error::corrupt(
+                    format!("file {:?}", self.relative),
+                    written,
+                    format!("content is longer than the recorded size {}", self.size),
+                ));
+            }
+            file.write_all(&data)
+                .map_err(|source| Error::io("cannot write", &self.temporary, source))?;
+        }
+        if written != self.size {
             return Err(Error::corrupt(
-                format!("file {:?}", node.name),
+                format!("file {:?}", self.relative),
                 written,
-                format!("content is longer than the recorded size {}", node.size),
+                format!(
+                    "content is {written} bytes but the recorded size is {}",
+                    self.size
+                ),
             ));
         }
-        file.write_all(&data)
-            .await
-            .map_err(|source| Error::io("cannot write", path, source))?;
-        tracker.bytes_done(data.len() as u64);
-        previous = Some((*id, data));
-    }
-    if written != node.size {
-        return Err(Error::corrupt(
-            format!("file {:?}", node.name),
-            written,
-            format!(
-                "content is {written} bytes but the recorded size is {}",
-                node.size
-            ),
-        ));
-    }
-    file.flush()
-        .await
-        .map_err(|source| Error::io("cannot write", path, source))?;
-    let file = file.into_std().await;
-    let mode = node.mode;
-    let mtime = filetime_from_ns(node.mtime_ns);
-    let owner = node.uid.zip(node.gid);
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        if let Some((uid, gid)) = owner {
+        if let Some((uid, gid)) = self.owner {
             let _ = std::os::unix::fs::fchown(&file, Some(uid), Some(gid));
         }
-        file.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(|source| Error::io("cannot set permissions", &path, source))?;
-        filetime::set_file_handle_times(&file, Some(mtime), Some(mtime))
-            .map_err(|source| Error::io("cannot set times", &path, source))
-    })
-    .await
-    .map_err(|error| {
-        Error::io(
-            "restore task failed",
-            PathBuf::new(),
-            std::io::Error::other(error),
-        )
-    })??;
-    Ok(written)
+        file.set_permissions(std::fs::Permissions::from_mode(self.mode))
+            .map_err(|source| Error::io("cannot set permissions", &self.temporary, source))?;
+        filetime::set_file_handle_times(&file, Some(self.mtime), Some(self.mtime))
+            .map_err(|source| Error::io("cannot set times", &self.temporary, source))?;
+        drop(file);
+        std::fs::rename(&self.temporary, &self.path).map_err(|source| {
+            Error::io("cannot move restored file into place", &self.path, source)
+        })?;
+        Ok(written)
+    }
 }

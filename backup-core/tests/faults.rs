@@ -362,7 +362,7 @@ async fn random_faults_never_leave_a_broken_repository() {
             ..FaultPlan::default()
         };
         let retries = [0, 1, 3, 10][draw(4) as usize];
-        let faulty = Arc::new(FaultSink::new(local.clone(), plan.clone()));
+        let faulty = Arc::new(FaultSink::new(local.clone(), plan));
         let sink = Arc::new(RetrySink::new(
             faulty.clone(),
             RetryPolicy {
