@@ -69,4 +69,19 @@ else
     fi
 fi
 
+# --- Peers of the benchmark's quick mode: restic, GNU time, strace ---------------
+missing=()
+command -v restic >/dev/null || missing+=(restic)
+[ -x /usr/bin/time ] || missing+=(time)
+command -v strace >/dev/null || missing+=(strace)
+if [ "${#missing[@]}" -eq 0 ]; then
+    echo "benchmark peers: already installed"
+else
+    echo "benchmark peers: installing ${missing[*]} from Debian"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"; then
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+    fi
+fi
+
 echo "test servers installed"

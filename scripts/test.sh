@@ -24,6 +24,11 @@ cargo test --workspace --locked
 echo "== independent format reader"
 python3 -m pytest -q tools/format-reader
 
+# The benchmark harness in quick mode (tiny datasets, backupctl beside
+# restic, every restore compared byte for byte), so that it never rots.
+echo "== benchmark harness (quick mode)"
+python3 benches/compare/compare.py --quick --backupctl target/debug/backupctl
+
 # Every decoder's fuzz target for a few seconds, from the committed seeds
 # (the 10-minute runs: scripts/fuzz.sh 600, see fuzz/README.md).
 echo "== fuzzing (short run)"
