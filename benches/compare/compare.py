@@ -640,7 +640,7 @@ class Tool:
         for candidate in (target / src.name, target / str(src).lstrip("/")):
             if candidate.is_dir():
                 return candidate
-        for directory, dirs, _ in os.walk(target):
+        for directory, _, _ in os.walk(target):
             if os.path.basename(directory) == src.name:
                 return Path(directory)
         return target / src.name
@@ -1015,7 +1015,9 @@ class Bench:
                 self.restore("full_restore", tool, repo, mixed, round_number, size, digests)
         for tool in order:
             if tool.name in repos:
-                self.restore_single(tool, repos[tool.name], mixed, round_number, digests[SINGLE_FILE])
+                self.restore_single(
+                    tool, repos[tool.name], mixed, round_number, digests[SINGLE_FILE]
+                )
         undo = change_one_percent(mixed, files, self.pool)
         try:
             for tool in order:
@@ -1044,7 +1046,9 @@ class Bench:
 
     def series_round(self, round_number: int, mixed: Path, versions: int, spec: dict) -> None:
         order = self.order(round_number)
-        log(f"round {round_number + 1}: series of {versions} versions, order {[t.name for t in order]}")
+        log(
+            f"round {round_number + 1}: series of {versions} versions, order {[t.name for t in order]}"
+        )
         tree = self.work / "scratch" / "series"
         shutil.rmtree(tree, ignore_errors=True)
         tree.parent.mkdir(parents=True, exist_ok=True)
@@ -1070,13 +1074,19 @@ class Bench:
                     continue
                 repo = repos[tool.name]
                 before = tree_size(repo)
-                execution = self.run(tool, tool.backup(repo, tree), f"series v{version}", [tree, repo])
+                execution = self.run(
+                    tool, tool.backup(repo, tree), f"series v{version}", [tree, repo]
+                )
                 totals[tool.name] += execution.wall_seconds
                 peaks[tool.name] = max(peaks[tool.name], execution.max_rss_kib)
                 ok[tool.name] &= execution.exit_code == 0
                 per_version[tool.name].append(
-                    {"version": version, "seconds": execution.wall_seconds,
-                     "bytes_added": tree_size(repo) - before, "source_bytes": size}
+                    {
+                        "version": version,
+                        "seconds": execution.wall_seconds,
+                        "bytes_added": tree_size(repo) - before,
+                        "source_bytes": size,
+                    }
                 )
         for tool in order:
             if tool.name not in repos:
@@ -1096,8 +1106,10 @@ class Bench:
                     extra={"versions": per_version[tool.name]},
                 )
             )
-            log(f"  series            {tool.name:<10} {totals[tool.name]:8.2f} s, "
-                f"repository {repo_bytes / MIB:.1f} MiB")
+            log(
+                f"  series            {tool.name:<10} {totals[tool.name]:8.2f} s, "
+                f"repository {repo_bytes / MIB:.1f} MiB"
+            )
             shutil.rmtree(repos[tool.name], ignore_errors=True)
             tool.cleanup()
         shutil.rmtree(tree, ignore_errors=True)
@@ -1122,7 +1134,11 @@ def machine_description(work: Path) -> dict:
     best = ""
     for line in read("/proc/mounts").splitlines():
         parts = line.split()
-        if len(parts) >= 3 and str(work.resolve()).startswith(parts[1]) and len(parts[1]) > len(best):
+        if (
+            len(parts) >= 3
+            and str(work.resolve()).startswith(parts[1])
+            and len(parts[1]) > len(best)
+        ):
             best, filesystem = parts[1], f"{parts[2]} on {parts[0]}"
     return {
         "nproc": os.cpu_count(),
@@ -1134,6 +1150,27 @@ def machine_description(work: Path) -> dict:
         "disk_free_gib": round(usage.free / GIB, 1),
         "loadavg_start": read("/proc/loadavg").split()[:3],
     }
+
+
+def source_revision() -> str:
+    """The workspace's commit, marked when the working tree has changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return commit + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def run_machine_limits(binary: str, dataset: Path) -> dict | None:
@@ -1220,7 +1257,9 @@ class Target:
     numbers: str
 
 
-def evaluate_targets(summary: dict, limits: dict | None, present: dict, cache_mode: str) -> list[Target]:
+def evaluate_targets(
+    summary: dict, limits: dict | None, present: dict, cache_mode: str
+) -> list[Target]:
     def get(scenario, tool, key="wall_seconds"):
         return summary.get(scenario, {}).get(tool, {}).get(key)
 
@@ -1235,8 +1274,12 @@ def evaluate_targets(summary: dict, limits: dict | None, present: dict, cache_mo
         else:
             status = "MET" if ours <= factor * theirs else "NOT MET"
             targets.append(
-                Target(name, status, f"backupctl {seconds_text(ours)} s, {peer} {seconds_text(theirs)} s: "
-                       f"{ours / theirs:.2f}× (target ≤ {factor}×)")
+                Target(
+                    name,
+                    status,
+                    f"backupctl {seconds_text(ours)} s, {peer} {seconds_text(theirs)} s: "
+                    f"{ours / theirs:.2f}× (target ≤ {factor}×)",
+                )
             )
 
     compare("First full backup ≤ 0.5× restic", "first_backup", "restic", 0.5)
@@ -1245,19 +1288,32 @@ def evaluate_targets(summary: dict, limits: dict | None, present: dict, cache_mo
 
     ours = get("first_backup", "backupctl")
     if limits and ours is not None:
-        read_key = "read_cold_dataset_seconds" if cache_mode == "cold" else "read_cached_dataset_seconds"
+        read_key = (
+            "read_cold_dataset_seconds" if cache_mode == "cold" else "read_cached_dataset_seconds"
+        )
         read = limits.get(read_key) or limits.get("read_cached_dataset_seconds")
         compute = limits.get("sha256_zstd_dataset_seconds")
         slower = max(read or 0, compute or 0)
         status = "MET" if ours <= 1.3 * slower else "NOT MET"
-        targets.append(Target(
-            "First full backup within 1.3× of the slower machine limit", status,
-            f"backupctl {seconds_text(ours)} s; reading ({'cold' if cache_mode == 'cold' else 'cached'}) "
-            f"{seconds_text(read)} s, SHA-256+zstd on all cores {seconds_text(compute)} s; "
-            f"{ours / slower:.2f}× the slower (target ≤ 1.3×)" if slower else "limits missing"))
+        targets.append(
+            Target(
+                "First full backup within 1.3× of the slower machine limit",
+                status,
+                f"backupctl {seconds_text(ours)} s; reading ({'cold' if cache_mode == 'cold' else 'cached'}) "
+                f"{seconds_text(read)} s, SHA-256+zstd on all cores {seconds_text(compute)} s; "
+                f"{ours / slower:.2f}× the slower (target ≤ 1.3×)"
+                if slower
+                else "limits missing",
+            )
+        )
     else:
-        targets.append(Target("First full backup within 1.3× of the slower machine limit",
-                              "NOT MEASURED", "machine limits or backup missing"))
+        targets.append(
+            Target(
+                "First full backup within 1.3× of the slower machine limit",
+                "NOT MEASURED",
+                "machine limits or backup missing",
+            )
+        )
 
     compare("Backup with nothing changed ≤ 0.25× restic", "unchanged_backup", "restic", 0.25)
     compare("Backup after 1% changed ≤ 0.5× restic", "changed_backup", "restic", 0.5)
@@ -1268,23 +1324,43 @@ def evaluate_targets(summary: dict, limits: dict | None, present: dict, cache_mo
     if wall is None:
         targets.append(Target("Restore of one 1 MiB file < 100 ms", "NOT MEASURED", "run failed"))
     else:
-        targets.append(Target("Restore of one 1 MiB file < 100 ms", "MET" if wall < 0.1 else "NOT MET",
-                              f"{wall * 1000:.0f} ms"))
+        targets.append(
+            Target(
+                "Restore of one 1 MiB file < 100 ms",
+                "MET" if wall < 0.1 else "NOT MET",
+                f"{wall * 1000:.0f} ms",
+            )
+        )
     if read is None:
-        targets.append(Target("Restore of one 1 MiB file reads < 10 MiB", "NOT MEASURED",
-                              "strace unavailable or run failed"))
+        targets.append(
+            Target(
+                "Restore of one 1 MiB file reads < 10 MiB",
+                "NOT MEASURED",
+                "strace unavailable or run failed",
+            )
+        )
     else:
-        targets.append(Target("Restore of one 1 MiB file reads < 10 MiB",
-                              "MET" if read < 10 * MIB else "NOT MET",
-                              f"{read / MIB:.2f} MiB read from the repository"))
+        targets.append(
+            Target(
+                "Restore of one 1 MiB file reads < 10 MiB",
+                "MET" if read < 10 * MIB else "NOT MET",
+                f"{read / MIB:.2f} MiB read from the repository",
+            )
+        )
 
     ours, theirs = get("series", "backupctl", "repo_bytes"), get("series", "restic", "repo_bytes")
     if not present.get("restic") or ours is None or theirs is None:
-        targets.append(Target("Repository after the series ≤ restic's", "NOT MEASURED", "missing run"))
+        targets.append(
+            Target("Repository after the series ≤ restic's", "NOT MEASURED", "missing run")
+        )
     else:
-        targets.append(Target("Repository after the series ≤ restic's",
-                              "MET" if ours <= theirs else "NOT MET",
-                              f"backupctl {human_bytes(ours)}, restic {human_bytes(theirs)}: {ours / theirs:.2f}×"))
+        targets.append(
+            Target(
+                "Repository after the series ≤ restic's",
+                "MET" if ours <= theirs else "NOT MET",
+                f"backupctl {human_bytes(ours)}, restic {human_bytes(theirs)}: {ours / theirs:.2f}×",
+            )
+        )
 
     worse = []
     compared = 0
@@ -1297,26 +1373,40 @@ def evaluate_targets(summary: dict, limits: dict | None, present: dict, cache_mo
         if ours > theirs:
             worse.append(f"{scenario} {ours / 1024:.0f} vs {theirs / 1024:.0f} MiB")
     if not present.get("restic") or compared == 0:
-        targets.append(Target("Peak memory ≤ restic's in every scenario", "NOT MEASURED", "missing runs"))
+        targets.append(
+            Target("Peak memory ≤ restic's in every scenario", "NOT MEASURED", "missing runs")
+        )
     else:
-        targets.append(Target("Peak memory ≤ restic's in every scenario", "NOT MET" if worse else "MET",
-                              ("above restic in: " + "; ".join(worse)) if worse
-                              else f"at or below restic in all {compared} scenarios"))
+        targets.append(
+            Target(
+                "Peak memory ≤ restic's in every scenario",
+                "NOT MET" if worse else "MET",
+                ("above restic in: " + "; ".join(worse))
+                if worse
+                else f"at or below restic in all {compared} scenarios",
+            )
+        )
 
     large_backup = get("large_backup", "backupctl", "max_rss_kib")
     large_restore = get("large_restore", "backupctl", "max_rss_kib")
     mixed = get("first_backup", "backupctl", "max_rss_kib")
     if large_backup is None or large_restore is None or mixed is None:
-        targets.append(Target("Peak memory bounded for the large file", "NOT MEASURED", "missing runs"))
+        targets.append(
+            Target("Peak memory bounded for the large file", "NOT MEASURED", "missing runs")
+        )
     else:
         peak = max(large_backup, large_restore)
         bound = max(1.5 * mixed, 128 * 1024)
         status = "MET" if peak <= bound and peak * 1024 <= 512 * MIB else "NOT MET"
-        targets.append(Target(
-            "Peak memory bounded for the large file", status,
-            f"backup {large_backup / 1024:.0f} MiB, restore {large_restore / 1024:.0f} MiB; "
-            f"mixed-tree backup (largest file 40× smaller) {mixed / 1024:.0f} MiB "
-            f"(bounded: ≤ 1.5× that, at least 128 MiB allowed, and ≤ 512 MiB)"))
+        targets.append(
+            Target(
+                "Peak memory bounded for the large file",
+                status,
+                f"backup {large_backup / 1024:.0f} MiB, restore {large_restore / 1024:.0f} MiB; "
+                f"mixed-tree backup (largest file 40× smaller) {mixed / 1024:.0f} MiB "
+                f"(bounded: ≤ 1.5× that, at least 128 MiB allowed, and ≤ 512 MiB)",
+            )
+        )
     return targets
 
 
@@ -1334,14 +1424,16 @@ def write_report(path_md: Path, data: dict) -> None:
         f"- Work directory: {machine['work_dir_filesystem']}, {machine['disk_free_gib']} GiB free at start",
         f"- Load average at start: {' '.join(machine['loadavg_start'])}; "
         f"at end: {' '.join(machine.get('loadavg_end', []))}",
-        f"- Page cache before each timed run: {data['cache_method']}",
+        f"- Page cache before each timed run: {data['cache_method']}; peak RSS from {data['rss_method']}",
+        f"- Source: commit {data['revision']}; the runs took {data['elapsed_seconds'] / 60:.1f} min",
         f"- Runs per scenario: {data['runs']} (medians); tools alternate, order rotating each round",
         "",
         "| tool | version | settings |",
         "|---|---|---|",
     ]
     settings = {
-        "backupctl": "`init` (encrypted: XChaCha20-Poly1305; zstd 3 by default); binary: " + data["backupctl_binary"],
+        "backupctl": "`init` (encrypted: XChaCha20-Poly1305; zstd 3 by default); binary: "
+        + data["backupctl_binary"],
         "restic": "`init --repository-version 2`, `backup --compression auto` (zstd); AES-256 + Poly1305",
         "borg": "`init -e repokey` (AES-CTR-256 + HMAC-SHA256), `create --compression zstd,3`",
         "rustic": "`init --set-compression 3`; same format as restic",
@@ -1374,18 +1466,22 @@ def write_report(path_md: Path, data: dict) -> None:
                 whole = limits["bytes"] / 1e6 / rate if rate else None
                 lines.append(f"| {title} | {rate:.0f} | {seconds_text(whole)} |")
         lines.append("")
-        lines.append(f"Medians of {data.get('limits_runs', 1)} measurement(s) of `machine-limits` "
-                     f"over {human_bytes(limits['bytes'])} in {limits['files']} files.")
+        lines.append(
+            f"Medians of {data.get('limits_runs', 1)} measurement(s) of `machine-limits` "
+            f"over {human_bytes(limits['bytes'])} in {limits['files']} files."
+        )
     else:
         lines.append("Not measured (machine-limits failed or was skipped).")
     lines.append("")
 
     lines.append("## Results")
     lines.append("")
-    lines.append("Wall time and peak RSS are medians over successful runs; MB/s is the "
-                 "dataset's size (10^6 bytes) over the wall time; *bytes added* is the growth "
-                 "of the repository directory; the last columns divide backupctl's number by "
-                 "the tool's (below 1: backupctl is faster or smaller).")
+    lines.append(
+        "Wall time and peak RSS are medians over successful runs; MB/s is the "
+        "dataset's size (10^6 bytes) over the wall time; *bytes added* is the growth "
+        "of the repository directory; the last columns divide backupctl's number by "
+        "the tool's (below 1: backupctl is faster or smaller)."
+    )
     lines.append("")
     for scenario, title in SCENARIOS.items():
         rows = summary.get(scenario)
@@ -1394,8 +1490,10 @@ def write_report(path_md: Path, data: dict) -> None:
         lines.append(f"### {title}")
         lines.append("")
         extra = " | read from repo" if scenario == "single_restore" else ""
-        lines.append("| tool | runs | median wall s | min–max s | MB/s | bytes added | repo size | "
-                     f"peak RSS{extra} | backupctl/tool time | backupctl/tool RSS |")
+        lines.append(
+            "| tool | runs | median wall s | min–max s | MB/s | bytes added | repo size | "
+            f"peak RSS{extra} | backupctl/tool time | backupctl/tool RSS |"
+        )
         lines.append("|---|---|---|---|---|---|---|---|---|---|" + ("---|" if extra else ""))
         ours = rows.get("backupctl", {})
         for tool in data["tools"]:
@@ -1418,13 +1516,17 @@ def write_report(path_md: Path, data: dict) -> None:
             lines.append(f"| {tool} | absent |" + " – |" * (8 + bool(extra)))
         lines.append("")
         if scenario == "series":
-            lines.append("For the series, the wall time is the sum over all versions, MB/s the "
-                         "total source bytes over it, and the repository size the final one.")
+            lines.append(
+                "For the series, the wall time is the sum over all versions, MB/s the "
+                "total source bytes over it, and the repository size the final one."
+            )
             lines.append("")
         if scenario == "single_restore":
-            lines.append("*Read from repo*: bytes returned by read calls on files under the "
-                         "repository directory, counted in a second run under `strace -f -y` "
-                         "(local caches outside the repository are not counted).")
+            lines.append(
+                "*Read from repo*: bytes returned by read calls on files under the "
+                "repository directory, counted in a second run under `strace -f -y` "
+                "(local caches outside the repository are not counted)."
+            )
             lines.append("")
 
     lines.append("## Targets")
@@ -1450,32 +1552,65 @@ def write_report(path_md: Path, data: dict) -> None:
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny datasets, one run, report in a temporary directory; exits non-zero "
-                             "if a tool fails or a restore differs")
-    parser.add_argument("--work", type=Path,
-                        help="work directory for datasets, repositories and restores "
-                             "(default: $BENCH_DIR or /tmp/backup-bench; --quick: a temporary directory)")
-    parser.add_argument("--out", type=Path,
-                        help="directory for the report (default: benches/results; --quick: a temporary directory)")
-    parser.add_argument("--runs", type=int, help="rounds of the mixed-tree scenarios (default 3; --quick 1)")
-    parser.add_argument("--heavy-runs", type=int,
-                        help="rounds of the many-files, large-file and series scenarios (default: --runs)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny datasets, one run, report in a temporary directory; exits non-zero "
+        "if a tool fails or a restore differs",
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        help="work directory for datasets, repositories and restores "
+        "(default: $BENCH_DIR or /tmp/backup-bench; --quick: a temporary directory)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="directory for the report (default: benches/results; --quick: a temporary directory)",
+    )
+    parser.add_argument(
+        "--runs", type=int, help="rounds of the mixed-tree scenarios (default 3; --quick 1)"
+    )
+    parser.add_argument(
+        "--heavy-runs",
+        type=int,
+        help="rounds of the many-files, large-file and series scenarios (default: --runs)",
+    )
     parser.add_argument("--backupctl", help="backupctl binary (default: build it with cargo)")
-    parser.add_argument("--machine-limits", help="machine-limits binary (default: build it with cargo)")
-    parser.add_argument("--tools", default="backupctl,restic,borg,rustic",
-                        help="comma-separated tools to run (absent ones are reported as absent)")
-    parser.add_argument("--scenarios", default="mixed,small,large,series",
-                        help="comma-separated scenario groups: mixed, small, large, series")
-    parser.add_argument("--cache", choices=["cold", "warm"],
-                        help="empty the page cache before each timed run (default: cold; --quick: warm)")
-    parser.add_argument("--verify", choices=["all", "first", "none"],
-                        help="compare restored trees with their source: every round, the first, or never "
-                             "(default: first; --quick: all)")
-    parser.add_argument("--generate-only", action="store_true",
-                        help="generate (or check) the datasets and stop")
-    parser.add_argument("--keep", action="store_true", help="keep the quick mode's temporary work directory")
+    parser.add_argument(
+        "--machine-limits", help="machine-limits binary (default: build it with cargo)"
+    )
+    parser.add_argument(
+        "--tools",
+        default="backupctl,restic,borg,rustic",
+        help="comma-separated tools to run (absent ones are reported as absent)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default="mixed,small,large,series",
+        help="comma-separated scenario groups: mixed, small, large, series",
+    )
+    parser.add_argument(
+        "--cache",
+        choices=["cold", "warm"],
+        help="empty the page cache before each timed run (default: cold; --quick: warm)",
+    )
+    parser.add_argument(
+        "--verify",
+        choices=["all", "first", "none"],
+        help="compare restored trees with their source: every round, the first, or never "
+        "(default: first; --quick: all)",
+    )
+    parser.add_argument(
+        "--generate-only", action="store_true", help="generate (or check) the datasets and stop"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the quick mode's temporary work directory"
+    )
     return parser.parse_args()
 
 
@@ -1526,8 +1661,8 @@ def main() -> int:
             absent.append(name)
         else:
             tools.append(classes[name](binary, work))
-    if "backupctl" not in [tool.name for tool in tools]:
-        log("backupctl must be among the tools")
+    if not tools:
+        log("none of the tools is present")
         return 2
     present = {tool.name: True for tool in tools}
     versions = {tool.name: tool.version() for tool in tools}
@@ -1547,15 +1682,19 @@ def main() -> int:
     if SINGLE_FILE not in mixed_digests or os.path.getsize(mixed / SINGLE_FILE) != MIB:
         log(f"{SINGLE_FILE} is missing or not 1 MiB")
         return 1
-    datasets["mixed"] = (f"{human_bytes(tree_size(mixed))} in {len(mixed_digests)} files: small text "
-                         f"files, compressible logs, incompressible binaries, partly compressible "
-                         f"files, 1 MiB assets")
+    datasets["mixed"] = (
+        f"{human_bytes(tree_size(mixed))} in {len(mixed_digests)} files: small text "
+        f"files, compressible logs, incompressible binaries, partly compressible "
+        f"files, 1 MiB assets"
+    )
     small = large = None
     small_digests = large_digests = {}
     if "small" in groups:
         small = ensure_dataset(work, mode, "small", pool)
         small_digests = digest_tree(small)
-        datasets["small"] = f"{len(small_digests)} small text files, {human_bytes(tree_size(small))}"
+        datasets["small"] = (
+            f"{len(small_digests)} small text files, {human_bytes(tree_size(small))}"
+        )
     if "large" in groups:
         large = ensure_dataset(work, mode, "large", pool)
         large_digests = digest_tree(large)
@@ -1566,8 +1705,10 @@ def main() -> int:
         return 0
     versions_count = SPECS[mode]["series"]["versions"]
     if "series" in groups:
-        datasets["series"] = (f"{versions_count} versions of the mixed tree: edits, log appends, "
-                              f"insertions in large files, new and deleted files")
+        datasets["series"] = (
+            f"{versions_count} versions of the mixed tree: edits, log appends, "
+            f"insertions in large files, new and deleted files"
+        )
 
     limits_runs = []
     started = time.time()
@@ -1575,9 +1716,13 @@ def main() -> int:
         measured = run_machine_limits(limits_binary, mixed)
         if measured:
             limits_runs.append(measured)
-            log(f"machine limits: read cached {measured['read_cached']['mb_per_s']:.0f} MB/s, cold "
+            log(
+                f"machine limits: read cached {measured['read_cached']['mb_per_s']:.0f} MB/s, cold "
                 f"{(measured.get('read_cold') or {}).get('mb_per_s', 0):.0f} MB/s, SHA-256+zstd "
-                f"{measured['sha256_zstd']['mb_per_s']:.0f} MB/s")
+                f"{measured['sha256_zstd']['mb_per_s']:.0f} MB/s"
+            )
+        else:
+            bench.fail("machine-limits failed")
         if "mixed" in groups:
             bench.mixed_round(round_number, mixed, mixed_digests)
     for round_number in range(heavy_runs):
@@ -1600,7 +1745,11 @@ def main() -> int:
                     "seconds": median([v["seconds"] for v in values]),
                     "mb_per_s": median([v["mb_per_s"] for v in values]),
                 }
-        for key in ("read_cached_dataset_seconds", "read_cold_dataset_seconds", "sha256_zstd_dataset_seconds"):
+        for key in (
+            "read_cached_dataset_seconds",
+            "read_cold_dataset_seconds",
+            "sha256_zstd_dataset_seconds",
+        ):
             limits[key] = median([run.get(key) for run in limits_runs])
 
     summary = summarise(bench.records)
@@ -1611,14 +1760,21 @@ def main() -> int:
         "mode": mode,
         "date": today,
         "elapsed_seconds": elapsed,
+        "revision": source_revision(),
         "machine": machine,
         "cache_method": cache.method,
-        "runs": runs if heavy_runs == runs else f"{runs} (many-files, large-file and series: {heavy_runs})",
+        "rss_method": "GNU time's %M"
+        if os.access(GNU_TIME, os.X_OK)
+        else "wait4's ru_maxrss (includes the harness's own memory: GNU time is missing)",
+        "runs": runs
+        if heavy_runs == runs
+        else f"{runs} (many-files, large-file and series: {heavy_runs})",
         "tools": [tool.name for tool in tools],
         "absent": absent,
         "versions": versions,
-        "backupctl_binary": "release build" if "/release/" in backupctl else
-                            ("debug build" if "/debug/" in backupctl else "given binary"),
+        "backupctl_binary": "release build"
+        if "/release/" in backupctl
+        else ("debug build" if "/debug/" in backupctl else "given binary"),
         "datasets": datasets,
         "limits": limits,
         "limits_runs": len(limits_runs),
@@ -1637,7 +1793,8 @@ def main() -> int:
     (out / f"{today}-{mode}.json").write_text(json.dumps(data, indent=1, default=str))
     log(f"report: {report} ({elapsed:.0f} s of runs)")
     if args.quick:
-        print(report.read_text())
+        text = report.read_text()
+        print(text[text.index("## Targets") :] if "## Targets" in text else text)
 
     for stale in ("repos", "restore", "scratch", "cache"):
         shutil.rmtree(work / stale, ignore_errors=True)
