@@ -260,20 +260,7 @@ impl RepoShared {
         if orphans.is_empty() {
             return Ok(0);
         }
-        let recovered: Vec<IndexedPack> = futures::stream::iter(orphans)
-            .map(|(id, size)| async move {
-                match self.read_pack_header(&id, size).await {
-                    Ok(blobs) => Some(IndexedPack { id, size, blobs }),
-                    Err(error) => {
-                        tracing::warn!(%error, "unindexed pack skipped");
-                        None
-                    }
-                }
-            })
-            .buffer_unordered(METADATA_CONCURRENCY)
-            .filter_map(|pack| async move { pack })
-            .collect()
-            .await;
+        let recovered = self.read_pack_headers(orphans).await;
         let count = recovered.len();
         for packs in recovered.chunks(256) {
             let file = IndexFile {
@@ -292,6 +279,25 @@ impl RepoShared {
             tracing::info!(packs = count, "indexed packs left by an interrupted backup");
         }
         Ok(count)
+    }
+
+    /// Reads the headers of `packs` (id, size), concurrently; a pack whose
+    /// header cannot be read is skipped with a warning (verify reports it).
+    async fn read_pack_headers(&self, packs: Vec<(Id, u64)>) -> Vec<IndexedPack> {
+        futures::stream::iter(packs)
+            .map(|(id, size)| async move {
+                match self.read_pack_header(&id, size).await {
+                    Ok(blobs) => Some(IndexedPack { id, size, blobs }),
+                    Err(error) => {
+                        tracing::warn!(%error, "pack in no index skipped");
+                        None
+                    }
+                }
+            })
+            .buffer_unordered(METADATA_CONCURRENCY)
+            .filter_map(|pack| async move { pack })
+            .collect()
+            .await
     }
 
     /// Reads a pack's header with two ranged reads (trailer, then header).
@@ -402,20 +408,7 @@ impl RepoShared {
                 .into_iter()
                 .filter(|(id, _)| !index.packs().contains_key(id))
                 .collect();
-            let recovered: Vec<IndexedPack> = futures::stream::iter(orphans)
-                .map(|(id, size)| async move {
-                    match self.read_pack_header(&id, size).await {
-                        Ok(blobs) => Some(IndexedPack { id, size, blobs }),
-                        Err(error) => {
-                            tracing::warn!(%error, "pack in no readable index skipped");
-                            None
-                        }
-                    }
-                })
-                .buffer_unordered(METADATA_CONCURRENCY)
-                .filter_map(|pack| async move { pack })
-                .collect()
-                .await;
+            let recovered = self.read_pack_headers(orphans).await;
             for pack in &recovered {
                 index.add_pack(pack);
             }

@@ -321,11 +321,7 @@ pub(crate) async fn restore(
             }
         };
         for node in nodes.iter().cloned() {
-            let child = if relative.is_empty() {
-                node.name.clone()
-            } else {
-                format!("{relative}/{}", node.name)
-            };
+            let child = join(&relative, &node.name);
             let child_selected = selected || selector.selects(&child, &node.name);
             match node.kind {
                 NodeKind::Dir => {

@@ -15,6 +15,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::copy_tree;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -124,19 +128,6 @@ fn read_tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
         }
     }
     out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 struct Fixture {
@@ -417,7 +408,7 @@ async fn campaign(encrypted: bool) -> usize {
     for (trial, (label, damage)) in damages.iter().enumerate() {
         let what = format!("{mode} #{trial} {label} {damage:?}");
         let repo_dir = fixture.place.join(format!("trial-{trial}"));
-        copy_dir(&fixture.pristine, &repo_dir);
+        copy_tree(&fixture.pristine, &repo_dir);
         damage.apply(&repo_dir);
         let sink: Arc<dyn Sink> = Arc::new(LocalSink::create(&repo_dir).unwrap());
         let password = fixture.encrypted.then_some(PASSWORD);

@@ -3,6 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::copy_tree;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -459,17 +463,4 @@ async fn random_faults_never_leave_a_broken_repository() {
          the repository verified after every trial"
     );
     assert!(completed > 0 && failed > 0, "both outcomes were exercised");
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
