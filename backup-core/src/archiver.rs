@@ -619,24 +619,25 @@ impl BackupWriter {
         let repo = self.repo.clone();
         let claimed = self.claimed.clone();
         let path_owned = path.to_path_buf();
+        // The read waits on the disk in the blocking pool, which has many
+        // threads (a cold cache needs many reads outstanding); the CPU pool
+        // only hashes and encodes.
+        let data = tokio::task::spawn_blocking(move || std::fs::read(&path_owned))
+            .await
+            .map_err(|_| ItemFailure::Fatal(closed()))?
+            .map_err(|error| ItemFailure::Item(format!("read failed: {error}")))?;
+        let size = data.len() as u64;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         rayon::spawn(move || {
-            let outcome = std::fs::read(&path_owned).map(|data| {
-                let size = data.len() as u64;
-                let encoded: Vec<Encoded> = repo
-                    .chunker
-                    .split(&data)
-                    .into_iter()
-                    .map(|chunk| encode_chunk(&repo, &claimed, BlobKind::Data, chunk))
-                    .collect();
-                (encoded, size)
-            });
-            let _ = sender.send(outcome);
+            let encoded: Vec<Encoded> = repo
+                .chunker
+                .split(&data)
+                .into_iter()
+                .map(|chunk| encode_chunk(&repo, &claimed, BlobKind::Data, chunk))
+                .collect();
+            let _ = sender.send(encoded);
         });
-        let (encoded, size) = match receiver.await.map_err(|_| ItemFailure::Fatal(closed()))? {
-            Ok(done) => done,
-            Err(error) => return Err(ItemFailure::Item(format!("read failed: {error}"))),
-        };
+        let encoded = receiver.await.map_err(|_| ItemFailure::Fatal(closed()))?;
         self.stats.bytes_read.fetch_add(size, Ordering::Relaxed);
         self.tracker.bytes_done(size);
         let mut ids = Vec::with_capacity(encoded.len());

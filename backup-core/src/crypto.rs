@@ -8,7 +8,7 @@
 //!   the password by Argon2id (memory-hard).
 //! * Every secret is zeroized when dropped and never printed by `Debug`.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
@@ -98,6 +98,28 @@ impl MasterKey {
     /// Encrypts `plaintext`; returns `nonce || ciphertext || tag`.
     pub fn seal(&self, plaintext: &[u8], associated: &[u8]) -> Vec<u8> {
         seal_with(&self.encryption, plaintext, associated)
+    }
+
+    /// Encrypts `buffer[NONCE_LEN..]` in place and completes `buffer` to
+    /// `nonce || ciphertext || tag`, the same bytes [`MasterKey::seal`]
+    /// returns, without copying the plaintext. The first [`NONCE_LEN`] bytes
+    /// of `buffer` are overwritten with the nonce.
+    ///
+    /// # Panics
+    ///
+    /// When `buffer` is shorter than [`NONCE_LEN`].
+    pub fn seal_in_place(&self, buffer: &mut Vec<u8>, associated: &[u8]) {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        buffer[..NONCE_LEN].copy_from_slice(&nonce);
+        let tag = XChaCha20Poly1305::new((&self.encryption).into())
+            .encrypt_in_place_detached(
+                XNonce::from_slice(&nonce),
+                associated,
+                &mut buffer[NONCE_LEN..],
+            )
+            .unwrap_or_else(|_| unreachable!("XChaCha20-Poly1305 encryption of an in-memory buffer"));
+        buffer.extend_from_slice(&tag);
     }
 
     /// Decrypts the output of [`MasterKey::seal`].
@@ -239,6 +261,11 @@ mod tests {
     fn seal_open_round_trip_and_tamper() {
         let key = MasterKey::generate();
         let sealed = key.seal(b"secret data", b"aad");
+        let mut in_place = vec![0u8; NONCE_LEN];
+        in_place.extend_from_slice(b"secret data");
+        key.seal_in_place(&mut in_place, b"aad");
+        assert_eq!(in_place.len(), sealed.len());
+        assert_eq!(key.open(&in_place, b"aad").as_deref(), Some(&b"secret data"[..]));
         assert_eq!(
             key.open(&sealed, b"aad").as_deref(),
             Some(&b"secret data"[..])

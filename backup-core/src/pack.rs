@@ -18,7 +18,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::crypto::MasterKey;
+use crate::crypto::{self, MasterKey};
 use crate::format::envelope::{self, ObjectKind};
 use crate::format::reader::ByteReader;
 use crate::{Error, Id, Result};
@@ -77,7 +77,8 @@ pub const MAX_BLOB_RAW_LENGTH: u32 = 64 * 1024 * 1024;
 
 /// Encodes one chunk for storage: compress when smaller, then encrypt.
 ///
-/// Returns the stored bytes and the blob flags.
+/// Returns the stored bytes and the blob flags. The chunk is compressed
+/// straight into the output buffer and encrypted there, in place.
 pub fn encode_blob(
     id: &Id,
     kind: BlobKind,
@@ -85,22 +86,25 @@ pub fn encode_blob(
     key: Option<&MasterKey>,
     level: i32,
 ) -> (Vec<u8>, u8) {
+    let head = if key.is_some() { crypto::NONCE_LEN } else { 0 };
     let mut flags = 0;
-    let mut compressed = None;
+    let mut out = Vec::new();
     if level > 0 {
-        if let Some(bytes) = compress(plaintext, level) {
-            if bytes.len() < plaintext.len() {
-                compressed = Some(bytes);
-                flags |= BLOB_COMPRESSED;
-            }
+        if let Some(compressed) = compress_after(head, plaintext, level) {
+            out = compressed;
+            flags |= BLOB_COMPRESSED;
         }
     }
-    let body = compressed.as_deref().unwrap_or(plaintext);
-    let stored = match key {
-        Some(key) => key.seal(body, &blob_associated_data(id, kind)),
-        None => body.to_vec(),
-    };
-    (stored, flags)
+    if flags & BLOB_COMPRESSED == 0 {
+        out.clear();
+        out.reserve_exact(head + plaintext.len() + crypto::TAG_LEN);
+        out.resize(head, 0);
+        out.extend_from_slice(plaintext);
+    }
+    if let Some(key) = key {
+        key.seal_in_place(&mut out, &blob_associated_data(id, kind));
+    }
+    (out, flags)
 }
 
 fn blob_associated_data(id: &Id, kind: BlobKind) -> [u8; 33] {
@@ -120,8 +124,10 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// Compresses `plaintext` into one zstd frame (with its content size).
-fn compress(plaintext: &[u8], level: i32) -> Option<Vec<u8>> {
+/// Compresses `plaintext` into one zstd frame (with its content size),
+/// written after `head` zero bytes of a buffer with room for a tag; `None`
+/// when that is not smaller than the plaintext.
+fn compress_after(head: usize, plaintext: &[u8], level: i32) -> Option<Vec<u8>> {
     COMPRESSOR.with(|slot| {
         let mut slot = slot.borrow_mut();
         if slot.as_ref().map(|(current, _)| *current) != Some(level) {
@@ -129,7 +135,18 @@ fn compress(plaintext: &[u8], level: i32) -> Option<Vec<u8>> {
                 .ok()
                 .map(|compressor| (level, compressor));
         }
-        slot.as_mut()?.1.compress(plaintext).ok()
+        let compressor = &mut slot.as_mut()?.1;
+        // Room for the frame only while it is not much larger than the
+        // plaintext: zstd stops with an error as soon as it would not fit.
+        // The cursor writes after `head` into the spare capacity, which
+        // needs no zeroing first.
+        let mut out = Vec::with_capacity(head + plaintext.len() + crypto::TAG_LEN);
+        out.resize(head, 0);
+        let mut cursor = std::io::Cursor::new(out);
+        cursor.set_position(head as u64);
+        let length = compressor.compress_to_buffer(plaintext, &mut cursor).ok()?;
+        let out = cursor.into_inner();
+        (length < plaintext.len() && out.len() == head + length).then_some(out)
     })
 }
 
