@@ -557,11 +557,14 @@ async fn sink_for(common: &Common) -> Result<Arc<dyn Sink>, Error> {
     open_sink(location, &common.store).await
 }
 
-/// Caps glibc's malloc arenas at two. By default glibc gives each of the
-/// many threads of a backup (async workers, blocking readers, the CPU pool)
-/// arenas of their own, and megabyte-sized buffers freed on another thread
-/// than the one that allocated them pile up: fewer arenas measured lower
-/// peak memory and less time in the kernel.
+/// Caps glibc's malloc arenas at two and fixes the size from which
+/// allocations are mapped on their own at 4 MiB. By default glibc gives each
+/// of the many threads of a backup (async workers, blocking readers, the CPU
+/// pool) arenas of their own, and megabyte-sized buffers freed on another
+/// thread than the one that allocated them pile up; and its sliding mmap
+/// threshold, once raised by a freed 16 MiB pack buffer, keeps such buffers
+/// in the heap after they are freed. Both measured lower peak memory; the
+/// fixed threshold cost no time (pack buffers are reused by the backup).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn limit_malloc_arenas() {
@@ -569,6 +572,7 @@ fn limit_malloc_arenas() {
     // any thread is started.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
     }
 }
 

@@ -9,9 +9,11 @@
 //! ─► index every 32 packs and at the end
 //! ```
 //!
-//! Memory is bounded: each file being read has at most a few chunks in
-//! flight, a bounded number of files are read at once, and at most a few
-//! packs wait for upload. A chunk is hashed before it is compressed, and a
+//! Memory is bounded: the chunk data read but not yet in a pack is capped
+//! in bytes for all files together (`MEMORY_BUDGET_KIB`), a bounded number
+//! of files are read at once, and at most a few packs (as many as the sink's
+//! [`write_concurrency`](crate::sink::Sink::write_concurrency)) are being
+//! uploaded; the buffers of stored packs are reused. A chunk is hashed before it is compressed, and a
 //! chunk already stored (or already being stored by this backup) is never
 //! compressed or stored again.
 
@@ -137,15 +139,22 @@ impl Archiver for ChunkArchiver {
 const INDEX_EVERY_PACKS: usize = 32;
 /// Chunks of one file in flight at once.
 const CHUNKS_IN_FLIGHT_PER_FILE: usize = 4;
-/// Packs being uploaded at once.
-const UPLOADS_IN_FLIGHT: usize = 4;
 /// Files up to the maximum chunk size are read whole and chunked in memory
 /// on the CPU pool, in one step: for them the hand-offs and the read-ahead
 /// buffer of the streaming path cost more than the work. Files up to this
 /// size share many slots.
 const SMALL_FILE: u64 = 1024 * 1024;
-/// Small files being read and encoded at once.
-const SMALL_FILES_IN_FLIGHT: usize = 32;
+/// Bytes a pack buffer holds beyond the pack size, for the header and
+/// trailer (48 bytes a blob: a full pack of the smallest chunks fits).
+const PACK_HEADER_ROOM: usize = 256 * 1024;
+/// Small files being read and encoded at once: a cold cache needs many
+/// reads outstanding; their bytes are bounded by [`MEMORY_BUDGET_KIB`].
+const SMALL_FILES_IN_FLIGHT: usize = 64;
+/// KiB of chunk data read or encoded but not yet in a pack, for all files
+/// together. A chunk counts twice its length (plaintext and encoded copy).
+/// Bounds the backup's memory whatever the files' sizes; packs being
+/// filled and uploaded come on top.
+const MEMORY_BUDGET_KIB: u32 = 32 * 1024;
 
 #[derive(Default)]
 struct Counters {
@@ -232,8 +241,13 @@ struct BackupWriter {
     tree_pack: tokio::sync::Mutex<PackBuilder>,
     uploads: tokio::sync::Mutex<JoinSet<Result<IndexedPack>>>,
     upload_slots: Arc<Semaphore>,
+    /// The number of permits of `upload_slots`.
+    upload_slots_total: usize,
+    /// Buffers of stored packs, for the next packs.
+    pack_buffers: Arc<Mutex<Vec<Vec<u8>>>>,
     file_slots: Semaphore,
     small_file_slots: Semaphore,
+    memory: Semaphore,
     unindexed: tokio::sync::Mutex<Vec<IndexedPack>>,
     stats: Counters,
     bytes_added: AtomicU64,
@@ -245,6 +259,7 @@ impl BackupWriter {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
+        let uploads = repo.sink.write_concurrency().max(1);
         BackupWriter {
             repo,
             tracker,
@@ -252,14 +267,25 @@ impl BackupWriter {
             data_pack: tokio::sync::Mutex::new(PackBuilder::default()),
             tree_pack: tokio::sync::Mutex::new(PackBuilder::default()),
             uploads: tokio::sync::Mutex::new(JoinSet::new()),
-            upload_slots: Arc::new(Semaphore::new(UPLOADS_IN_FLIGHT)),
-            file_slots: Semaphore::new(cores * 2),
+            upload_slots: Arc::new(Semaphore::new(uploads)),
+            upload_slots_total: uploads,
+            pack_buffers: Arc::new(Mutex::new(Vec::new())),
+            file_slots: Semaphore::new(cores),
             small_file_slots: Semaphore::new(SMALL_FILES_IN_FLIGHT),
+            memory: Semaphore::new(MEMORY_BUDGET_KIB as usize),
             unindexed: tokio::sync::Mutex::new(Vec::new()),
             stats: Counters::default(),
             bytes_added: AtomicU64::new(0),
             errors: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The memory-budget permits for `bytes` of chunk data (see
+    /// [`MEMORY_BUDGET_KIB`]).
+    fn memory_permits(bytes: u64) -> u32 {
+        u32::try_from((bytes * 2).div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, MEMORY_BUDGET_KIB)
     }
 
     fn record_error(&self, path: &Path, message: String) {
@@ -563,6 +589,20 @@ impl BackupWriter {
         // a pack, since other files may already reference it.
         loop {
             while !done_reading && fatal.is_none() && in_flight.len() < CHUNKS_IN_FLIGHT_PER_FILE {
+                // Memory for the next chunk (of the largest size) first. When
+                // the budget is spent, finish one of this file's chunks
+                // rather than wait while holding permits: waiting only with
+                // nothing in flight cannot deadlock.
+                let needed = Self::memory_permits(u64::from(self.repo.chunker.params().max_size));
+                let permit = match self.memory.try_acquire_many(needed) {
+                    Ok(permit) => permit,
+                    Err(_) if !in_flight.is_empty() => break,
+                    Err(_) => self
+                        .memory
+                        .acquire_many(needed)
+                        .await
+                        .map_err(|_| ItemFailure::Fatal(closed()))?,
+                };
                 match receiver.recv().await {
                     Some(Ok(chunk)) => {
                         size += chunk.len() as u64;
@@ -570,7 +610,18 @@ impl BackupWriter {
                             .bytes_read
                             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                         self.tracker.bytes_done(chunk.len() as u64);
-                        in_flight.push_back(self.store_chunk(BlobKind::Data, chunk));
+                        // Keep only what this chunk needs.
+                        let keep = Self::memory_permits(chunk.len() as u64);
+                        let mut permit = permit;
+                        if let Some(extra) = permit.split((needed - keep) as usize) {
+                            drop(extra);
+                        }
+                        in_flight.push_back(self.store_chunk(BlobKind::Data, chunk).map(
+                            move |done| {
+                                drop(permit);
+                                done
+                            },
+                        ));
                     }
                     Some(Err(error)) => {
                         read_error = Some(error);
@@ -616,12 +667,20 @@ impl BackupWriter {
             .acquire()
             .await
             .map_err(|_| ItemFailure::Fatal(closed()))?;
+        // Held until the file's new chunks are in a pack.
+        let _memory = self
+            .memory
+            .acquire_many(Self::memory_permits(size))
+            .await
+            .map_err(|_| ItemFailure::Fatal(closed()))?;
         let repo = self.repo.clone();
         let claimed = self.claimed.clone();
         let path_owned = path.to_path_buf();
         // The read waits on the disk in the blocking pool, which has many
         // threads (a cold cache needs many reads outstanding); the CPU pool
-        // only hashes and encodes.
+        // only chunks, hashes and encodes. (Encoding in the blocking pool
+        // too saves a hand-off but costs more: one zstd context per thread,
+        // and more threads competing for the cores.)
         let data = tokio::task::spawn_blocking(move || std::fs::read(&path_owned))
             .await
             .map_err(|_| ItemFailure::Fatal(closed()))?
@@ -687,23 +746,42 @@ impl BackupWriter {
         raw_length: u32,
         stored: Vec<u8>,
     ) -> Result<()> {
+        let pack_size = self.repo.config.pack_size as usize;
         let full = {
             let mut pack = match kind {
                 BlobKind::Data => self.data_pack.lock().await,
                 BlobKind::Tree => self.tree_pack.lock().await,
             };
-            if pack.is_empty() {
-                // Sized once so the buffer never grows by doubling.
-                *pack = PackBuilder::with_capacity(
-                    self.repo.config.pack_size as usize + stored.len() + 64 * 1024,
-                );
-            }
-            pack.add(id, kind, flags, raw_length, &stored);
-            if pack.len() >= self.repo.config.pack_size as usize {
+            // A blob that would take the pack past its size goes to the next
+            // pack: packs stay within one buffer of a fixed size.
+            let full = if !pack.is_empty() && pack.len() + stored.len() > pack_size {
                 Some(std::mem::take(&mut *pack))
             } else {
                 None
+            };
+            if pack.is_empty() {
+                // Sized once so the buffer never grows by doubling (room for
+                // the header too), and reused for data packs: fresh memory
+                // costs a page fault per page. A tree pack fills slowly: its
+                // untouched pages cost no memory.
+                let capacity = pack_size.max(stored.len()) + PACK_HEADER_ROOM;
+                let reused = match kind {
+                    BlobKind::Data => self
+                        .pack_buffers
+                        .lock()
+                        .ok()
+                        .and_then(|mut pool| pool.pop()),
+                    BlobKind::Tree => None,
+                };
+                *pack = match reused {
+                    Some(buffer) if buffer.capacity() >= capacity => {
+                        PackBuilder::with_buffer(buffer)
+                    }
+                    _ => PackBuilder::with_capacity(capacity),
+                };
             }
+            pack.add(id, kind, flags, raw_length, &stored);
+            full
         };
         if let Some(full) = full {
             self.upload(full).await?;
@@ -725,6 +803,8 @@ impl BackupWriter {
             self.on_uploaded(done).await?;
         }
         let repo = self.repo.clone();
+        let pool = self.pack_buffers.clone();
+        let pool_size = self.upload_slots_total + 2;
         uploads.spawn(async move {
             let key = repo.key().cloned();
             let (id, bytes, blobs) =
@@ -733,9 +813,18 @@ impl BackupWriter {
                     .map_err(|_| closed())?;
             let size = bytes.len() as u64;
             let pack_key = pack::pack_key(&id);
+            let bytes = Bytes::from(bytes);
             repo.sink
-                .put(&pack_key, Bytes::from(bytes), PutMode::Overwrite)
+                .put(&pack_key, bytes.clone(), PutMode::Overwrite)
                 .await?;
+            // The buffer back for the next pack, unless the sink kept it.
+            if let Ok(buffer) = bytes.try_into_mut() {
+                if let Ok(mut pool) = pool.lock() {
+                    if pool.len() < pool_size {
+                        pool.push(Vec::from(buffer));
+                    }
+                }
+            }
             drop(permit);
             Ok(IndexedPack { id, size, blobs })
         });

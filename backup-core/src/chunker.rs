@@ -89,23 +89,25 @@ impl Chunker {
         self.params
     }
 
-    /// Iterates over the chunks of `reader`, reading at most one maximum-size
-    /// chunk ahead (memory stays bounded whatever the stream's length).
+    /// Iterates over the chunks of `reader`, reading at most one and a half
+    /// maximum-size chunks ahead (memory stays bounded whatever the stream's
+    /// length). The chunks are the ones [`Chunker::split`] finds in the
+    /// whole stream: a cut depends only on the bytes up to one maximum chunk
+    /// after the chunk's start, so a chunk is only cut once that many bytes
+    /// (or the end of the stream) are in the buffer.
     pub fn chunks<R: Read>(&self, reader: R) -> impl Iterator<Item = std::io::Result<Vec<u8>>> {
-        fastcdc::v2020::StreamCDC::with_level_and_seed(
+        let max = self.params.max_size as usize;
+        StreamChunks {
+            chunker: *self,
             reader,
-            self.params.min_size,
-            self.params.avg_size,
-            self.params.max_size,
-            fastcdc::v2020::Normalization::Level1,
-            self.seed,
-        )
-        .map(|result| {
-            result.map(|chunk| chunk.data).map_err(|error| match error {
-                fastcdc::v2020::Error::IoError(error) => error,
-                other => std::io::Error::other(other.to_string()),
-            })
-        })
+            // Unconsumed bytes are moved to the front when fewer than `max`
+            // remain, at most once per `max / 2` bytes consumed.
+            buffer: vec![0; max + max / 2],
+            start: 0,
+            end: 0,
+            eof: false,
+            failed: false,
+        }
     }
 
     /// Splits an in-memory buffer, returning the chunk slices in order.
@@ -123,6 +125,73 @@ impl Chunker {
     }
 }
 
+/// The iterator of [`Chunker::chunks`].
+struct StreamChunks<R> {
+    chunker: Chunker,
+    reader: R,
+    buffer: Vec<u8>,
+    /// Start of the bytes not yet returned.
+    start: usize,
+    /// End of the bytes read.
+    end: usize,
+    eof: bool,
+    failed: bool,
+}
+
+impl<R: Read> StreamChunks<R> {
+    /// Reads until a maximum-size chunk is buffered past `start`, or the end.
+    fn fill(&mut self) -> std::io::Result<()> {
+        let max = self.chunker.params.max_size as usize;
+        if self.eof || self.end - self.start >= max {
+            return Ok(());
+        }
+        self.buffer.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        while self.end < self.buffer.len() {
+            match self.reader.read(&mut self.buffer[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(read) => self.end += read,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Iterator for StreamChunks<R> {
+    type Item = std::io::Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        if let Err(error) = self.fill() {
+            self.failed = true;
+            return Some(Err(error));
+        }
+        let pending = &self.buffer[self.start..self.end];
+        let params = self.chunker.params;
+        let length = fastcdc::v2020::FastCDC::with_level_and_seed(
+            pending,
+            params.min_size,
+            params.avg_size,
+            params.max_size,
+            fastcdc::v2020::Normalization::Level1,
+            self.chunker.seed,
+        )
+        .next()?
+        .length;
+        let chunk = pending.get(..length)?.to_vec();
+        self.start += length;
+        Some(Ok(chunk))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +205,61 @@ mod tests {
                 state as u8
             })
             .collect()
+    }
+
+    #[test]
+    fn streamed_chunks_are_the_chunks_of_earlier_versions() {
+        /// Returns at most `step` bytes per read, as pipes and sockets do.
+        struct Trickle<'a> {
+            data: &'a [u8],
+            step: usize,
+        }
+        impl Read for Trickle<'_> {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.step.min(out.len()).min(self.data.len());
+                out[..n].copy_from_slice(&self.data[..n]);
+                self.data = &self.data[n..];
+                Ok(n)
+            }
+        }
+        let mut compared = 0;
+        for (params, seed) in [
+            (ChunkerParams::default(), 0),
+            (ChunkerParams::default(), 0x5eed),
+            (ChunkerParams::for_trees(), 42),
+        ] {
+            let chunker = Chunker::new(params, seed).unwrap();
+            let max = params.max_size as usize;
+            for (length, step) in [(0, 7), (1, 7), (max - 1, 4096), (max * 5 + 12345, 65_537)] {
+                // Half random, half repeated: cuts fall both by content and
+                // at the maximum size.
+                let mut data = pseudo_random(length / 2, length as u64 + seed);
+                data.resize(length, 0x42);
+                // The stream chunker that backups used before (fastcdc's).
+                let reference: Vec<Vec<u8>> = fastcdc::v2020::StreamCDC::with_level_and_seed(
+                    &data[..],
+                    params.min_size,
+                    params.avg_size,
+                    params.max_size,
+                    fastcdc::v2020::Normalization::Level1,
+                    seed,
+                )
+                .map(|chunk| chunk.unwrap().data)
+                .collect();
+                let streamed: Vec<Vec<u8>> = chunker
+                    .chunks(Trickle { data: &data, step })
+                    .map(|chunk| chunk.unwrap())
+                    .collect();
+                let split: Vec<&[u8]> = chunker.split(&data);
+                assert_eq!(streamed, reference, "length {length}");
+                assert_eq!(
+                    split,
+                    reference.iter().map(Vec::as_slice).collect::<Vec<_>>()
+                );
+                compared += reference.len();
+            }
+        }
+        assert!(compared > 30, "{compared} chunks compared");
     }
 
     #[test]

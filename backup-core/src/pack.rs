@@ -243,6 +243,16 @@ pub struct PackBuilder {
 }
 
 impl PackBuilder {
+    /// An empty pack that fills `buffer` (cleared first), so that a
+    /// writer can reuse the buffers of packs it has stored.
+    pub fn with_buffer(mut buffer: Vec<u8>) -> Self {
+        buffer.clear();
+        PackBuilder {
+            data: buffer,
+            entries: Vec::new(),
+        }
+    }
+
     /// An empty pack with room for `capacity` bytes.
     pub fn with_capacity(capacity: usize) -> Self {
         PackBuilder {

@@ -235,4 +235,8 @@ impl Sink for FaultSink {
     fn location(&self) -> String {
         format!("fault+{}", self.inner.location())
     }
+
+    fn write_concurrency(&self) -> usize {
+        self.inner.write_concurrency()
+    }
 }

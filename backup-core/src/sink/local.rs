@@ -177,6 +177,11 @@ impl Sink for LocalSink {
         let root = std::path::absolute(&self.root).unwrap_or_else(|_| self.root.clone());
         format!("file://{}", root.display())
     }
+
+    /// Two: writes go straight to the disk, which two keep busy.
+    fn write_concurrency(&self) -> usize {
+        2
+    }
 }
 
 /// Runs blocking file system work off the async runtime's worker threads.

@@ -110,6 +110,15 @@ pub trait Sink: Send + Sync + Debug {
 
     /// A human-readable location for messages, such as `file:///backups`.
     fn location(&self) -> String;
+
+    /// How many large puts (packs) a writer should keep in flight at once.
+    ///
+    /// A hint for throughput against memory: each put in flight holds a
+    /// whole pack. Network stores hide their latency with several; a local
+    /// disk is as fast with two. The default is 4.
+    fn write_concurrency(&self) -> usize {
+        4
+    }
 }
 
 /// Conveniences over [`Sink`], implemented for every sink.

@@ -149,4 +149,8 @@ impl Sink for RetrySink {
     fn location(&self) -> String {
         self.inner.location()
     }
+
+    fn write_concurrency(&self) -> usize {
+        self.inner.write_concurrency()
+    }
 }
