@@ -672,6 +672,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn large_objects_written_directly_read_back_exactly() {
+        // The disk, and tmpfs where there is one (which may refuse O_DIRECT:
+        // the buffered fallback).
+        let mut roots = vec![tempfile::tempdir().unwrap()];
+        if Path::new("/dev/shm").is_dir() {
+            roots.push(tempfile::tempdir_in("/dev/shm").unwrap());
+        }
+        for tmp in &roots {
+            write_and_read_large_objects(tmp.path()).await;
+        }
+    }
+
+    async fn write_and_read_large_objects(root: &Path) {
+        let sink = LocalSink::create(root).unwrap();
+        // Around the direct-write threshold, whole and partial blocks, and
+        // an overwrite of a longer object by a shorter one.
+        let sizes = [
+            DIRECT_MIN - 1,
+            DIRECT_MIN,
+            DIRECT_MIN + 1,
+            DIRECT_BLOCK * 2,
+            DIRECT_BLOCK * 2 + 4095,
+            DIRECT_BLOCK + DIRECT_ALIGN + 7,
+        ];
+        for (index, size) in sizes.into_iter().enumerate() {
+            let data: Vec<u8> = (0..size).map(|i| (i * 31 + index) as u8).collect();
+            sink.put("p/object", Bytes::from(data.clone()), PutMode::Overwrite)
+                .await
+                .unwrap();
+            let back = sink.get("p/object").await.unwrap();
+            assert_eq!(back.len(), size);
+            assert!(back == data, "content of the {size}-byte object differs");
+            let path = root.join("p/object");
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), size as u64);
+        }
+    }
+
+    #[tokio::test]
     async fn puts_leave_no_temporary_files() {
         let tmp = tempfile::tempdir().unwrap();
         let sink = LocalSink::create(tmp.path()).unwrap();
