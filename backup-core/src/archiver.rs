@@ -145,7 +145,8 @@ const CHUNKS_IN_FLIGHT_PER_FILE: usize = 4;
 /// size share many slots.
 const SMALL_FILE: u64 = 1024 * 1024;
 /// Bytes a pack buffer holds beyond the pack size, for the header and
-/// trailer (48 bytes a blob: a full pack of the smallest chunks fits).
+/// trailer (42 bytes a blob: room for about 6,000 blobs; a pack of more,
+/// smaller blobs grows its buffer once).
 const PACK_HEADER_ROOM: usize = 256 * 1024;
 /// Small files being read and encoded at once: a cold cache needs many
 /// reads outstanding; their bytes are bounded by [`MEMORY_BUDGET_KIB`].

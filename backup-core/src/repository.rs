@@ -596,7 +596,7 @@ pub(crate) async fn list_ids(sink: &dyn Sink, prefix: &str) -> Result<Vec<Id>> {
 pub struct InitOptions {
     /// Encrypt with this password; `None` creates an unencrypted repository.
     pub password: Option<Vec<u8>>,
-    /// Key derivation costs (default: 64 MiB, 3 passes).
+    /// Key derivation costs (default: 64 MiB, 3 passes, 4 lanes).
     pub kdf: KdfParams,
 }
 
