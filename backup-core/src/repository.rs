@@ -794,8 +794,14 @@ impl Repository {
     /// [`Error::WrongPassword`], [`Error::UnsupportedVersion`], or
     /// [`Error::Corrupt`] for a damaged config, key or index.
     pub async fn open(sink: Arc<dyn Sink>, password: Option<&[u8]>) -> Result<Repository> {
-        let config_object = match sink.get(CONFIG_KEY).await {
-            Ok(bytes) => bytes,
+        // Read again when the check fails, like every other object: a
+        // broken transfer is not a damaged config.
+        let checked = get_checked(sink.as_ref(), CONFIG_KEY, |bytes| {
+            RepoConfig::from_object(bytes).map(|config| (config, bytes.to_vec()))
+        })
+        .await;
+        let (config, config_object) = match checked {
+            Ok(pair) => pair,
             Err(Error::NotFound { .. }) => {
                 return Err(Error::NoRepository {
                     location: sink.location(),
@@ -803,7 +809,6 @@ impl Repository {
             }
             Err(other) => return Err(other),
         };
-        let config = RepoConfig::from_object(&config_object)?;
         let key = match (config.encryption.is_some(), password) {
             (true, Some(password)) => {
                 Some(open_key(sink.as_ref(), password, &config_object).await?)
