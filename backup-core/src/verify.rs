@@ -17,7 +17,9 @@ use crate::config::{KeyFile, RepoConfig, CONFIG_KEY, KEYS_PREFIX};
 use crate::format::envelope::{self, ObjectKind};
 use crate::index::{Index, IndexFile};
 use crate::pack::{self, BlobEntry};
-use crate::repository::{list_ids, list_packs, Repository, INDEX_PREFIX, MANIFEST_PREFIX};
+use crate::repository::{
+    get_checked, list_ids, list_packs, Repository, INDEX_PREFIX, MANIFEST_PREFIX,
+};
 use crate::sink::SinkExt;
 use crate::tree::NodeKind;
 use crate::{Error, Id, Result};
@@ -77,6 +79,17 @@ impl VerifyReport {
     }
 }
 
+/// What decoding an object found wrong: `Err` for damage that a second
+/// read may not show (so that the object is read again), otherwise the
+/// problem, if any.
+fn decode_problem<T>(decoded: Result<T>) -> Result<Option<Error>> {
+    match decoded {
+        Ok(_) => Ok(None),
+        Err(error @ Error::Corrupt { .. }) => Err(error),
+        Err(other) => Ok(Some(other)),
+    }
+}
+
 pub(crate) async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<VerifyReport> {
     let shared = repo.shared();
     let sink = shared.sink.as_ref();
@@ -84,14 +97,28 @@ pub(crate) async fn verify(repo: &Repository, options: &VerifyOptions) -> Result
     let mut report = VerifyReport::default();
 
     // Config and keys.
-    let config_object = sink.get(CONFIG_KEY).await?;
-    if let Err(error) = RepoConfig::from_object(&config_object) {
-        report.problem(CONFIG_KEY, error.to_string());
+    // Read again when a check fails (a broken transfer is not damage); a
+    // damaged object is a problem, a storage error ends the verification.
+    let config = get_checked(sink, CONFIG_KEY, |bytes| {
+        decode_problem(RepoConfig::from_object(bytes))
+    });
+    match config.await {
+        Ok(None) => {}
+        Ok(Some(error)) | Err(error @ Error::Corrupt { .. }) => {
+            report.problem(CONFIG_KEY, error.to_string());
+        }
+        Err(error) => return Err(error),
     }
     for meta in sink.list(KEYS_PREFIX).await? {
-        let bytes = sink.get(&meta.key).await?;
-        if let Err(error) = KeyFile::from_object(&meta.key, &bytes) {
-            report.problem(&meta.key, error.to_string());
+        let key_file = get_checked(sink, &meta.key, |bytes| {
+            decode_problem(KeyFile::from_object(&meta.key, bytes))
+        });
+        match key_file.await {
+            Ok(None) => {}
+            Ok(Some(error)) | Err(error @ Error::Corrupt { .. }) => {
+                report.problem(&meta.key, error.to_string());
+            }
+            Err(error) => return Err(error),
         }
     }
 
