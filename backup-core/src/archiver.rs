@@ -13,9 +13,9 @@
 //! in bytes for all files together (`MEMORY_BUDGET_KIB`), a bounded number
 //! of files are read at once, and at most a few packs (as many as the sink's
 //! [`write_concurrency`](crate::sink::Sink::write_concurrency)) are being
-//! uploaded; the buffers of stored packs are reused. A chunk is hashed before it is compressed, and a
-//! chunk already stored (or already being stored by this backup) is never
-//! compressed or stored again.
+//! uploaded; the buffers of stored packs are reused. A chunk is hashed
+//! before it is compressed, and a chunk already stored (or already being
+//! stored by this backup) is never compressed or stored again.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -463,47 +463,12 @@ impl BackupWriter {
                 return Ok(Some(node));
             }
         }
-        if node.size <= u64::from(self.repo.chunker.params().max_size) {
-            return match self.store_small_file(path, node.size).await {
-                Ok((content, size)) => {
-                    self.stats.bytes_total.fetch_add(size, Ordering::Relaxed);
-                    self.stats
-                        .bytes_total
-                        .fetch_sub(node.size, Ordering::Relaxed);
-                    node.size = size;
-                    node.content = content;
-                    self.tracker.file_done();
-                    Ok(Some(node))
-                }
-                Err(ItemFailure::Item(message)) => {
-                    self.stats.files.fetch_sub(1, Ordering::Relaxed);
-                    self.stats
-                        .bytes_total
-                        .fetch_sub(node.size, Ordering::Relaxed);
-                    self.record_error(path, message);
-                    Ok(None)
-                }
-                Err(fatal) => Err(fatal),
-            };
-        }
-        let _slot = self
-            .file_slots
-            .acquire()
-            .await
-            .map_err(|_| ItemFailure::Fatal(closed()))?;
-        self.tracker.set_current(path.display().to_string());
-        let file = match std::fs::File::open(path) {
-            Ok(file) => file,
-            Err(error) => {
-                self.stats.files.fetch_sub(1, Ordering::Relaxed);
-                self.stats
-                    .bytes_total
-                    .fetch_sub(node.size, Ordering::Relaxed);
-                self.record_error(path, format!("cannot open: {error}"));
-                return Ok(None);
-            }
+        let stored = if node.size <= u64::from(self.repo.chunker.params().max_size) {
+            self.store_small_file(path, node.size).await
+        } else {
+            self.store_large_file(path).await
         };
-        match self.store_stream(Box::new(file)).await {
+        match stored {
             Ok((content, size)) => {
                 if size != node.size {
                     self.stats.bytes_total.fetch_add(size, Ordering::Relaxed);
@@ -526,6 +491,19 @@ impl BackupWriter {
             }
             Err(fatal) => Err(fatal),
         }
+    }
+
+    /// Streams a file larger than one maximum chunk through the chunker.
+    async fn store_large_file(&self, path: &Path) -> Result<(Vec<Id>, u64), ItemFailure> {
+        let _slot = self
+            .file_slots
+            .acquire()
+            .await
+            .map_err(|_| ItemFailure::Fatal(closed()))?;
+        self.tracker.set_current(path.display().to_string());
+        let file = std::fs::File::open(path)
+            .map_err(|error| ItemFailure::Item(format!("cannot open: {error}")))?;
+        self.store_stream(Box::new(file)).await
     }
 
     async fn archive_stream(
@@ -579,6 +557,7 @@ impl BackupWriter {
                 }
             }
         });
+        let needed = Self::memory_permits(u64::from(self.repo.chunker.params().max_size));
         let mut in_flight = FuturesOrdered::new();
         let mut ids = Vec::new();
         let mut size = 0u64;
@@ -594,7 +573,6 @@ impl BackupWriter {
                 // the budget is spent, finish one of this file's chunks
                 // rather than wait while holding permits: waiting only with
                 // nothing in flight cannot deadlock.
-                let needed = Self::memory_permits(u64::from(self.repo.chunker.params().max_size));
                 let permit = match self.memory.try_acquire_many(needed) {
                     Ok(permit) => permit,
                     Err(_) if !in_flight.is_empty() => break,

@@ -180,36 +180,37 @@ impl RepoShared {
         // A damaged transfer (short read, flipped bit on the wire) must not
         // be mistaken for damaged storage: fetch once more before reporting.
         let mut rereads = 0;
-        // Small blobs through a window at first; a reread reads directly.
-        if end - start <= WINDOW_BLOB_MAX {
-            if let Some(stored) = self.windows.read(&*self.sink, &key, start..end).await {
-                match pack::decode_blob(&key, &location.entry, &stored, self.key()) {
-                    Err(Error::Corrupt { .. }) => {
-                        tracing::warn!(%key, blob = %id, "blob failed its check; reading it again");
-                        self.windows.forget(&key, start);
-                        rereads += 1;
-                    }
-                    outcome => return outcome,
-                }
-            }
-        }
+        // Small blobs are read through a window at first; a reread reads
+        // only the blob.
+        let windowed = end - start <= WINDOW_BLOB_MAX;
         loop {
-            let stored = match self.sink.get_range(&key, Some(start..end)).await {
-                Ok(stored) => stored,
-                // The pack is shorter than its index says: damage, not a
-                // mistake of the caller.
-                Err(Error::InvalidArgument(detail)) => {
-                    return Err(Error::corrupt(
-                        &key,
-                        start,
-                        format!("blob {id} cannot be read: {detail}"),
-                    ))
-                }
-                Err(other) => return Err(other),
+            let from_window = if windowed && rereads == 0 {
+                self.windows.read(&*self.sink, &key, start..end).await
+            } else {
+                None
+            };
+            let stored = match from_window {
+                Some(stored) => stored,
+                None => match self.sink.get_range(&key, Some(start..end)).await {
+                    Ok(stored) => stored,
+                    // The pack is shorter than its index says: damage, not a
+                    // mistake of the caller.
+                    Err(Error::InvalidArgument(detail)) => {
+                        return Err(Error::corrupt(
+                            &key,
+                            start,
+                            format!("blob {id} cannot be read: {detail}"),
+                        ))
+                    }
+                    Err(other) => return Err(other),
+                },
             };
             match pack::decode_blob(&key, &location.entry, &stored, self.key()) {
                 Err(Error::Corrupt { .. }) if rereads < REREADS => {
                     tracing::warn!(%key, blob = %id, "blob failed its check; reading it again");
+                    if windowed {
+                        self.windows.forget(&key, start);
+                    }
                     rereads += 1;
                 }
                 outcome => return outcome,
