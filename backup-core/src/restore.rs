@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
+use crate::pack::{self, BlobEntry, BlobKind};
 use crate::progress::{Phase, Reporter, Tracker};
 use crate::repository::RepoShared;
 use crate::tree::{Node, NodeKind};
@@ -31,6 +32,22 @@ use crate::{Error, Id, Result};
 const FILES_IN_FLIGHT: usize = 4;
 /// Chunks of one file fetched and decoded ahead of the one being written.
 const CHUNKS_AHEAD: usize = 3;
+
+/// Small files are restored in batches: files whose chunks lie close
+/// together in one pack are fetched with one range read, then decoded and
+/// written by one blocking task, so a small file costs no hand-off between
+/// threads (a backup stores a directory's small files next to each other).
+/// Files up to this size are batched.
+const BATCH_FILE_MAX: u64 = 1024 * 1024;
+/// The most pack bytes one batch reads.
+const BATCH_SPAN_MAX: u64 = 4 * 1024 * 1024;
+/// The most bytes between two of a batch's blobs that it reads for nothing
+/// (only a partial restore leaves such gaps).
+const BATCH_GAP_MAX: u64 = 256 * 1024;
+/// The most files in one batch.
+const BATCH_FILES_MAX: usize = 512;
+/// Batches read, decoded and written at once.
+const BATCHES_IN_FLIGHT: usize = 4;
 
 /// The most entries (files, directories, symlinks) a backup's tree may
 /// expand to before restore or `ls` refuses it. Content addressing lets
@@ -386,21 +403,22 @@ pub(crate) async fn restore(
         }
     }
 
-    let results: Vec<(String, Result<u64>)> = futures::stream::iter(plan.files)
-        .map(|file| {
-            let repo = repo.clone();
-            let writer = writer.clone();
-            let relative = file.relative.clone();
-            let task =
-                tokio::spawn(async move { writer.file(&repo, &file.relative, &file.node).await });
-            async move {
-                let outcome = task.await.unwrap_or_else(|error| Err(task_failed(error)));
-                (relative, outcome)
-            }
-        })
-        .buffer_unordered(FILES_IN_FLIGHT)
-        .collect()
-        .await;
+    let (batches, singles) = plan_batches(&repo, plan.files);
+    let batched = futures::stream::iter(batches)
+        .map(|batch| restore_batch(&repo, &writer, batch))
+        .buffer_unordered(BATCHES_IN_FLIGHT)
+        .collect::<Vec<_>>();
+    let (batched, mut results) = futures::join!(batched, restore_singles(&repo, &writer, singles));
+    let mut again = Vec::new();
+    for outcome in batched.into_iter().flatten() {
+        match outcome {
+            BatchOutcome::Done(relative, outcome) => results.push((relative, outcome)),
+            BatchOutcome::Again(file) => again.push(file),
+        }
+    }
+    // A blob of a batch that failed its check, or a batch whose read failed,
+    // gets the single-file path: it reads again and reports the reason.
+    results.extend(restore_singles(&repo, &writer, again).await);
     for (relative, outcome) in results {
         match outcome {
             Ok(bytes) => {
@@ -435,6 +453,219 @@ pub(crate) async fn restore(
         failures.sort();
         Err(Error::PartialRestore { failures })
     }
+}
+
+/// Restores files one by one, a few at a time, each chunk fetched and
+/// decoded in a task of its own.
+async fn restore_singles(
+    repo: &Arc<RepoShared>,
+    writer: &Arc<SafeWriter>,
+    files: Vec<Planned>,
+) -> Vec<(String, Result<u64>)> {
+    futures::stream::iter(files)
+        .map(|file| {
+            let repo = repo.clone();
+            let writer = writer.clone();
+            let relative = file.relative.clone();
+            let task =
+                tokio::spawn(async move { writer.file(&repo, &file.relative, &file.node).await });
+            async move {
+                let outcome = task.await.unwrap_or_else(|error| Err(task_failed(error)));
+                (relative, outcome)
+            }
+        })
+        .buffer_unordered(FILES_IN_FLIGHT)
+        .collect()
+        .await
+}
+
+/// A small file whose chunks are all in one pack, with their entries in
+/// content order.
+struct BatchFile {
+    file: Planned,
+    blobs: Vec<BlobEntry>,
+}
+
+/// Small files restored together from one range of one pack.
+struct Batch {
+    /// The pack; `None` while the batch holds only empty files.
+    pack: Option<Id>,
+    /// The pack range read: from the first blob's start to the last one's end.
+    span: std::ops::Range<u64>,
+    files: Vec<BatchFile>,
+}
+
+enum BatchOutcome {
+    /// Restored, or failed for a reason that reading again cannot change.
+    Done(String, Result<u64>),
+    /// To be restored alone (see [`restore_singles`]).
+    Again(Planned),
+}
+
+/// Splits `files` into batches of small files (see [`BATCH_FILE_MAX`]) and
+/// the files restored alone: large ones, and any the index cannot place
+/// in a single pack with the recorded size (the single-file path reports
+/// what is wrong with them).
+fn plan_batches(repo: &RepoShared, files: Vec<Planned>) -> (Vec<Batch>, Vec<Planned>) {
+    let mut singles = Vec::new();
+    let mut small: Vec<(Option<Id>, u64, BatchFile)> = Vec::new();
+    {
+        let Ok(index) = repo.index.read() else {
+            return (Vec::new(), files);
+        };
+        for file in files {
+            if file.node.size > BATCH_FILE_MAX {
+                singles.push(file);
+                continue;
+            }
+            let mut pack = None;
+            let mut blobs = Vec::with_capacity(file.node.content.len());
+            let mut fits = true;
+            for id in &file.node.content {
+                match index.get(id) {
+                    Some(location)
+                        if location.entry.kind == BlobKind::Data
+                            && pack.is_none_or(|pack| pack == location.pack) =>
+                    {
+                        pack = Some(location.pack);
+                        blobs.push(location.entry);
+                    }
+                    _ => {
+                        fits = false;
+                        break;
+                    }
+                }
+            }
+            let raw: u64 = blobs.iter().map(|blob| u64::from(blob.raw_length)).sum();
+            let start = blobs.iter().map(|blob| u64::from(blob.offset)).min();
+            let end = blobs.iter().map(blob_end).max();
+            let spread = start.zip(end).map_or(0, |(start, end)| end - start);
+            if !fits || raw != file.node.size || spread > BATCH_SPAN_MAX {
+                singles.push(file);
+                continue;
+            }
+            small.push((pack, start.unwrap_or(0), BatchFile { file, blobs }));
+        }
+    }
+    // Pack order: neighbours in a pack become neighbours in a batch.
+    small.sort_by_key(|(pack, start, _)| (*pack, *start));
+    let mut batches: Vec<Batch> = Vec::new();
+    for (pack, start, file) in small {
+        let end = file.blobs.iter().map(blob_end).max().unwrap_or(start);
+        let joins = batches.last().is_some_and(|batch| {
+            batch.files.len() < BATCH_FILES_MAX
+                && match (batch.pack, pack) {
+                    (_, None) => true,
+                    (None, Some(_)) => false,
+                    (Some(current), Some(pack)) => {
+                        current == pack
+                            && start <= batch.span.end + BATCH_GAP_MAX
+                            && end.max(batch.span.end) - batch.span.start <= BATCH_SPAN_MAX
+                    }
+                }
+        });
+        match batches.last_mut() {
+            Some(batch) if joins => {
+                if pack.is_some() {
+                    batch.span.end = batch.span.end.max(end);
+                }
+                batch.files.push(file);
+            }
+            _ => batches.push(Batch {
+                pack,
+                span: start..end,
+                files: vec![file],
+            }),
+        }
+    }
+    (batches, singles)
+}
+
+fn blob_end(blob: &BlobEntry) -> u64 {
+    u64::from(blob.offset) + u64::from(blob.stored_length)
+}
+
+/// Reads a batch's range of its pack, then decodes and writes its files in
+/// one blocking task.
+async fn restore_batch(
+    repo: &Arc<RepoShared>,
+    writer: &Arc<SafeWriter>,
+    batch: Batch,
+) -> Vec<BatchOutcome> {
+    let again = |batch: Batch| {
+        batch
+            .files
+            .into_iter()
+            .map(|file| BatchOutcome::Again(file.file))
+            .collect()
+    };
+    let (key, span) = match batch.pack {
+        Some(pack) => {
+            let key = pack::pack_key(&pack);
+            match repo.sink.get_range(&key, Some(batch.span.clone())).await {
+                Ok(span) if span.len() as u64 == batch.span.end - batch.span.start => (key, span),
+                _ => return again(batch),
+            }
+        }
+        None => (String::new(), bytes::Bytes::new()),
+    };
+    let mut outcomes = Vec::with_capacity(batch.files.len());
+    let mut jobs = Vec::with_capacity(batch.files.len());
+    for file in batch.files {
+        match writer.place(&file.file.relative).await {
+            Ok((parent, path, _)) => jobs.push((file, parent, path)),
+            Err(error) => outcomes.push(BatchOutcome::Done(file.file.relative, Err(error))),
+        }
+    }
+    let names: Vec<String> = jobs
+        .iter()
+        .map(|(file, _, _)| file.file.relative.clone())
+        .collect();
+    let repo = repo.clone();
+    let tracker = writer.tracker.clone();
+    let start = batch.span.start;
+    let task = tokio::task::spawn_blocking(move || {
+        jobs.into_iter()
+            .map(|(file, parent, path)| {
+                let mut chunks = Vec::with_capacity(file.blobs.len());
+                for blob in &file.blobs {
+                    let from = (u64::from(blob.offset) - start) as usize;
+                    let stored = &span[from..from + blob.stored_length as usize];
+                    match pack::decode_blob(&key, blob, stored, repo.key()) {
+                        Ok(chunk) => chunks.push(chunk),
+                        Err(_) => return BatchOutcome::Again(file.file),
+                    }
+                }
+                let relative = file.file.relative;
+                tracker.set_current(&relative);
+                let job = FileJob::new(&parent, path, &relative, &file.file.node);
+                let mut chunks = chunks.into_iter();
+                let outcome = job.run(|| chunks.next());
+                if let Ok(bytes) = outcome {
+                    tracker.bytes_done(bytes);
+                }
+                BatchOutcome::Done(relative, outcome)
+            })
+            .collect::<Vec<_>>()
+    });
+    match task.await {
+        Ok(done) => outcomes.extend(done),
+        // Only a panic ends the task early: each file is reported.
+        Err(error) => {
+            let reason = task_failed(error).to_string();
+            outcomes.extend(names.into_iter().map(|relative| {
+                BatchOutcome::Done(
+                    relative,
+                    Err(Error::io(
+                        "restore task failed",
+                        PathBuf::new(),
+                        std::io::Error::other(reason.clone()),
+                    )),
+                )
+            }));
+        }
+    }
+    outcomes
 }
 
 fn join(relative: &str, name: &str) -> String {
@@ -541,11 +772,8 @@ impl SafeWriter {
     async fn file(&self, repo: &Arc<RepoShared>, relative: &str, node: &Node) -> Result<u64> {
         let (parent, path, _) = self.place(relative).await?;
         self.tracker.set_current(relative);
-        let temporary = parent.join(format!(
-            ".restore-{}.tmp",
-            hex::encode(crate::crypto::random_bytes::<8>())
-        ));
-        write_verified(repo, &temporary, &path, relative, node, &self.tracker).await
+        let job = FileJob::new(&parent, path, relative, node);
+        write_verified(repo, job, node, &self.tracker).await
     }
 
     async fn symlink(&self, relative: &str, node: &Node) -> Result<()> {
@@ -623,9 +851,7 @@ fn filetime_from_ns(ns: i64) -> filetime::FileTime {
 /// permissions, times, rename), so a small file costs one hand-off.
 async fn write_verified(
     repo: &Arc<RepoShared>,
-    temporary: &Path,
-    path: &Path,
-    relative: &str,
+    job: FileJob,
     node: &Node,
     tracker: &Tracker,
 ) -> Result<u64> {
@@ -643,17 +869,8 @@ async fn write_verified(
             ),
         ));
     }
-    let (sender, receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
-    let job = FileJob {
-        temporary: temporary.to_path_buf(),
-        path: path.to_path_buf(),
-        relative: relative.to_string(),
-        size: node.size,
-        mode: node.mode,
-        mtime: filetime_from_ns(node.mtime_ns),
-        owner: node.uid.zip(node.gid),
-    };
-    let writer = tokio::task::spawn_blocking(move || job.run(receiver));
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+    let writer = tokio::task::spawn_blocking(move || job.run(|| receiver.blocking_recv()));
     let mut fetched = Ok(());
     let mut chunks = futures::stream::iter(node.content.clone())
         .map(|id| {
@@ -697,27 +914,38 @@ struct FileJob {
 }
 
 impl FileJob {
-    /// Writes what `chunks` delivers; on any failure (including fewer
-    /// bytes than the size) removes the temporary file.
-    fn run(self, chunks: tokio::sync::mpsc::Receiver<Vec<u8>>) -> Result<u64> {
-        let outcome = self.write(chunks);
+    /// The job of writing `node` to `path` (in the checked directory
+    /// `parent`) through a temporary file beside it.
+    fn new(parent: &Path, path: PathBuf, relative: &str, node: &Node) -> Self {
+        let temporary = parent.join(format!(
+            ".restore-{}.tmp",
+            hex::encode(crate::crypto::random_bytes::<8>())
+        ));
+        FileJob {
+            temporary,
+            path,
+            relative: relative.to_string(),
+            size: node.size,
+            mode: node.mode,
+            mtime: filetime_from_ns(node.mtime_ns),
+            owner: node.uid.zip(node.gid),
+        }
+    }
+
+    /// Writes the chunks `next` delivers until it returns `None`; on any
+    /// failure (including fewer bytes than the size) removes the temporary
+    /// file.
+    fn run(self, next: impl FnMut() -> Option<Vec<u8>>) -> Result<u64> {
+        let outcome = self.write(next);
         if outcome.is_err() {
             let _ = std::fs::remove_file(&self.temporary);
         }
         outcome
     }
 
-    fn write(&self, mut chunks: tokio::sync::mpsc::Receiver<Vec<u8>>) -> Result<u64> {
+    fn write(&self, mut next: impl FnMut() -> Option<Vec<u8>>) -> Result<u64> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        if let Ok(metadata) = std::fs::symlink_metadata(&self.path) {
-            if metadata.is_dir() {
-                return Err(Error::UnsafePath {
-                    path: self.relative.clone(),
-                    reason: "a directory is in the way of this file",
-                });
-            }
-        }
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -726,7 +954,7 @@ impl FileJob {
             .open(&self.temporary)
             .map_err(|source| Error::io("cannot create", &self.temporary, source))?;
         let mut written = 0u64;
-        while let Some(data) = chunks.blocking_recv() {
+        while let Some(data) = next() {
             written += data.len() as u64;
             if written > self.size {
                 return Err(Error::corrupt(
@@ -757,7 +985,16 @@ impl FileJob {
             .map_err(|source| Error::io("cannot set times", &self.temporary, source))?;
         drop(file);
         std::fs::rename(&self.temporary, &self.path).map_err(|source| {
-            Error::io("cannot move restored file into place", &self.path, source)
+            // Checked here rather than before: a directory is seldom in
+            // the way, and a look per file costs a system call per file.
+            if std::fs::symlink_metadata(&self.path).is_ok_and(|metadata| metadata.is_dir()) {
+                Error::UnsafePath {
+                    path: self.relative.clone(),
+                    reason: "a directory is in the way of this file",
+                }
+            } else {
+                Error::io("cannot move restored file into place", &self.path, source)
+            }
         })?;
         Ok(written)
     }
