@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
+use crate::index::Index;
 use crate::pack::{self, BlobEntry, BlobKind};
 use crate::progress::{Phase, Reporter, Tracker};
 use crate::repository::RepoShared;
@@ -403,7 +404,10 @@ pub(crate) async fn restore(
         }
     }
 
-    let (batches, singles) = plan_batches(&repo, plan.files);
+    let (batches, singles) = match repo.index.read() {
+        Ok(index) => plan_batches(&index, plan.files),
+        Err(_) => (Vec::new(), plan.files),
+    };
     let batched = futures::stream::iter(batches)
         .map(|batch| restore_batch(&repo, &writer, batch))
         .buffer_unordered(BATCHES_IN_FLIGHT)
@@ -506,13 +510,10 @@ enum BatchOutcome {
 /// the files restored alone: large ones, and any the index cannot place
 /// in a single pack with the recorded size (the single-file path reports
 /// what is wrong with them).
-fn plan_batches(repo: &RepoShared, files: Vec<Planned>) -> (Vec<Batch>, Vec<Planned>) {
+fn plan_batches(index: &Index, files: Vec<Planned>) -> (Vec<Batch>, Vec<Planned>) {
     let mut singles = Vec::new();
     let mut small: Vec<(Option<Id>, u64, BatchFile)> = Vec::new();
     {
-        let Ok(index) = repo.index.read() else {
-            return (Vec::new(), files);
-        };
         for file in files {
             if file.node.size > BATCH_FILE_MAX {
                 singles.push(file);
@@ -555,8 +556,9 @@ fn plan_batches(repo: &RepoShared, files: Vec<Planned>) -> (Vec<Batch>, Vec<Plan
         let joins = batches.last().is_some_and(|batch| {
             batch.files.len() < BATCH_FILES_MAX
                 && match (batch.pack, pack) {
-                    (_, None) => true,
-                    (None, Some(_)) => false,
+                    // Empty files (no pack) go together, before the rest.
+                    (None, None) => true,
+                    (None, Some(_)) | (Some(_), None) => false,
                     (Some(current), Some(pack)) => {
                         current == pack
                             && start <= batch.span.end + BATCH_GAP_MAX
@@ -566,9 +568,7 @@ fn plan_batches(repo: &RepoShared, files: Vec<Planned>) -> (Vec<Batch>, Vec<Plan
         });
         match batches.last_mut() {
             Some(batch) if joins => {
-                if pack.is_some() {
-                    batch.span.end = batch.span.end.max(end);
-                }
+                batch.span.end = batch.span.end.max(end);
                 batch.files.push(file);
             }
             _ => batches.push(Batch {
@@ -997,5 +997,154 @@ impl FileJob {
             }
         })?;
         Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::IndexedPack;
+
+    fn id(n: u32) -> Id {
+        Id::digest(&n.to_le_bytes())
+    }
+
+    /// A pack `pack` holding blobs `(blob, offset, stored length)`, each
+    /// of raw length `stored length`.
+    fn pack_of(pack: u32, blobs: &[(u32, u32, u32)]) -> IndexedPack {
+        IndexedPack {
+            id: id(pack),
+            size: 64 << 20,
+            blobs: blobs
+                .iter()
+                .map(|&(blob, offset, length)| BlobEntry {
+                    id: id(blob),
+                    kind: BlobKind::Data,
+                    flags: 0,
+                    offset,
+                    stored_length: length,
+                    raw_length: length,
+                })
+                .collect(),
+        }
+    }
+
+    fn file(name: &str, size: u64, content: &[u32]) -> Planned {
+        Planned {
+            relative: name.into(),
+            node: Node {
+                name: name.into(),
+                kind: NodeKind::File,
+                mode: 0o644,
+                mtime_ns: 0,
+                size,
+                uid: None,
+                gid: None,
+                inode: None,
+                ctime_ns: None,
+                content: content.iter().map(|&n| id(n)).collect(),
+                subtree: None,
+                target: None,
+            },
+        }
+    }
+
+    fn names(batch: &Batch) -> Vec<&str> {
+        batch
+            .files
+            .iter()
+            .map(|file| file.file.relative.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn small_files_are_batched_by_pack_and_neighbourhood() {
+        let mut index = Index::default();
+        const K: u32 = 1024;
+        index.add_pack(&pack_of(
+            1,
+            &[
+                (10, 0, 4 * K),
+                (11, 4 * K, 4 * K),
+                (12, 8 * K, 4 * K),
+                // Far beyond the gap a batch reads for nothing.
+                (13, 8 * 1024 * K, 4 * K),
+                // A 2 MiB chunk: its file is too large for a batch.
+                (14, 9 * 1024 * K, 2048 * K),
+            ],
+        ));
+        index.add_pack(&pack_of(2, &[(20, 0, 4 * K), (21, 4 * K, 4 * K)]));
+        let files = vec![
+            // Listed out of pack order: batches follow the packs.
+            file("c", 4096, &[12]),
+            file("b-and-d", 8192, &[11, 21]),
+            file("a", 4096, &[10]),
+            file("e", 4096, &[20]),
+            file("f", 8192, &[20, 21]),
+            file("far", 4096, &[13]),
+            file("big", 2 << 20, &[14]),
+            file("missing", 4096, &[99]),
+            file("wrong-size", 4097, &[10]),
+            file("empty", 0, &[]),
+            file("twice", 8192, &[10, 10]),
+        ];
+        let (batches, singles) = plan_batches(&index, files);
+        let mut single_names: Vec<&str> = singles.iter().map(|f| f.relative.as_str()).collect();
+        single_names.sort_unstable();
+        // A file over two packs, a large one, one the index does not know
+        // and one whose chunks do not add up to its size go alone.
+        assert_eq!(single_names, ["b-and-d", "big", "missing", "wrong-size"]);
+        let grouped: Vec<Vec<&str>> = batches.iter().map(names).collect();
+        // Empty files need no read: they go together, in a batch of no pack.
+        let empty: Vec<&Batch> = batches.iter().filter(|b| b.pack.is_none()).collect();
+        assert_eq!(empty.len(), 1, "{grouped:?}");
+        assert_eq!(names(empty[0]), ["empty"]);
+        // Pack 1: a, twice (the same blob twice) and c read together;
+        // `far` on its own.
+        let pack1: Vec<&Batch> = batches.iter().filter(|b| b.pack == Some(id(1))).collect();
+        assert_eq!(pack1.len(), 2, "{grouped:?}");
+        let near = names(pack1[0]);
+        assert_eq!(near.len(), 3, "{grouped:?}");
+        for name in ["a", "twice", "c"] {
+            assert!(near.contains(&name), "{grouped:?}");
+        }
+        assert_eq!(pack1[0].span, 0..12 * K as u64);
+        assert_eq!(names(pack1[1]), ["far"]);
+        assert_eq!(pack1[1].span, 8192 * K as u64..8196 * K as u64);
+        let pack2: Vec<&Batch> = batches.iter().filter(|b| b.pack == Some(id(2))).collect();
+        assert_eq!(pack2.len(), 1, "{grouped:?}");
+        assert_eq!(pack2[0].span, 0..8 * K as u64);
+        let mut in_pack2 = names(pack2[0]);
+        in_pack2.sort_unstable();
+        assert_eq!(in_pack2, ["e", "f"]);
+    }
+
+    #[test]
+    fn a_batch_reads_at_most_its_span_and_files_limit() {
+        let mut index = Index::default();
+        // 1,000 blobs of 16 KiB back to back: 16,000 KiB of pack.
+        let blobs: Vec<(u32, u32, u32)> = (0..1000)
+            .map(|n| (100 + n, n * 16 * 1024, 16 * 1024))
+            .collect();
+        index.add_pack(&pack_of(1, &blobs));
+        let files = (0..1000)
+            .map(|n| file(&format!("f{n:04}"), 16 * 1024, &[100 + n]))
+            .collect();
+        let (batches, singles) = plan_batches(&index, files);
+        assert!(singles.is_empty());
+        let total: usize = batches.iter().map(|batch| batch.files.len()).sum();
+        assert_eq!(total, 1000);
+        for batch in &batches {
+            assert!(batch.span.end - batch.span.start <= BATCH_SPAN_MAX);
+            assert!(batch.files.len() <= BATCH_FILES_MAX);
+            for file in &batch.files {
+                for blob in &file.blobs {
+                    assert!(u64::from(blob.offset) >= batch.span.start);
+                    assert!(blob_end(blob) <= batch.span.end);
+                }
+            }
+        }
+        // 4 MiB spans: four batches for 16,000 KiB.
+        assert_eq!(batches.len(), 4);
     }
 }

@@ -400,6 +400,46 @@ async fn a_symlink_is_never_followed_by_a_later_restore() {
 }
 
 #[tokio::test]
+async fn a_directory_in_the_way_of_a_file_is_named_and_the_rest_restored() {
+    let scene = Scene::new().await;
+    let data = scene.store(&[(BlobKind::Data, b"data\n".to_vec())]).await[0];
+    let backup = scene
+        .manifest(
+            scene
+                .listing(&[
+                    file_node("a", &[data], 5),
+                    file_node("blocked", &[data], 5),
+                    file_node("c", &[data], 5),
+                ])
+                .await,
+        )
+        .await;
+    let target = scene.root.join("target");
+    std::fs::create_dir_all(target.join("blocked/inner")).unwrap();
+    std::fs::write(target.join("blocked/inner/kept"), b"kept").unwrap();
+    // An older file in the way is replaced.
+    std::fs::write(target.join("c"), b"older content").unwrap();
+    let text = message(&scene.restore(&backup, &target).await);
+    assert!(text.contains("blocked"), "{text}");
+    assert!(text.contains("a directory is in the way"), "{text}");
+    assert_eq!(std::fs::read(target.join("a")).unwrap(), b"data\n");
+    assert_eq!(std::fs::read(target.join("c")).unwrap(), b"data\n");
+    assert_eq!(
+        std::fs::read(target.join("blocked/inner/kept")).unwrap(),
+        b"kept"
+    );
+    // No temporary file is left behind.
+    assert_eq!(contents(&target), contents_expected());
+}
+
+fn contents_expected() -> BTreeSet<String> {
+    ["a", "blocked", "blocked/inner", "blocked/inner/kept", "c"]
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
+#[tokio::test]
 async fn huge_declared_sizes_are_refused_before_writing() {
     let scene = Scene::new().await;
     let data = scene.store(&[(BlobKind::Data, b"small\n".to_vec())]).await[0];
