@@ -13,7 +13,9 @@
 //! in bytes for all files together (`MEMORY_BUDGET_KIB`), a bounded number
 //! of files are read at once, and at most a few packs (as many as the sink's
 //! [`write_concurrency`](crate::sink::Sink::write_concurrency)) are being
-//! uploaded; the buffers of stored packs are reused. A chunk is hashed
+//! uploaded; the buffers of stored packs are reused. A sink that stages
+//! objects ([`Sink::stage`](crate::sink::Sink::stage), a local disk) gets
+//! data packs as they fill, a few MiB at a time, so no whole pack is held. A chunk is hashed
 //! before it is compressed, and a chunk already stored (or already being
 //! stored by this backup) is never compressed or stored again.
 
@@ -39,7 +41,7 @@ use crate::pack::{self, BlobKind, PackBuilder};
 use crate::progress::Tracker;
 use crate::repository::{RepoShared, INDEX_PREFIX};
 use crate::restore::{RestoreOptions, RestoreSummary};
-use crate::sink::PutMode;
+use crate::sink::{PutMode, StagedObject};
 use crate::snapshot::Entry;
 use crate::tree::{self, Node, NodeKind};
 use crate::{Error, Id, Result};
@@ -151,6 +153,11 @@ const PACK_HEADER_ROOM: usize = 256 * 1024;
 /// Small files being read and encoded at once: a cold cache needs many
 /// reads outstanding; their bytes are bounded by [`MEMORY_BUDGET_KIB`].
 const SMALL_FILES_IN_FLIGHT: usize = 64;
+/// Bytes of a pack written as it fills (see [`OpenPack`]) handed to its
+/// writer at once.
+const STREAM_BLOCK: usize = 2 * 1024 * 1024;
+/// Blocks queued for a pack's writer.
+const STREAM_BLOCKS_QUEUED: usize = 2;
 /// KiB of chunk data read or encoded but not yet in a pack, for all files
 /// together. A chunk counts twice its length (plaintext and encoded copy).
 /// Bounds the backup's memory whatever the files' sizes; packs being
@@ -238,8 +245,13 @@ struct BackupWriter {
     tracker: Arc<Tracker>,
     /// Chunks stored in the repository or by this backup so far.
     claimed: Arc<Mutex<HashSet<Id>>>,
-    data_pack: tokio::sync::Mutex<PackBuilder>,
-    tree_pack: tokio::sync::Mutex<PackBuilder>,
+    data_pack: tokio::sync::Mutex<OpenPack>,
+    tree_pack: tokio::sync::Mutex<OpenPack>,
+    /// Set once the sink has declined to stage a pack.
+    no_staging: std::sync::atomic::AtomicBool,
+    /// Buffers of blocks written, for the next blocks (fresh ones of this
+    /// size are mapped and unmapped each time).
+    block_buffers: Arc<Mutex<Vec<Vec<u8>>>>,
     uploads: tokio::sync::Mutex<JoinSet<Result<IndexedPack>>>,
     upload_slots: Arc<Semaphore>,
     /// The number of permits of `upload_slots`.
@@ -265,8 +277,10 @@ impl BackupWriter {
             repo,
             tracker,
             claimed: Arc::new(Mutex::new(HashSet::new())),
-            data_pack: tokio::sync::Mutex::new(PackBuilder::default()),
-            tree_pack: tokio::sync::Mutex::new(PackBuilder::default()),
+            data_pack: tokio::sync::Mutex::new(OpenPack::default()),
+            tree_pack: tokio::sync::Mutex::new(OpenPack::default()),
+            no_staging: std::sync::atomic::AtomicBool::new(false),
+            block_buffers: Arc::new(Mutex::new(Vec::new())),
             uploads: tokio::sync::Mutex::new(JoinSet::new()),
             upload_slots: Arc::new(Semaphore::new(uploads)),
             upload_slots_total: uploads,
@@ -733,33 +747,29 @@ impl BackupWriter {
             };
             // A blob that would take the pack past its size goes to the next
             // pack: packs stay within one buffer of a fixed size.
-            let full = if !pack.is_empty() && pack.len() + stored.len() > pack_size {
+            let full = if !pack.builder.is_empty() && pack.builder.len() + stored.len() > pack_size
+            {
                 Some(std::mem::take(&mut *pack))
             } else {
                 None
             };
-            if pack.is_empty() {
-                // Sized once so the buffer never grows by doubling (room for
-                // the header too), and reused for data packs: fresh memory
-                // costs a page fault per page. A tree pack fills slowly: its
-                // untouched pages cost no memory.
-                let capacity = pack_size.max(stored.len()) + PACK_HEADER_ROOM;
-                let reused = match kind {
-                    BlobKind::Data => self
-                        .pack_buffers
-                        .lock()
-                        .ok()
-                        .and_then(|mut pool| pool.pop()),
-                    BlobKind::Tree => None,
-                };
-                *pack = match reused {
-                    Some(buffer) if buffer.capacity() >= capacity => {
-                        PackBuilder::with_buffer(buffer)
-                    }
-                    _ => PackBuilder::with_capacity(capacity),
-                };
+            if pack.builder.is_empty() {
+                *pack = self.open_pack(kind, pack_size.max(stored.len())).await?;
             }
-            pack.add(id, kind, flags, raw_length, &stored);
+            pack.builder.add(id, kind, flags, raw_length, &stored);
+            if pack.builder.pending() >= STREAM_BLOCK {
+                let OpenPack { builder, stream } = &mut *pack;
+                if let Some(stream) = stream {
+                    let next = stream.spare.lock().ok().and_then(|mut spare| spare.pop());
+                    let next = next.unwrap_or_else(|| Vec::with_capacity(2 * STREAM_BLOCK));
+                    let block = builder.take_pending(next);
+                    if stream.blocks.send(StreamBlock::Bytes(block)).await.is_err() {
+                        // The writer stopped: its outcome says why.
+                        let failed = std::mem::take(&mut *pack);
+                        return Err(failed.writer_error().await);
+                    }
+                }
+            }
             full
         };
         if let Some(full) = full {
@@ -768,8 +778,49 @@ impl BackupWriter {
         Ok(())
     }
 
+    /// A new, empty pack for blobs of `kind`, the first `blob` bytes long:
+    /// written as it fills when it is a data pack and the sink stages
+    /// objects, otherwise kept whole in a buffer (sized once so it never
+    /// grows by doubling, and reused for data packs: fresh memory costs a
+    /// page fault per page; a tree pack fills slowly, and its untouched
+    /// pages cost no memory).
+    async fn open_pack(&self, kind: BlobKind, blob: usize) -> Result<OpenPack> {
+        if kind == BlobKind::Data && !self.no_staging.load(Ordering::Relaxed) {
+            let sink = self.repo.sink.clone();
+            let staged = tokio::task::spawn_blocking(move || sink.stage())
+                .await
+                .map_err(|_| closed())??;
+            match staged {
+                Some(staged) => {
+                    return Ok(OpenPack {
+                        builder: PackBuilder::with_capacity(2 * STREAM_BLOCK),
+                        stream: Some(PackStream::start(staged, self.block_buffers.clone())),
+                    })
+                }
+                None => self.no_staging.store(true, Ordering::Relaxed),
+            }
+        }
+        let capacity = blob + PACK_HEADER_ROOM;
+        let reused = match kind {
+            BlobKind::Data => self
+                .pack_buffers
+                .lock()
+                .ok()
+                .and_then(|mut pool| pool.pop()),
+            BlobKind::Tree => None,
+        };
+        let builder = match reused {
+            Some(buffer) if buffer.capacity() >= capacity => PackBuilder::with_buffer(buffer),
+            _ => PackBuilder::with_capacity(capacity),
+        };
+        Ok(OpenPack {
+            builder,
+            stream: None,
+        })
+    }
+
     /// Finishes a pack and uploads it in the background (bounded).
-    async fn upload(&self, builder: PackBuilder) -> Result<()> {
+    async fn upload(&self, pack: OpenPack) -> Result<()> {
         let permit = self
             .upload_slots
             .clone()
@@ -782,6 +833,18 @@ impl BackupWriter {
             self.on_uploaded(done).await?;
         }
         let repo = self.repo.clone();
+        let OpenPack { builder, stream } = pack;
+        if let Some(stream) = stream {
+            uploads.spawn(async move {
+                let key = repo.key().cloned();
+                let (tail, blobs) = builder.finish_pending(key.as_ref());
+                let outcome = stream.finish(tail).await;
+                drop(permit);
+                let (id, size) = outcome?;
+                Ok(IndexedPack { id, size, blobs })
+            });
+            return Ok(());
+        }
         let pool = self.pack_buffers.clone();
         let pool_size = self.upload_slots_total + 2;
         uploads.spawn(async move {
@@ -849,9 +912,9 @@ impl BackupWriter {
     async fn flush(&self) -> Result<()> {
         let mut first_error = None;
         for pack in [&self.data_pack, &self.tree_pack] {
-            let builder = std::mem::take(&mut *pack.lock().await);
-            if !builder.is_empty() {
-                if let Err(error) = self.upload(builder).await {
+            let open = std::mem::take(&mut *pack.lock().await);
+            if !open.builder.is_empty() {
+                if let Err(error) = self.upload(open).await {
                     first_error.get_or_insert(error);
                 }
             }
@@ -885,6 +948,93 @@ impl BackupWriter {
             ids.push(self.store_chunk(BlobKind::Tree, chunk.to_vec()).await?);
         }
         Ok(ids)
+    }
+}
+
+/// The pack being filled: its blobs, and its writer when the pack is
+/// written as it fills (handed [`STREAM_BLOCK`] bytes at a time).
+#[derive(Default)]
+struct OpenPack {
+    builder: PackBuilder,
+    stream: Option<PackStream>,
+}
+
+impl OpenPack {
+    /// Why the writer of this (streamed) pack stopped early.
+    async fn writer_error(self) -> Error {
+        match self.stream {
+            Some(stream) => match stream.writer.await {
+                Ok(Err(error)) => error,
+                _ => closed(),
+            },
+            None => closed(),
+        }
+    }
+}
+
+/// What a pack's writer receives.
+enum StreamBlock {
+    /// More of the pack.
+    Bytes(Vec<u8>),
+    /// The pack's last bytes (header and trailer): hash, commit, done.
+    Last(Vec<u8>),
+}
+
+/// A blocking task that appends a pack's bytes to a staged object as they
+/// come, hashing them, and commits the object under the pack's id once it
+/// has the last bytes. A pack abandoned before (a failed backup) is
+/// discarded, never committed.
+struct PackStream {
+    blocks: tokio::sync::mpsc::Sender<StreamBlock>,
+    writer: tokio::task::JoinHandle<Result<(Id, u64)>>,
+    /// Buffers of blocks written (shared by the writer's packs).
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl PackStream {
+    fn start(mut staged: Box<dyn StagedObject>, spare: Arc<Mutex<Vec<Vec<u8>>>>) -> PackStream {
+        use sha2::{Digest, Sha256};
+        let (blocks, mut receiver) = tokio::sync::mpsc::channel(STREAM_BLOCKS_QUEUED);
+        let returned = spare.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            while let Some(block) = receiver.blocking_recv() {
+                let (bytes, last) = match block {
+                    StreamBlock::Bytes(bytes) => (bytes, false),
+                    StreamBlock::Last(bytes) => (bytes, true),
+                };
+                hasher.update(&bytes);
+                size += bytes.len() as u64;
+                staged.append(&bytes)?;
+                if let Ok(mut spare) = returned.lock() {
+                    // Enough for the blocks queued and being filled.
+                    if spare.len() < STREAM_BLOCKS_QUEUED + 2 {
+                        spare.push(bytes);
+                    }
+                }
+                if last {
+                    let id = Id(hasher.finalize().into());
+                    staged.commit(&pack::pack_key(&id))?;
+                    return Ok((id, size));
+                }
+            }
+            // Dropped unfinished: the staged object goes with it.
+            Err(closed())
+        });
+        PackStream {
+            blocks,
+            writer,
+            spare,
+        }
+    }
+
+    /// Sends the pack's last bytes and waits for it to be stored.
+    async fn finish(self, tail: Vec<u8>) -> Result<(Id, u64)> {
+        // A send fails only when the writer stopped; its outcome says why.
+        let _ = self.blocks.send(StreamBlock::Last(tail)).await;
+        drop(self.blocks);
+        self.writer.await.map_err(|_| closed())?
     }
 }
 

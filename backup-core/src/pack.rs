@@ -238,8 +238,11 @@ pub fn decode_blob(
 /// Accumulates blobs into one pack.
 #[derive(Debug, Default)]
 pub struct PackBuilder {
+    /// Blob bytes not yet taken (see [`take_pending`](Self::take_pending)).
     data: Vec<u8>,
     entries: Vec<BlobEntry>,
+    /// Bytes taken so far.
+    taken: usize,
 }
 
 impl PackBuilder {
@@ -250,6 +253,7 @@ impl PackBuilder {
         PackBuilder {
             data: buffer,
             entries: Vec::new(),
+            taken: 0,
         }
     }
 
@@ -258,12 +262,27 @@ impl PackBuilder {
         PackBuilder {
             data: Vec::with_capacity(capacity),
             entries: Vec::new(),
+            taken: 0,
         }
     }
 
-    /// Bytes of blobs so far.
+    /// Bytes of blobs so far (taken ones included).
     pub fn len(&self) -> usize {
+        self.taken + self.data.len()
+    }
+
+    /// Bytes of blobs added since the last [`take_pending`](Self::take_pending).
+    pub fn pending(&self) -> usize {
         self.data.len()
+    }
+
+    /// Takes the bytes added since the last call, for a pack written as it
+    /// fills; `replacement` (cleared) holds the next ones. Offsets of later
+    /// blobs still count from the pack's start.
+    pub fn take_pending(&mut self, mut replacement: Vec<u8>) -> Vec<u8> {
+        replacement.clear();
+        self.taken += self.data.len();
+        std::mem::replace(&mut self.data, replacement)
     }
 
     /// Whether no blob was added.
@@ -273,7 +292,7 @@ impl PackBuilder {
 
     /// Appends an encoded blob.
     pub fn add(&mut self, id: Id, kind: BlobKind, flags: u8, raw_length: u32, stored: &[u8]) {
-        let offset = u32::try_from(self.data.len()).unwrap_or(u32::MAX);
+        let offset = u32::try_from(self.len()).unwrap_or(u32::MAX);
         self.entries.push(BlobEntry {
             id,
             kind,
@@ -286,7 +305,20 @@ impl PackBuilder {
     }
 
     /// Writes the header and trailer; returns the pack id, bytes and entries.
-    pub fn finish(mut self, key: Option<&MasterKey>) -> (Id, Vec<u8>, Vec<BlobEntry>) {
+    ///
+    /// For a pack kept whole: with bytes taken, the id would not cover
+    /// them (see [`finish_pending`](Self::finish_pending)).
+    pub fn finish(self, key: Option<&MasterKey>) -> (Id, Vec<u8>, Vec<BlobEntry>) {
+        debug_assert_eq!(self.taken, 0, "finish of a pack written as it fills");
+        let (data, entries) = self.finish_pending(key);
+        let id = Id(Sha256::digest(&data).into());
+        (id, data, entries)
+    }
+
+    /// Appends the header and trailer to the bytes not yet taken and
+    /// returns them with the entries: the end of a pack written as it
+    /// fills, whose id is the SHA-256 of everything taken and returned.
+    pub fn finish_pending(mut self, key: Option<&MasterKey>) -> (Vec<u8>, Vec<BlobEntry>) {
         let mut header = Vec::with_capacity(self.entries.len() * HEADER_ENTRY_LEN);
         for entry in &self.entries {
             header.push(entry.kind as u8);
@@ -300,8 +332,7 @@ impl PackBuilder {
         let header_length = u32::try_from(sealed.len()).unwrap_or(u32::MAX);
         self.data.extend_from_slice(&header_length.to_le_bytes());
         self.data.extend_from_slice(&PACK_MAGIC);
-        let id = Id(Sha256::digest(&self.data).into());
-        (id, self.data, self.entries)
+        (self.data, self.entries)
     }
 }
 

@@ -78,6 +78,83 @@ pub async fn run_all(sink: &dyn Sink) {
     invalid_keys(sink).await;
     large_object(sink).await;
     list_many(sink).await;
+    staged_objects(sink).await;
+}
+
+/// For a sink that stages objects ([`Sink::stage`]): a committed object is
+/// exactly the bytes appended, replaces an object under its key, and is
+/// listed once; an object dropped uncommitted, or not yet committed, is
+/// nowhere to be seen. Sinks that do not stage pass trivially.
+///
+/// # Panics
+///
+/// On a contract violation.
+pub async fn staged_objects(sink: &dyn Sink) {
+    let check = Check::start(sink, "staged").await;
+    let key = check.key("pack/object");
+    // The staged object's methods block; a check may block briefly.
+    let stage = || {
+        sink.stage()
+            .unwrap_or_else(|error| check.fail(format!("stage failed: {error}")))
+    };
+    if stage().is_none() {
+        check.finish().await;
+        return;
+    }
+    // A piece of 3 MiB crosses any block size a sink is likely to use.
+    let pieces: [&[usize]; 3] = [&[1, 4096, 3 << 20, 5], &[], &[100]];
+    let mut last = Vec::new();
+    for (round, sizes) in pieces.iter().enumerate() {
+        let Some(mut staged) = stage() else {
+            check.fail("stage returned None after returning an object".into())
+        };
+        let mut expected = Vec::new();
+        for (number, &size) in sizes.iter().enumerate() {
+            let piece: Vec<u8> = (0..size).map(|i| (i * 13 + number + round) as u8).collect();
+            check.result(staged.append(&piece), "append to a staged object", &key);
+            expected.extend_from_slice(&piece);
+        }
+        let before = check.list_map(&check.prefix).await;
+        check.assert_eq(
+            "list before a staged object is committed",
+            before.len(),
+            usize::from(round > 0),
+        );
+        check.result(staged.commit(&key), "commit of a staged object", &key);
+        check.assert_bytes(
+            "get of a committed object",
+            &check.get(&key).await,
+            &expected,
+        );
+        let listed = check.list_map(&check.prefix).await;
+        check.assert_eq(
+            "list after a commit",
+            listed,
+            BTreeMap::from([(key.clone(), expected.len() as u64)]),
+        );
+        last = expected;
+    }
+    let Some(mut dropped) = stage() else {
+        check.fail("stage returned None after returning an object".into())
+    };
+    check.result(
+        dropped.append(b"never committed"),
+        "append to a staged object",
+        &key,
+    );
+    drop(dropped);
+    check.assert_bytes(
+        "get after an uncommitted object was dropped",
+        &check.get(&key).await,
+        &last,
+    );
+    let listed = check.list_map(&check.prefix).await;
+    check.assert_eq(
+        "list after an uncommitted object was dropped",
+        listed,
+        BTreeMap::from([(key.clone(), last.len() as u64)]),
+    );
+    check.finish().await;
 }
 
 /// What `put` stores, `get` returns, at any depth of key.

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::memory::clamp_range;
-use super::{validate_key, ObjectMeta, PutMode, Sink};
+use super::{validate_key, ObjectMeta, PutMode, Sink, StagedObject};
 use crate::{Error, Result};
 
 /// Prefix of the temporary files puts write before moving them into place.
@@ -182,6 +182,172 @@ impl Sink for LocalSink {
     fn write_concurrency(&self) -> usize {
         2
     }
+
+    /// A temporary file in the root, written as the bytes come (with
+    /// direct I/O where the file system allows), renamed to its key on
+    /// commit.
+    fn stage(&self) -> Result<Option<Box<dyn StagedObject>>> {
+        let (file, temp) = create_temp(&self.root)
+            .map_err(|e| write_error("creating temporary file in", &self.root, e))?;
+        let blocks = BlockWriter::new(&temp.path, file);
+        Ok(Some(Box::new(StagedFile {
+            sink: self.clone(),
+            temp,
+            blocks,
+        })))
+    }
+}
+
+/// An object being written to a temporary file (see [`Sink::stage`]).
+#[derive(Debug)]
+struct StagedFile {
+    sink: LocalSink,
+    temp: TempFile,
+    blocks: BlockWriter,
+}
+
+impl StagedObject for StagedFile {
+    fn append(&mut self, data: &[u8]) -> Result<()> {
+        self.blocks
+            .append(data)
+            .map_err(|e| write_error("writing object", &self.temp.path, e))
+    }
+
+    fn commit(mut self: Box<Self>, key: &str) -> Result<()> {
+        let path = self.sink.path_of(key)?;
+        self.blocks
+            .finish()
+            .map_err(|e| write_error("writing object", &self.temp.path, e))?;
+        self.blocks
+            .file
+            .sync_all()
+            .map_err(|e| write_error("syncing object", &path, e))?;
+        rename_into_place(&self.sink.root, &mut self.temp, &path)
+    }
+}
+
+/// Writes a file in whole blocks from a reused buffer: with `O_DIRECT`
+/// where the file system allows (see [`write_direct`]), through the page
+/// cache otherwise.
+struct BlockWriter {
+    /// The file, opened without direct I/O.
+    file: File,
+    /// The same file opened with `O_DIRECT`, while it is accepted.
+    direct: Option<File>,
+    buffer: Vec<u8>,
+    /// Where the aligned block starts in `buffer`.
+    start: usize,
+    /// Bytes of the block filled.
+    filled: usize,
+    /// File offset of the block.
+    offset: u64,
+}
+
+impl std::fmt::Debug for BlockWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockWriter")
+            .field("direct", &self.direct.is_some())
+            .field("filled", &self.filled)
+            .field("offset", &self.offset)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlockWriter {
+    /// A writer of `file`, at `path`, from its start.
+    fn new(path: &Path, file: File) -> BlockWriter {
+        let buffer = DIRECT_BUFFERS
+            .lock()
+            .ok()
+            .and_then(|mut pool| pool.pop())
+            .unwrap_or_else(|| vec![0; DIRECT_BLOCK + DIRECT_ALIGN]);
+        let start = buffer.as_ptr().align_offset(DIRECT_ALIGN);
+        BlockWriter {
+            file,
+            direct: open_direct(path),
+            buffer,
+            start,
+            filled: 0,
+            offset: 0,
+        }
+    }
+
+    /// Copies `data` into the block, writing each block once it is full
+    /// and more follows.
+    fn append(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            if self.filled == DIRECT_BLOCK {
+                self.write_block()?;
+            }
+            let take = (DIRECT_BLOCK - self.filled).min(data.len());
+            let at = self.start + self.filled;
+            self.buffer[at..at + take].copy_from_slice(&data[..take]);
+            self.filled += take;
+            data = &data[take..];
+        }
+        Ok(())
+    }
+
+    /// Writes the filled part of the block (a direct write padded to the
+    /// alignment, which [`finish`](Self::finish) cuts off again).
+    fn write_block(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let block = &mut self.buffer[self.start..self.start + DIRECT_BLOCK];
+        if let Some(direct) = &self.direct {
+            let padded = self.filled.next_multiple_of(DIRECT_ALIGN);
+            block[self.filled..padded].fill(0);
+            match direct.write_all_at(&block[..padded], self.offset) {
+                Ok(()) => {
+                    self.offset += self.filled as u64;
+                    self.filled = 0;
+                    return Ok(());
+                }
+                // Opened, but refused on the first write (some FUSE and
+                // network file systems): the page cache from now on.
+                Err(e) if self.offset == 0 && e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.direct = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.file.write_all_at(&block[..self.filled], self.offset)?;
+        self.offset += self.filled as u64;
+        self.filled = 0;
+        Ok(())
+    }
+
+    /// Writes what is left and cuts the file to the bytes appended.
+    fn finish(&mut self) -> io::Result<()> {
+        if self.filled > 0 {
+            self.write_block()?;
+        }
+        self.file.set_len(self.offset)
+    }
+}
+
+/// Opens `path` for direct writes; `None` where refused.
+#[cfg(target_os = "linux")]
+fn open_direct(path: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .ok()
+}
+
+/// Direct I/O is only used on Linux.
+#[cfg(not(target_os = "linux"))]
+fn open_direct(_path: &Path) -> Option<File> {
+    None
+}
+
+impl Drop for BlockWriter {
+    fn drop(&mut self) {
+        if let Ok(mut pool) = DIRECT_BUFFERS.lock() {
+            pool.push(std::mem::take(&mut self.buffer));
+        }
+    }
 }
 
 /// Runs blocking file system work off the async runtime's worker threads.
@@ -253,6 +419,7 @@ fn is_temp_name(name: &str) -> bool {
 }
 
 /// Removes a temporary file when dropped, unless it was moved into place.
+#[derive(Debug)]
 struct TempFile {
     path: PathBuf,
     armed: bool,
@@ -412,17 +579,30 @@ fn put_file(root: &Path, key: &str, path: &Path, data: &[u8], mode: PutMode) -> 
             // Dropping the armed guard removes the temporary name.
             drop(temp);
         }
-        PutMode::Overwrite => {
-            fs::rename(&temp.path, path).map_err(|e| {
-                if is_dir(path) {
-                    Error::io(DIRECTORY_IN_THE_WAY, path, e)
-                } else {
-                    write_error("moving object into place", path, e)
-                }
-            })?;
-            temp.armed = false;
-        }
+        PutMode::Overwrite => return rename_into_place(root, &mut temp, path),
     }
+    sync_dir(dir).map_err(|e| write_error("syncing directory", dir, e))
+}
+
+/// Renames the complete, synced temporary file to `path` (creating its
+/// directories below `root` when missing) and makes the entry durable.
+fn rename_into_place(root: &Path, temp: &mut TempFile, path: &Path) -> Result<()> {
+    let dir = path.parent().unwrap_or(root);
+    let moved = match fs::rename(&temp.path, path) {
+        Err(e) if is_missing(&e) && !dir.exists() => {
+            create_parents(root, dir)?;
+            fs::rename(&temp.path, path)
+        }
+        other => other,
+    };
+    moved.map_err(|e| {
+        if is_dir(path) {
+            Error::io(DIRECTORY_IN_THE_WAY, path, e)
+        } else {
+            write_error("moving object into place", path, e)
+        }
+    })?;
+    temp.armed = false;
     sync_dir(dir).map_err(|e| write_error("syncing directory", dir, e))
 }
 
@@ -706,6 +886,66 @@ mod tests {
             assert!(back == data, "content of the {size}-byte object differs");
             let path = root.join("p/object");
             assert_eq!(std::fs::metadata(&path).unwrap().len(), size as u64);
+        }
+    }
+
+    #[tokio::test]
+    async fn staged_objects_are_whole_on_commit_and_nothing_when_dropped() {
+        let mut roots = vec![tempfile::tempdir().unwrap()];
+        if Path::new("/dev/shm").is_dir() {
+            roots.push(tempfile::tempdir_in("/dev/shm").unwrap());
+        }
+        for tmp in &roots {
+            let root = tmp.path();
+            let sink = LocalSink::create(root).unwrap();
+            // Pieces that end inside a block, exactly on one, and span
+            // several; a shorter object then replaces a longer one.
+            let plans: [&[usize]; 4] = [
+                &[],
+                &[7],
+                &[
+                    DIRECT_BLOCK - 1,
+                    1,
+                    DIRECT_BLOCK,
+                    3 * DIRECT_BLOCK + 5,
+                    4096,
+                ],
+                &[DIRECT_BLOCK + DIRECT_ALIGN + 7],
+            ];
+            for (index, pieces) in plans.into_iter().enumerate() {
+                let mut staged = sink.stage().unwrap().unwrap();
+                let mut expected = Vec::new();
+                for (number, &size) in pieces.iter().enumerate() {
+                    let piece: Vec<u8> =
+                        (0..size).map(|i| (i * 7 + number + index) as u8).collect();
+                    staged.append(&piece).unwrap();
+                    expected.extend_from_slice(&piece);
+                }
+                // Invisible until committed: the listing shows the
+                // previous object only.
+                let before = sink.list("").await.unwrap();
+                assert_eq!(before.len(), usize::from(index > 0), "{before:?}");
+                staged.commit("data/ab/object").unwrap();
+                let back = sink.get("data/ab/object").await.unwrap();
+                assert_eq!(back.len(), expected.len());
+                assert!(back == expected, "staged object {index} differs");
+                let listed = sink.list("").await.unwrap();
+                assert_eq!(listed.len(), 1, "{listed:?}");
+                assert_eq!(listed[0].size, expected.len() as u64);
+            }
+            // Dropped uncommitted: no object, no temporary file.
+            let mut staged = sink.stage().unwrap().unwrap();
+            staged.append(&vec![1u8; DIRECT_BLOCK + 1]).unwrap();
+            drop(staged);
+            let names: Vec<String> = std::fs::read_dir(root)
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(names, ["data"], "{}", root.display());
+            // A key a local sink cannot store is refused at commit.
+            let staged = sink.stage().unwrap().unwrap();
+            assert!(staged.commit("../escape").is_err());
+            assert!(!root.parent().unwrap().join("escape").exists());
         }
     }
 

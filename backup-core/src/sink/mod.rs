@@ -119,6 +119,45 @@ pub trait Sink: Send + Sync + Debug {
     fn write_concurrency(&self) -> usize {
         4
     }
+
+    /// Starts an object whose bytes are written as they come and whose key
+    /// is chosen once it is complete (a pack is named by its hash), so that
+    /// a writer holds a few MiB of it rather than all of it.
+    ///
+    /// `None`, the default, when the sink stores objects whole only: the
+    /// caller then buffers the object and calls [`put`](Sink::put). A
+    /// committed object is stored as by `put` with [`PutMode::Overwrite`]
+    /// (atomically and durably); one dropped uncommitted leaves nothing a
+    /// reader can see.
+    ///
+    /// Blocking: call it, and the object's methods, off the async
+    /// runtime's worker threads.
+    ///
+    /// # Errors
+    ///
+    /// A sink error when the object cannot be started.
+    fn stage(&self) -> Result<Option<Box<dyn StagedObject>>> {
+        Ok(None)
+    }
+}
+
+/// An object being written piece by piece (see [`Sink::stage`]). Dropping
+/// it uncommitted discards it. Its methods block.
+pub trait StagedObject: Send + Debug {
+    /// Appends `data` to the object.
+    ///
+    /// # Errors
+    ///
+    /// A sink error (such as a full disk); the object is then unusable.
+    fn append(&mut self, data: &[u8]) -> Result<()>;
+
+    /// Stores the bytes appended so far under `key`, atomically and
+    /// durably, replacing any object there.
+    ///
+    /// # Errors
+    ///
+    /// A sink error; nothing is stored under `key` then.
+    fn commit(self: Box<Self>, key: &str) -> Result<()>;
 }
 
 /// Conveniences over [`Sink`], implemented for every sink.

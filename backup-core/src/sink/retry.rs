@@ -153,4 +153,10 @@ impl Sink for RetrySink {
     fn write_concurrency(&self) -> usize {
         self.inner.write_concurrency()
     }
+
+    /// The inner sink's staged objects, without retries: a sink that
+    /// stages (a local disk) has no temporary failures to retry.
+    fn stage(&self) -> Result<Option<Box<dyn super::StagedObject>>> {
+        self.inner.stage()
+    }
 }
