@@ -226,9 +226,14 @@ impl StagedObject for StagedFile {
     }
 }
 
-/// Writes a file in whole blocks from a reused buffer: with `O_DIRECT`
-/// where the file system allows (see [`write_direct`]), through the page
-/// cache otherwise.
+/// Writes a file in whole blocks from a reused buffer, with `O_DIRECT`
+/// where the file system allows: the bytes go from an aligned buffer to the
+/// device instead of being copied into fresh page-cache pages, which costs
+/// more CPU than the rest of the write, and a backup does not evict the
+/// cache of the programs around it. The last block is padded and the file
+/// cut back to its length; durability comes from the caller's `fsync`.
+/// Where direct I/O is refused (tmpfs, some network and FUSE file systems)
+/// the blocks go through the page cache.
 struct BlockWriter {
     /// The file, opened without direct I/O.
     file: File,
@@ -460,56 +465,6 @@ const DIRECT_BLOCK: usize = 2 * 1024 * 1024;
 /// Staging buffers of direct writes, reused: as many as writes ran at once.
 static DIRECT_BUFFERS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
 
-/// Writes a large object to the (new, empty) file at `path` with `O_DIRECT`:
-/// the bytes go from an aligned buffer to the device instead of being copied
-/// into fresh page-cache pages, which costs more CPU than the rest of the
-/// write, and a backup does not evict the cache of the programs around it.
-/// The file is padded to a whole block and cut back to the object's length.
-///
-/// Returns false when the file system refuses direct I/O (tmpfs, some
-/// network file systems) or the object is small; the caller then writes
-/// through the page cache, from the start. Durability still comes from the
-/// caller's `fsync`, which also covers the file's size.
-#[cfg(target_os = "linux")]
-fn write_direct(path: &Path, data: &[u8]) -> bool {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    if data.len() < DIRECT_MIN {
-        return false;
-    }
-    let Ok(file) = OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-    else {
-        return false;
-    };
-    let taken = DIRECT_BUFFERS.lock().ok().and_then(|mut pool| pool.pop());
-    let mut buffer = taken.unwrap_or_else(|| vec![0; DIRECT_BLOCK + DIRECT_ALIGN]);
-    let start = buffer.as_ptr().align_offset(DIRECT_ALIGN);
-    let aligned = &mut buffer[start..start + DIRECT_BLOCK];
-    let mut written = true;
-    for (index, piece) in data.chunks(DIRECT_BLOCK).enumerate() {
-        let padded = piece.len().next_multiple_of(DIRECT_ALIGN);
-        aligned[..piece.len()].copy_from_slice(piece);
-        aligned[piece.len()..padded].fill(0);
-        let offset = (index * DIRECT_BLOCK) as u64;
-        if file.write_all_at(&aligned[..padded], offset).is_err() {
-            written = false;
-            break;
-        }
-    }
-    if let Ok(mut pool) = DIRECT_BUFFERS.lock() {
-        pool.push(buffer);
-    }
-    written && file.set_len(data.len() as u64).is_ok()
-}
-
-/// Direct I/O is only used on Linux.
-#[cfg(not(target_os = "linux"))]
-fn write_direct(_path: &Path, _data: &[u8]) -> bool {
-    false
-}
-
 /// Creates the directories from `root` (which must exist) down to `dir` and
 /// makes their entries durable.
 fn create_parents(root: &Path, dir: &Path) -> Result<()> {
@@ -544,14 +499,23 @@ fn put_file(root: &Path, key: &str, path: &Path, data: &[u8], mode: PutMode) -> 
         }
         Err(e) => return Err(write_error("creating temporary file in", dir, e)),
     };
-    if !write_direct(&temp.path, data) {
+    if data.len() >= DIRECT_MIN {
+        let mut blocks = BlockWriter::new(&temp.path, file);
+        blocks
+            .append(data)
+            .and_then(|()| blocks.finish())
+            .map_err(|e| write_error("writing object", path, e))?;
+        blocks
+            .file
+            .sync_all()
+            .map_err(|e| write_error("syncing object", path, e))?;
+    } else {
         file.write_all(data)
             .and_then(|()| file.set_len(data.len() as u64))
             .map_err(|e| write_error("writing object", path, e))?;
+        file.sync_all()
+            .map_err(|e| write_error("syncing object", path, e))?;
     }
-    file.sync_all()
-        .map_err(|e| write_error("syncing object", path, e))?;
-    drop(file);
 
     match mode {
         PutMode::Create => {
