@@ -260,7 +260,7 @@ struct BackupWriter {
     pack_buffers: Arc<Mutex<Vec<Vec<u8>>>>,
     file_slots: Semaphore,
     small_file_slots: Semaphore,
-    memory: Semaphore,
+    memory: Arc<Semaphore>,
     unindexed: tokio::sync::Mutex<Vec<IndexedPack>>,
     stats: Counters,
     bytes_added: AtomicU64,
@@ -287,7 +287,7 @@ impl BackupWriter {
             pack_buffers: Arc::new(Mutex::new(Vec::new())),
             file_slots: Semaphore::new(cores),
             small_file_slots: Semaphore::new(SMALL_FILES_IN_FLIGHT),
-            memory: Semaphore::new(MEMORY_BUDGET_KIB as usize),
+            memory: Arc::new(Semaphore::new(MEMORY_BUDGET_KIB as usize)),
             unindexed: tokio::sync::Mutex::new(Vec::new()),
             stats: Counters::default(),
             bytes_added: AtomicU64::new(0),
@@ -561,17 +561,35 @@ impl BackupWriter {
         &self,
         reader: Box<dyn Read + Send>,
     ) -> Result<(Vec<Id>, u64), ItemFailure> {
-        let (sender, mut receiver) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(2);
+        // The reader takes each chunk's share of the memory budget before
+        // handing it over, so only what is in the budget waits in the
+        // channel or in flight.
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<
+            std::io::Result<(Vec<u8>, tokio::sync::OwnedSemaphorePermit)>,
+        >(2);
         let chunker = self.repo.chunker;
+        let memory = self.memory.clone();
+        let runtime = tokio::runtime::Handle::current();
         let reading = tokio::task::spawn_blocking(move || {
             for chunk in chunker.chunks(reader) {
-                let failed = chunk.is_err();
-                if sender.blocking_send(chunk).is_err() || failed {
+                let item = match chunk {
+                    Ok(chunk) => {
+                        let wanted = Self::memory_permits(chunk.len() as u64);
+                        let Ok(permit) =
+                            runtime.block_on(memory.clone().acquire_many_owned(wanted))
+                        else {
+                            break;
+                        };
+                        Ok((chunk, permit))
+                    }
+                    Err(error) => Err(error),
+                };
+                let failed = item.is_err();
+                if sender.blocking_send(item).is_err() || failed {
                     break;
                 }
             }
         });
-        let needed = Self::memory_permits(u64::from(self.repo.chunker.params().max_size));
         let mut in_flight = FuturesOrdered::new();
         let mut ids = Vec::new();
         let mut size = 0u64;
@@ -580,35 +598,23 @@ impl BackupWriter {
         let mut fatal = None;
         // Every chunk handed to `store_chunk` is driven to completion, even
         // after a read error: a chunk claimed by this backup must end up in
-        // a pack, since other files may already reference it.
+        // a pack, since other files may already reference it. The chunks in
+        // flight are driven while waiting for the next: their permits are
+        // what the reader may be waiting for.
         loop {
-            while !done_reading && fatal.is_none() && in_flight.len() < CHUNKS_IN_FLIGHT_PER_FILE {
-                // Memory for the next chunk (of the largest size) first. When
-                // the budget is spent, finish one of this file's chunks
-                // rather than wait while holding permits: waiting only with
-                // nothing in flight cannot deadlock.
-                let permit = match self.memory.try_acquire_many(needed) {
-                    Ok(permit) => permit,
-                    Err(_) if !in_flight.is_empty() => break,
-                    Err(_) => self
-                        .memory
-                        .acquire_many(needed)
-                        .await
-                        .map_err(|_| ItemFailure::Fatal(closed()))?,
-                };
-                match receiver.recv().await {
-                    Some(Ok(chunk)) => {
+            let receiving =
+                !done_reading && fatal.is_none() && in_flight.len() < CHUNKS_IN_FLIGHT_PER_FILE;
+            if !receiving && in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                received = receiver.recv(), if receiving => match received {
+                    Some(Ok((chunk, permit))) => {
                         size += chunk.len() as u64;
                         self.stats
                             .bytes_read
                             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                         self.tracker.bytes_done(chunk.len() as u64);
-                        // Keep only what this chunk needs.
-                        let keep = Self::memory_permits(chunk.len() as u64);
-                        let mut permit = permit;
-                        if let Some(extra) = permit.split((needed - keep) as usize) {
-                            drop(extra);
-                        }
                         in_flight.push_back(self.store_chunk(BlobKind::Data, chunk).map(
                             move |done| {
                                 drop(permit);
@@ -621,14 +627,13 @@ impl BackupWriter {
                         done_reading = true;
                     }
                     None => done_reading = true,
-                }
-            }
-            match in_flight.next().await {
-                Some(Ok(id)) => ids.push(id),
-                Some(Err(error)) => {
-                    fatal.get_or_insert(error);
-                }
-                None => break,
+                },
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => match done {
+                    Ok(id) => ids.push(id),
+                    Err(error) => {
+                        fatal.get_or_insert(error);
+                    }
+                },
             }
         }
         drop(receiver);
