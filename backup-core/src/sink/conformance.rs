@@ -121,17 +121,7 @@ pub async fn staged_objects(sink: &dyn Sink) {
             usize::from(round > 0),
         );
         check.result(staged.commit(&key), "commit of a staged object", &key);
-        check.assert_bytes(
-            "get of a committed object",
-            &check.get(&key).await,
-            &expected,
-        );
-        let listed = check.list_map(&check.prefix).await;
-        check.assert_eq(
-            "list after a commit",
-            listed,
-            BTreeMap::from([(key.clone(), expected.len() as u64)]),
-        );
+        check.assert_only(&key, &expected, "after a commit").await;
         last = expected;
     }
     let Some(mut dropped) = stage() else {
@@ -143,17 +133,9 @@ pub async fn staged_objects(sink: &dyn Sink) {
         &key,
     );
     drop(dropped);
-    check.assert_bytes(
-        "get after an uncommitted object was dropped",
-        &check.get(&key).await,
-        &last,
-    );
-    let listed = check.list_map(&check.prefix).await;
-    check.assert_eq(
-        "list after an uncommitted object was dropped",
-        listed,
-        BTreeMap::from([(key.clone(), last.len() as u64)]),
-    );
+    check
+        .assert_only(&key, &last, "after an uncommitted object was dropped")
+        .await;
     check.finish().await;
 }
 
@@ -740,6 +722,17 @@ impl<'a> Check<'a> {
         while let Some((key, result)) = results.next().await {
             self.result(result, "delete", key);
         }
+    }
+
+    /// Checks that `key` holds `expected` and is the only object listed
+    /// under the check's prefix.
+    async fn assert_only(&self, key: &str, expected: &[u8], when: &str) {
+        self.assert_bytes(&format!("get {when}"), &self.get(key).await, expected);
+        self.assert_eq(
+            &format!("list {when}"),
+            self.list_map(&self.prefix).await,
+            BTreeMap::from([(key.to_string(), expected.len() as u64)]),
+        );
     }
 
     fn key(&self, rest: &str) -> String {

@@ -815,15 +815,19 @@ mod tests {
         assert!(LocalSink::create(&file).is_err());
     }
 
-    #[tokio::test]
-    async fn large_objects_written_directly_read_back_exactly() {
-        // The disk, and tmpfs where there is one (which may refuse O_DIRECT:
-        // the buffered fallback).
+    /// A directory on the disk, and one on tmpfs where there is one (which
+    /// may refuse `O_DIRECT`: the buffered fallback).
+    fn disk_and_tmpfs() -> Vec<tempfile::TempDir> {
         let mut roots = vec![tempfile::tempdir().unwrap()];
         if Path::new("/dev/shm").is_dir() {
             roots.push(tempfile::tempdir_in("/dev/shm").unwrap());
         }
-        for tmp in &roots {
+        roots
+    }
+
+    #[tokio::test]
+    async fn large_objects_written_directly_read_back_exactly() {
+        for tmp in &disk_and_tmpfs() {
             write_and_read_large_objects(tmp.path()).await;
         }
     }
@@ -855,11 +859,7 @@ mod tests {
 
     #[tokio::test]
     async fn staged_objects_are_whole_on_commit_and_nothing_when_dropped() {
-        let mut roots = vec![tempfile::tempdir().unwrap()];
-        if Path::new("/dev/shm").is_dir() {
-            roots.push(tempfile::tempdir_in("/dev/shm").unwrap());
-        }
-        for tmp in &roots {
+        for tmp in &disk_and_tmpfs() {
             let root = tmp.path();
             let sink = LocalSink::create(root).unwrap();
             // Pieces that end inside a block, exactly on one, and span
