@@ -15,9 +15,10 @@
 //! [`write_concurrency`](crate::sink::Sink::write_concurrency)) are being
 //! uploaded; the buffers of stored packs are reused. A sink that stages
 //! objects ([`Sink::stage`](crate::sink::Sink::stage), a local disk) gets
-//! data packs as they fill, a few MiB at a time, so no whole pack is held. A chunk is hashed
-//! before it is compressed, and a chunk already stored (or already being
-//! stored by this backup) is never compressed or stored again.
+//! data packs as they fill, a few MiB at a time, so no whole pack is held.
+//! A chunk is hashed before it is compressed, and a chunk already stored
+//! (or already being stored by this backup) is never compressed or stored
+//! again.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -783,13 +784,13 @@ impl BackupWriter {
         Ok(())
     }
 
-    /// A new, empty pack for blobs of `kind`, the first `blob` bytes long:
-    /// written as it fills when it is a data pack and the sink stages
-    /// objects, otherwise kept whole in a buffer (sized once so it never
-    /// grows by doubling, and reused for data packs: fresh memory costs a
-    /// page fault per page; a tree pack fills slowly, and its untouched
-    /// pages cost no memory).
-    async fn open_pack(&self, kind: BlobKind, blob: usize) -> Result<OpenPack> {
+    /// A new, empty pack for blobs of `kind` that will hold `size` bytes
+    /// of blobs (the pack size, or a larger first blob): written as it
+    /// fills when it is a data pack and the sink stages objects, otherwise
+    /// kept whole in a buffer (sized once so it never grows by doubling,
+    /// and reused for data packs: fresh memory costs a page fault per page;
+    /// a tree pack fills slowly, and its untouched pages cost no memory).
+    async fn open_pack(&self, kind: BlobKind, size: usize) -> Result<OpenPack> {
         if kind == BlobKind::Data && !self.no_staging.load(Ordering::Relaxed) {
             let sink = self.repo.sink.clone();
             let staged = tokio::task::spawn_blocking(move || sink.stage())
@@ -805,7 +806,7 @@ impl BackupWriter {
                 None => self.no_staging.store(true, Ordering::Relaxed),
             }
         }
-        let capacity = blob + PACK_HEADER_ROOM;
+        let capacity = size + PACK_HEADER_ROOM;
         let reused = match kind {
             BlobKind::Data => self
                 .pack_buffers

@@ -512,47 +512,44 @@ enum BatchOutcome {
 /// what is wrong with them).
 fn plan_batches(index: &Index, files: Vec<Planned>) -> (Vec<Batch>, Vec<Planned>) {
     let mut singles = Vec::new();
-    let mut small: Vec<(Option<Id>, u64, BatchFile)> = Vec::new();
-    {
-        for file in files {
-            if file.node.size > BATCH_FILE_MAX {
-                singles.push(file);
-                continue;
-            }
-            let mut pack = None;
-            let mut blobs = Vec::with_capacity(file.node.content.len());
-            let mut fits = true;
-            for id in &file.node.content {
-                match index.get(id) {
-                    Some(location)
-                        if location.entry.kind == BlobKind::Data
-                            && pack.is_none_or(|pack| pack == location.pack) =>
-                    {
-                        pack = Some(location.pack);
-                        blobs.push(location.entry);
-                    }
-                    _ => {
-                        fits = false;
-                        break;
-                    }
+    let mut small: Vec<(Option<Id>, std::ops::Range<u64>, BatchFile)> = Vec::new();
+    for file in files {
+        if file.node.size > BATCH_FILE_MAX {
+            singles.push(file);
+            continue;
+        }
+        let mut pack = None;
+        let mut blobs = Vec::with_capacity(file.node.content.len());
+        let mut fits = true;
+        for id in &file.node.content {
+            match index.get(id) {
+                Some(location)
+                    if location.entry.kind == BlobKind::Data
+                        && pack.is_none_or(|pack| pack == location.pack) =>
+                {
+                    pack = Some(location.pack);
+                    blobs.push(location.entry);
+                }
+                _ => {
+                    fits = false;
+                    break;
                 }
             }
-            let raw: u64 = blobs.iter().map(|blob| u64::from(blob.raw_length)).sum();
-            let start = blobs.iter().map(|blob| u64::from(blob.offset)).min();
-            let end = blobs.iter().map(blob_end).max();
-            let spread = start.zip(end).map_or(0, |(start, end)| end - start);
-            if !fits || raw != file.node.size || spread > BATCH_SPAN_MAX {
-                singles.push(file);
-                continue;
-            }
-            small.push((pack, start.unwrap_or(0), BatchFile { file, blobs }));
         }
+        let raw: u64 = blobs.iter().map(|blob| u64::from(blob.raw_length)).sum();
+        let start = blobs.iter().map(|blob| u64::from(blob.offset)).min();
+        let end = blobs.iter().map(blob_end).max();
+        let extent = start.unwrap_or(0)..end.unwrap_or(0);
+        if !fits || raw != file.node.size || extent.end - extent.start > BATCH_SPAN_MAX {
+            singles.push(file);
+            continue;
+        }
+        small.push((pack, extent, BatchFile { file, blobs }));
     }
     // Pack order: neighbours in a pack become neighbours in a batch.
-    small.sort_by_key(|(pack, start, _)| (*pack, *start));
+    small.sort_by_key(|(pack, extent, _)| (*pack, extent.start));
     let mut batches: Vec<Batch> = Vec::new();
-    for (pack, start, file) in small {
-        let end = file.blobs.iter().map(blob_end).max().unwrap_or(start);
+    for (pack, std::ops::Range { start, end }, file) in small {
         let joins = batches.last().is_some_and(|batch| {
             batch.files.len() < BATCH_FILES_MAX
                 && match (batch.pack, pack) {
@@ -652,17 +649,12 @@ async fn restore_batch(
         Ok(done) => outcomes.extend(done),
         // Only a panic ends the task early: each file is reported.
         Err(error) => {
-            let reason = task_failed(error).to_string();
-            outcomes.extend(names.into_iter().map(|relative| {
-                BatchOutcome::Done(
-                    relative,
-                    Err(Error::io(
-                        "restore task failed",
-                        PathBuf::new(),
-                        std::io::Error::other(reason.clone()),
-                    )),
-                )
-            }));
+            let reason = error.to_string();
+            outcomes.extend(
+                names
+                    .into_iter()
+                    .map(|relative| BatchOutcome::Done(relative, Err(task_failed(reason.clone())))),
+            );
         }
     }
     outcomes
@@ -818,21 +810,17 @@ impl SafeWriter {
                 .map_err(|source| Error::io("cannot set times", &path, source))
         })
         .await
-        .map_err(|error| {
-            Error::io(
-                "restore task failed",
-                PathBuf::new(),
-                std::io::Error::other(error),
-            )
-        })?
+        .map_err(task_failed)?
     }
 }
 
-fn task_failed(error: tokio::task::JoinError) -> Error {
+/// The error for a restore task that ended without its outcome (a panic),
+/// with `reason`.
+fn task_failed(reason: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
     Error::io(
         "restore task failed",
         PathBuf::new(),
-        std::io::Error::other(error),
+        std::io::Error::other(reason),
     )
 }
 

@@ -215,13 +215,7 @@ impl StagedObject for StagedFile {
 
     fn commit(mut self: Box<Self>, key: &str) -> Result<()> {
         let path = self.sink.path_of(key)?;
-        self.blocks
-            .finish()
-            .map_err(|e| write_error("writing object", &self.temp.path, e))?;
-        self.blocks
-            .file
-            .sync_all()
-            .map_err(|e| write_error("syncing object", &path, e))?;
+        self.blocks.finish_durably(&path)?;
         rename_into_place(&self.sink.root, &mut self.temp, &path)
     }
 }
@@ -294,7 +288,7 @@ impl BlockWriter {
     }
 
     /// Writes the filled part of the block (a direct write padded to the
-    /// alignment, which [`finish`](Self::finish) cuts off again).
+    /// alignment, which [`finish_durably`](Self::finish_durably) cuts off again).
     fn write_block(&mut self) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         let block = &mut self.buffer[self.start..self.start + DIRECT_BLOCK];
@@ -321,12 +315,19 @@ impl BlockWriter {
         Ok(())
     }
 
-    /// Writes what is left and cuts the file to the bytes appended.
-    fn finish(&mut self) -> io::Result<()> {
+    /// Writes what is left, cuts the file to the bytes appended and syncs
+    /// it; errors name `path`, the object being written.
+    fn finish_durably(&mut self, path: &Path) -> Result<()> {
         if self.filled > 0 {
-            self.write_block()?;
+            self.write_block()
+                .map_err(|e| write_error("writing object", path, e))?;
         }
-        self.file.set_len(self.offset)
+        self.file
+            .set_len(self.offset)
+            .map_err(|e| write_error("writing object", path, e))?;
+        self.file
+            .sync_all()
+            .map_err(|e| write_error("syncing object", path, e))
     }
 }
 
@@ -503,12 +504,8 @@ fn put_file(root: &Path, key: &str, path: &Path, data: &[u8], mode: PutMode) -> 
         let mut blocks = BlockWriter::new(&temp.path, file);
         blocks
             .append(data)
-            .and_then(|()| blocks.finish())
             .map_err(|e| write_error("writing object", path, e))?;
-        blocks
-            .file
-            .sync_all()
-            .map_err(|e| write_error("syncing object", path, e))?;
+        blocks.finish_durably(path)?;
     } else {
         file.write_all(data)
             .and_then(|()| file.set_len(data.len() as u64))
