@@ -191,6 +191,15 @@ impl Index {
         }
     }
 
+    /// Makes room for `blobs` more blobs and `packs` more packs, so that
+    /// loading a large index does not grow (and rehash) the tables again
+    /// and again.
+    pub fn reserve(&mut self, blobs: usize, packs: usize) {
+        self.blobs.reserve(blobs);
+        self.packs.reserve(packs);
+        self.listed.reserve(packs);
+    }
+
     /// Whether an index object lists the pack (as opposed to the pack being
     /// known only from its own header, as doomed packs are).
     pub fn is_listed(&self, pack: &Id) -> bool {

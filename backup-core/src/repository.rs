@@ -470,6 +470,13 @@ impl RepoShared {
         let mut index = Index::default();
         let doomed = self.doomed_packs().await?;
         index.set_doomed(doomed.clone());
+        let live = || files.iter().filter(|(id, _)| !superseded.contains(id));
+        let packs: usize = live().map(|(_, file)| file.packs.len()).sum();
+        let blobs: usize = live()
+            .flat_map(|(_, file)| &file.packs)
+            .map(|pack| pack.blobs.len())
+            .sum();
+        index.reserve(blobs, packs);
         for (id, file) in &files {
             if !superseded.contains(id) {
                 index.add_file(*id, file);
@@ -538,13 +545,13 @@ fn poisoned() -> Error {
     }
 }
 
-/// Fetches a whole object and decodes it with `decode`; when the check
-/// fails, fetches once more before reporting the damage, so a broken
-/// transfer is not mistaken for broken storage.
 /// The largest directory listing read (the JSON Lines of one directory):
 /// about three million entries, or the chunk list of a 15 TiB file.
 pub(crate) const MAX_LISTING_BYTES: u64 = 1 << 30;
 
+/// Fetches a whole object and decodes it with `decode`; when the check
+/// fails, fetches once more before reporting the damage, so a broken
+/// transfer is not mistaken for broken storage.
 pub(crate) async fn get_checked<T>(
     sink: &dyn Sink,
     key: &str,
