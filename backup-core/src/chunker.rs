@@ -89,20 +89,20 @@ impl Chunker {
         self.params
     }
 
-    /// Iterates over the chunks of `reader`, reading at most one and a half
-    /// maximum-size chunks ahead (memory stays bounded whatever the stream's
-    /// length). The chunks are the ones [`Chunker::split`] finds in the
-    /// whole stream: a cut depends only on the bytes up to one maximum chunk
-    /// after the chunk's start, so a chunk is only cut once that many bytes
-    /// (or the end of the stream) are in the buffer.
+    /// Iterates over the chunks of `reader`, holding at most a maximum-size
+    /// chunk and a quarter more in memory, whatever the stream's length.
+    /// The chunks are the ones [`Chunker::split`] finds in the whole stream:
+    /// a cut depends only on the bytes from the chunk's start up to the cut,
+    /// so a cut found before the end of the bytes read so far is final, and
+    /// one that falls at their end is looked for again with more bytes.
     pub fn chunks<R: Read>(&self, reader: R) -> impl Iterator<Item = std::io::Result<Vec<u8>>> {
         let max = self.params.max_size as usize;
         StreamChunks {
             chunker: *self,
             reader,
-            // Unconsumed bytes are moved to the front when fewer than `max`
-            // remain, at most once per `max / 2` bytes consumed.
-            buffer: vec![0; max + max / 2],
+            // Refilled when a cut is not found in the bytes read: only the
+            // part of one chunk read so far is moved to the front.
+            buffer: vec![0; max + max / 4],
             start: 0,
             end: 0,
             eof: false,
@@ -139,12 +139,9 @@ struct StreamChunks<R> {
 }
 
 impl<R: Read> StreamChunks<R> {
-    /// Reads until a maximum-size chunk is buffered past `start`, or the end.
-    fn fill(&mut self) -> std::io::Result<()> {
-        let max = self.chunker.params.max_size as usize;
-        if self.eof || self.end - self.start >= max {
-            return Ok(());
-        }
+    /// Moves the bytes not yet returned to the front and reads until the
+    /// buffer is full or the stream ends.
+    fn refill(&mut self) -> std::io::Result<()> {
         self.buffer.copy_within(self.start..self.end, 0);
         self.end -= self.start;
         self.start = 0;
@@ -161,6 +158,21 @@ impl<R: Read> StreamChunks<R> {
         }
         Ok(())
     }
+
+    /// The length of the next chunk, as far as the bytes read tell.
+    fn cut(&self) -> Option<usize> {
+        let params = self.chunker.params;
+        fastcdc::v2020::FastCDC::with_level_and_seed(
+            &self.buffer[self.start..self.end],
+            params.min_size,
+            params.avg_size,
+            params.max_size,
+            fastcdc::v2020::Normalization::Level1,
+            self.chunker.seed,
+        )
+        .next()
+        .map(|chunk| chunk.length)
+    }
 }
 
 impl<R: Read> Iterator for StreamChunks<R> {
@@ -170,25 +182,25 @@ impl<R: Read> Iterator for StreamChunks<R> {
         if self.failed {
             return None;
         }
-        if let Err(error) = self.fill() {
-            self.failed = true;
-            return Some(Err(error));
+        let max = self.chunker.params.max_size as usize;
+        loop {
+            let pending = self.end - self.start;
+            if let Some(length) = self.cut() {
+                // A cut before the end of the bytes read, at the maximum
+                // size, or at the end of the stream is final.
+                if self.eof || length < pending || length >= max {
+                    let chunk = self.buffer[self.start..self.start + length].to_vec();
+                    self.start += length;
+                    return Some(Ok(chunk));
+                }
+            } else if self.eof {
+                return None;
+            }
+            if let Err(error) = self.refill() {
+                self.failed = true;
+                return Some(Err(error));
+            }
         }
-        let pending = &self.buffer[self.start..self.end];
-        let params = self.chunker.params;
-        let length = fastcdc::v2020::FastCDC::with_level_and_seed(
-            pending,
-            params.min_size,
-            params.avg_size,
-            params.max_size,
-            fastcdc::v2020::Normalization::Level1,
-            self.chunker.seed,
-        )
-        .next()?
-        .length;
-        let chunk = pending.get(..length)?.to_vec();
-        self.start += length;
-        Some(Ok(chunk))
     }
 }
 
