@@ -156,7 +156,7 @@ const PACK_HEADER_ROOM: usize = 256 * 1024;
 const SMALL_FILES_IN_FLIGHT: usize = 64;
 /// Bytes of a pack written as it fills (see [`OpenPack`]) handed to its
 /// writer at once.
-const STREAM_BLOCK: usize = 2 * 1024 * 1024;
+const STREAM_BLOCK: usize = 1024 * 1024;
 /// Blocks queued for a pack's writer.
 const STREAM_BLOCKS_QUEUED: usize = 2;
 /// KiB of chunk data read or encoded but not yet in a pack, for all files
@@ -228,6 +228,15 @@ fn encode_chunk(
     } else {
         Encoded::Known(id)
     }
+}
+
+/// Reads a whole file of about `size` bytes (its size when it was listed):
+/// `std::fs::read` would ask the file system for the size once more.
+fn read_whole(path: &Path, size: u64) -> std::io::Result<Vec<u8>> {
+    let mut file = std::fs::File::open(path)?;
+    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.read_to_end(&mut data)?;
+    Ok(data)
 }
 
 /// The outcome of hashing and encoding one chunk on the CPU pool.
@@ -680,7 +689,7 @@ impl BackupWriter {
         // only chunks, hashes and encodes. (Encoding in the blocking pool
         // too saves a hand-off but costs more: one zstd context per thread,
         // and more threads competing for the cores.)
-        let data = tokio::task::spawn_blocking(move || std::fs::read(&path_owned))
+        let data = tokio::task::spawn_blocking(move || read_whole(&path_owned, size))
             .await
             .map_err(|_| ItemFailure::Fatal(closed()))?
             .map_err(|error| ItemFailure::Item(format!("read failed: {error}")))?;
@@ -762,17 +771,31 @@ impl BackupWriter {
             if pack.builder.is_empty() {
                 *pack = self.open_pack(kind, pack_size.max(stored.len())).await?;
             }
-            pack.builder.add(id, kind, flags, raw_length, &stored);
-            if pack.builder.pending() >= STREAM_BLOCK {
-                let OpenPack { builder, stream } = &mut *pack;
-                if let Some(stream) = stream {
-                    let next = stream.spare.lock().ok().and_then(|mut spare| spare.pop());
-                    let next = next.unwrap_or_else(|| Vec::with_capacity(2 * STREAM_BLOCK));
-                    let block = builder.take_pending(next);
-                    if stream.blocks.send(StreamBlock::Bytes(block)).await.is_err() {
-                        // The writer stopped: its outcome says why.
-                        let failed = std::mem::take(&mut *pack);
-                        return Err(failed.writer_error().await);
+            let OpenPack { builder, stream } = &mut *pack;
+            match stream {
+                None => builder.add(id, kind, flags, raw_length, &stored),
+                // Written as it fills, in blocks of exactly STREAM_BLOCK
+                // bytes: a large blob is cut across blocks, so block
+                // buffers never grow past their size.
+                Some(stream) => {
+                    builder.add_entry(id, kind, flags, raw_length, stored.len());
+                    let mut rest = stored.as_slice();
+                    while !rest.is_empty() {
+                        let room = STREAM_BLOCK.saturating_sub(builder.pending()).max(1);
+                        let (piece, after) = rest.split_at(room.min(rest.len()));
+                        builder.append(piece);
+                        rest = after;
+                        if builder.pending() < STREAM_BLOCK {
+                            continue;
+                        }
+                        let next = stream.spare.lock().ok().and_then(|mut spare| spare.pop());
+                        let next = next.unwrap_or_else(|| Vec::with_capacity(STREAM_BLOCK));
+                        let block = builder.take_pending(next);
+                        if stream.blocks.send(StreamBlock::Bytes(block)).await.is_err() {
+                            // The writer stopped: its outcome says why.
+                            let failed = std::mem::take(&mut *pack);
+                            return Err(failed.writer_error().await);
+                        }
                     }
                 }
             }
@@ -799,7 +822,7 @@ impl BackupWriter {
             match staged {
                 Some(staged) => {
                     return Ok(OpenPack {
-                        builder: PackBuilder::with_capacity(2 * STREAM_BLOCK),
+                        builder: PackBuilder::with_capacity(STREAM_BLOCK),
                         stream: Some(PackStream::start(staged, self.block_buffers.clone())),
                     })
                 }

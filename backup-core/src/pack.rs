@@ -292,16 +292,35 @@ impl PackBuilder {
 
     /// Appends an encoded blob.
     pub fn add(&mut self, id: Id, kind: BlobKind, flags: u8, raw_length: u32, stored: &[u8]) {
+        self.add_entry(id, kind, flags, raw_length, stored.len());
+        self.append(stored);
+    }
+
+    /// Records a blob of `stored_length` bytes starting at the current end
+    /// of the pack; its bytes follow with [`append`](Self::append), which
+    /// lets a pack written as it fills take them in pieces.
+    pub fn add_entry(
+        &mut self,
+        id: Id,
+        kind: BlobKind,
+        flags: u8,
+        raw_length: u32,
+        stored_length: usize,
+    ) {
         let offset = u32::try_from(self.len()).unwrap_or(u32::MAX);
         self.entries.push(BlobEntry {
             id,
             kind,
             flags,
             offset,
-            stored_length: u32::try_from(stored.len()).unwrap_or(u32::MAX),
+            stored_length: u32::try_from(stored_length).unwrap_or(u32::MAX),
             raw_length,
         });
-        self.data.extend_from_slice(stored);
+    }
+
+    /// Appends bytes of the blob last recorded by [`add_entry`](Self::add_entry).
+    pub fn append(&mut self, bytes: &[u8]) {
+        self.data.extend_from_slice(bytes);
     }
 
     /// Writes the header and trailer; returns the pack id, bytes and entries.
