@@ -262,6 +262,9 @@ struct BackupWriter {
     /// Buffers of blocks written, for the next blocks (fresh ones of this
     /// size are mapped and unmapped each time).
     block_buffers: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Chunker windows of streamed files that ended (at most one for each
+    /// file read at once).
+    windows: Arc<Mutex<Vec<Vec<u8>>>>,
     uploads: tokio::sync::Mutex<JoinSet<Result<IndexedPack>>>,
     upload_slots: Arc<Semaphore>,
     /// The number of permits of `upload_slots`.
@@ -291,6 +294,7 @@ impl BackupWriter {
             tree_pack: tokio::sync::Mutex::new(OpenPack::default()),
             no_staging: std::sync::atomic::AtomicBool::new(false),
             block_buffers: Arc::new(Mutex::new(Vec::new())),
+            windows: Arc::new(Mutex::new(Vec::new())),
             uploads: tokio::sync::Mutex::new(JoinSet::new()),
             upload_slots: Arc::new(Semaphore::new(uploads)),
             upload_slots_total: uploads,
@@ -579,9 +583,12 @@ impl BackupWriter {
         >(2);
         let chunker = self.repo.chunker;
         let memory = self.memory.clone();
+        let windows = self.windows.clone();
         let runtime = tokio::runtime::Handle::current();
         let reading = tokio::task::spawn_blocking(move || {
-            for chunk in chunker.chunks(reader) {
+            let window = windows.lock().ok().and_then(|mut pool| pool.pop());
+            let mut chunks = chunker.chunks_in(reader, window.unwrap_or_default());
+            for chunk in &mut chunks {
                 let item = match chunk {
                     Ok(chunk) => {
                         let wanted = Self::memory_permits(chunk.len() as u64);
@@ -598,6 +605,9 @@ impl BackupWriter {
                 if sender.blocking_send(item).is_err() || failed {
                     break;
                 }
+            }
+            if let Ok(mut pool) = windows.lock() {
+                pool.push(chunks.into_window());
             }
         });
         let mut in_flight = FuturesOrdered::new();

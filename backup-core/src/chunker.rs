@@ -96,13 +96,21 @@ impl Chunker {
     /// so a cut found before the end of the bytes read so far is final, and
     /// one that falls at their end is looked for again with more bytes.
     pub fn chunks<R: Read>(&self, reader: R) -> impl Iterator<Item = std::io::Result<Vec<u8>>> {
+        self.chunks_in(reader, Vec::new())
+    }
+
+    /// [`chunks`](Self::chunks) in `window`, a buffer of an earlier
+    /// stream ([`StreamChunks::into_window`]): a fresh buffer costs a page
+    /// fault for each of its pages when it is first filled.
+    pub(crate) fn chunks_in<R: Read>(&self, reader: R, mut window: Vec<u8>) -> StreamChunks<R> {
         let max = self.params.max_size as usize;
+        // Refilled when a cut is not found in the bytes read: only the part
+        // of one chunk read so far is moved to the front.
+        window.resize(max + max / 4, 0);
         StreamChunks {
             chunker: *self,
             reader,
-            // Refilled when a cut is not found in the bytes read: only the
-            // part of one chunk read so far is moved to the front.
-            buffer: vec![0; max + max / 4],
+            buffer: window,
             start: 0,
             end: 0,
             eof: false,
@@ -126,7 +134,7 @@ impl Chunker {
 }
 
 /// The iterator of [`Chunker::chunks`].
-struct StreamChunks<R> {
+pub(crate) struct StreamChunks<R> {
     chunker: Chunker,
     reader: R,
     buffer: Vec<u8>,
@@ -139,6 +147,11 @@ struct StreamChunks<R> {
 }
 
 impl<R: Read> StreamChunks<R> {
+    /// The buffer, for the next stream.
+    pub(crate) fn into_window(self) -> Vec<u8> {
+        self.buffer
+    }
+
     /// Moves the bytes not yet returned to the front and reads until the
     /// buffer is full or the stream ends.
     fn refill(&mut self) -> std::io::Result<()> {
