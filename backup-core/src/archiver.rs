@@ -239,6 +239,40 @@ fn read_whole(path: &Path, size: u64) -> std::io::Result<Vec<u8>> {
     Ok(data)
 }
 
+/// Buffers of finished work kept for the next: fresh memory costs a page
+/// fault for each of its pages when it is first written.
+struct BufferPool {
+    buffers: Mutex<Vec<Vec<u8>>>,
+    /// The most buffers kept; more are freed.
+    keep: usize,
+}
+
+impl BufferPool {
+    fn new(keep: usize) -> BufferPool {
+        BufferPool {
+            buffers: Mutex::new(Vec::new()),
+            keep,
+        }
+    }
+
+    /// A kept buffer, if there is one.
+    fn take(&self) -> Option<Vec<u8>> {
+        self.buffers
+            .lock()
+            .ok()
+            .and_then(|mut buffers| buffers.pop())
+    }
+
+    /// Keeps `buffer` for a later [`take`](Self::take), unless enough are kept.
+    fn give(&self, buffer: Vec<u8>) {
+        if let Ok(mut buffers) = self.buffers.lock() {
+            if buffers.len() < self.keep {
+                buffers.push(buffer);
+            }
+        }
+    }
+}
+
 /// The outcome of hashing and encoding one chunk on the CPU pool.
 enum Encoded {
     Known(Id),
@@ -259,18 +293,14 @@ struct BackupWriter {
     tree_pack: tokio::sync::Mutex<OpenPack>,
     /// Set once the sink has declined to stage a pack.
     no_staging: std::sync::atomic::AtomicBool,
-    /// Buffers of blocks written, for the next blocks (fresh ones of this
-    /// size are mapped and unmapped each time).
-    block_buffers: Arc<Mutex<Vec<Vec<u8>>>>,
-    /// Chunker windows of streamed files that ended (at most one for each
-    /// file read at once).
-    windows: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Buffers of blocks written, for the next blocks.
+    block_buffers: Arc<BufferPool>,
+    /// Chunker windows of streamed files that ended.
+    windows: Arc<BufferPool>,
     uploads: tokio::sync::Mutex<JoinSet<Result<IndexedPack>>>,
     upload_slots: Arc<Semaphore>,
-    /// The number of permits of `upload_slots`.
-    upload_slots_total: usize,
     /// Buffers of stored packs, for the next packs.
-    pack_buffers: Arc<Mutex<Vec<Vec<u8>>>>,
+    pack_buffers: Arc<BufferPool>,
     file_slots: Semaphore,
     small_file_slots: Semaphore,
     memory: Arc<Semaphore>,
@@ -293,12 +323,14 @@ impl BackupWriter {
             data_pack: tokio::sync::Mutex::new(OpenPack::default()),
             tree_pack: tokio::sync::Mutex::new(OpenPack::default()),
             no_staging: std::sync::atomic::AtomicBool::new(false),
-            block_buffers: Arc::new(Mutex::new(Vec::new())),
-            windows: Arc::new(Mutex::new(Vec::new())),
+            // Enough for the blocks queued and being filled.
+            block_buffers: Arc::new(BufferPool::new(STREAM_BLOCKS_QUEUED + 2)),
+            // One for each file read at once.
+            windows: Arc::new(BufferPool::new(cores)),
             uploads: tokio::sync::Mutex::new(JoinSet::new()),
             upload_slots: Arc::new(Semaphore::new(uploads)),
-            upload_slots_total: uploads,
-            pack_buffers: Arc::new(Mutex::new(Vec::new())),
+            // One for each pack being uploaded and being filled.
+            pack_buffers: Arc::new(BufferPool::new(uploads + 2)),
             file_slots: Semaphore::new(cores),
             small_file_slots: Semaphore::new(SMALL_FILES_IN_FLIGHT),
             memory: Arc::new(Semaphore::new(MEMORY_BUDGET_KIB as usize)),
@@ -586,8 +618,7 @@ impl BackupWriter {
         let windows = self.windows.clone();
         let runtime = tokio::runtime::Handle::current();
         let reading = tokio::task::spawn_blocking(move || {
-            let window = windows.lock().ok().and_then(|mut pool| pool.pop());
-            let mut chunks = chunker.chunks_in(reader, window.unwrap_or_default());
+            let mut chunks = chunker.chunks_in(reader, windows.take().unwrap_or_default());
             for chunk in &mut chunks {
                 let item = match chunk {
                     Ok(chunk) => {
@@ -606,9 +637,7 @@ impl BackupWriter {
                     break;
                 }
             }
-            if let Ok(mut pool) = windows.lock() {
-                pool.push(chunks.into_window());
-            }
+            windows.give(chunks.into_window());
         });
         let mut in_flight = FuturesOrdered::new();
         let mut ids = Vec::new();
@@ -798,8 +827,10 @@ impl BackupWriter {
                         if builder.pending() < STREAM_BLOCK {
                             continue;
                         }
-                        let next = stream.spare.lock().ok().and_then(|mut spare| spare.pop());
-                        let next = next.unwrap_or_else(|| Vec::with_capacity(STREAM_BLOCK));
+                        let next = stream
+                            .spare
+                            .take()
+                            .unwrap_or_else(|| Vec::with_capacity(STREAM_BLOCK));
                         let block = builder.take_pending(next);
                         if stream.blocks.send(StreamBlock::Bytes(block)).await.is_err() {
                             // The writer stopped: its outcome says why.
@@ -841,11 +872,7 @@ impl BackupWriter {
         }
         let capacity = size + PACK_HEADER_ROOM;
         let reused = match kind {
-            BlobKind::Data => self
-                .pack_buffers
-                .lock()
-                .ok()
-                .and_then(|mut pool| pool.pop()),
+            BlobKind::Data => self.pack_buffers.take(),
             BlobKind::Tree => None,
         };
         let builder = match reused {
@@ -885,7 +912,6 @@ impl BackupWriter {
             return Ok(());
         }
         let pool = self.pack_buffers.clone();
-        let pool_size = self.upload_slots_total + 2;
         uploads.spawn(async move {
             let key = repo.key().cloned();
             let (id, bytes, blobs) =
@@ -900,11 +926,7 @@ impl BackupWriter {
                 .await?;
             // The buffer back for the next pack, unless the sink kept it.
             if let Ok(buffer) = bytes.try_into_mut() {
-                if let Ok(mut pool) = pool.lock() {
-                    if pool.len() < pool_size {
-                        pool.push(Vec::from(buffer));
-                    }
-                }
+                pool.give(Vec::from(buffer));
             }
             drop(permit);
             Ok(IndexedPack { id, size, blobs })
@@ -1027,11 +1049,11 @@ struct PackStream {
     blocks: tokio::sync::mpsc::Sender<StreamBlock>,
     writer: tokio::task::JoinHandle<Result<(Id, u64)>>,
     /// Buffers of blocks written (shared by the writer's packs).
-    spare: Arc<Mutex<Vec<Vec<u8>>>>,
+    spare: Arc<BufferPool>,
 }
 
 impl PackStream {
-    fn start(mut staged: Box<dyn StagedObject>, spare: Arc<Mutex<Vec<Vec<u8>>>>) -> PackStream {
+    fn start(mut staged: Box<dyn StagedObject>, spare: Arc<BufferPool>) -> PackStream {
         use sha2::{Digest, Sha256};
         let (blocks, mut receiver) = tokio::sync::mpsc::channel(STREAM_BLOCKS_QUEUED);
         let returned = spare.clone();
@@ -1046,12 +1068,7 @@ impl PackStream {
                 hasher.update(&bytes);
                 size += bytes.len() as u64;
                 staged.append(&bytes)?;
-                if let Ok(mut spare) = returned.lock() {
-                    // Enough for the blocks queued and being filled.
-                    if spare.len() < STREAM_BLOCKS_QUEUED + 2 {
-                        spare.push(bytes);
-                    }
-                }
+                returned.give(bytes);
                 if last {
                     let id = Id(hasher.finalize().into());
                     staged.commit(&pack::pack_key(&id))?;

@@ -243,8 +243,9 @@ impl KdfParams {
 }
 
 /// The key derivation's memory, mapped in huge pages where the system
-/// allows: Argon2 reads its blocks at random, so with 4 KiB pages most of
-/// its time goes to page faults (16,384 for 64 MiB) and TLB misses. The
+/// allows: Argon2 reads its blocks at random, so with 4 KiB pages a large
+/// share of its time goes to page faults (16,384 for 64 MiB) and TLB
+/// misses (measured: 90 ms instead of 55 for the default costs). The
 /// blocks hold password-derived state: they are zeroized before the
 /// mapping is returned.
 #[cfg(target_os = "linux")]

@@ -470,17 +470,17 @@ impl RepoShared {
         let mut index = Index::default();
         let doomed = self.doomed_packs().await?;
         index.set_doomed(doomed.clone());
-        let live = || files.iter().filter(|(id, _)| !superseded.contains(id));
-        let packs: usize = live().map(|(_, file)| file.packs.len()).sum();
-        let blobs: usize = live()
-            .flat_map(|(_, file)| &file.packs)
-            .map(|pack| pack.blobs.len())
-            .sum();
-        index.reserve(blobs, packs);
-        for (id, file) in &files {
-            if !superseded.contains(id) {
-                index.add_file(*id, file);
-            }
+        let live: Vec<&(Id, IndexFile)> = files
+            .iter()
+            .filter(|(id, _)| !superseded.contains(id))
+            .collect();
+        let packs = live.iter().flat_map(|(_, file)| &file.packs);
+        index.reserve(
+            packs.clone().map(|pack| pack.blobs.len()).sum(),
+            packs.count(),
+        );
+        for (id, file) in live {
+            index.add_file(*id, file);
         }
         // Doomed packs are in no index once prune has marked them, yet a
         // backup that started before the mark may have finished referencing
