@@ -231,11 +231,26 @@ impl KdfParams {
         let argon =
             argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut out = Zeroizing::new([0u8; 32]);
-        let derived = match KdfMemory::map(blocks) {
+        let mut hash = || match KdfMemory::map(blocks) {
             Some(mut memory) => {
                 argon.hash_password_into_with_memory(password, salt, out.as_mut(), memory.blocks())
             }
             None => argon.hash_password_into(password, salt, out.as_mut()),
+        };
+        // The lanes run on a pool of their own that ends with the
+        // derivation: idle workers of a long-lived pool keep spinning for
+        // milliseconds after the work ends, taking the cores from what the
+        // command does next (index decoding, on a 2-core machine).
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(self.parallelism as usize);
+        let derived = match rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|_| "kdf".into())
+            .build()
+        {
+            Ok(pool) => pool.install(hash),
+            Err(_) => hash(),
         };
         derived.map_err(|error| Error::InvalidArgument(format!("key derivation: {error}")))?;
         Ok(out)

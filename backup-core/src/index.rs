@@ -168,11 +168,29 @@ pub struct BlobLocation {
     pub entry: BlobEntry,
 }
 
+/// A blob's place as the in-memory index keeps it: the pack as a number
+/// into `Index::pack_ids` instead of its 32-byte id, and without a second
+/// copy of the blob id (the table's key). 20 bytes instead of 80: a large
+/// index takes less than half the memory and loads faster.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    pack: u32,
+    offset: u32,
+    stored_length: u32,
+    raw_length: u32,
+    kind: BlobKind,
+    flags: u8,
+}
+
 /// The in-memory union of all index objects.
 #[derive(Debug, Default, Clone)]
 pub struct Index {
-    blobs: HashMap<Id, BlobLocation>,
+    blobs: HashMap<Id, Slot>,
     packs: HashMap<Id, u64>,
+    /// Pack ids by the number a [`Slot`] names.
+    pack_ids: Vec<Id>,
+    /// The number of each pack in `pack_ids`.
+    pack_numbers: HashMap<Id, u32>,
     files: HashSet<Id>,
     /// Packs a prune marked for deletion: still readable, but never a
     /// reason to skip storing a chunk.
@@ -197,6 +215,8 @@ impl Index {
     pub fn reserve(&mut self, blobs: usize, packs: usize) {
         self.blobs.reserve(blobs);
         self.packs.reserve(packs);
+        self.pack_ids.reserve(packs);
+        self.pack_numbers.reserve(packs);
         self.listed.reserve(packs);
     }
 
@@ -216,20 +236,25 @@ impl Index {
     /// reader picks the same copy.
     pub fn add_pack(&mut self, pack: &IndexedPack) {
         self.packs.insert(pack.id, pack.size);
+        let number = self.pack_number(pack.id);
         let doomed = self.doomed.contains(&pack.id);
         for blob in &pack.blobs {
-            let candidate = BlobLocation {
-                pack: pack.id,
-                entry: *blob,
+            let candidate = Slot {
+                pack: number,
+                offset: blob.offset,
+                stored_length: blob.stored_length,
+                raw_length: blob.raw_length,
+                kind: blob.kind,
+                flags: blob.flags,
             };
             match self.blobs.entry(blob.id) {
                 std::collections::hash_map::Entry::Vacant(slot) => {
                     slot.insert(candidate);
                 }
                 std::collections::hash_map::Entry::Occupied(mut slot) => {
-                    let current = slot.get();
-                    let current_doomed = self.doomed.contains(&current.pack);
-                    if (current_doomed, current.pack) > (doomed, pack.id) {
+                    let current = self.pack_ids[slot.get().pack as usize];
+                    let current_doomed = self.doomed.contains(&current);
+                    if (current_doomed, current) > (doomed, pack.id) {
                         slot.insert(candidate);
                     }
                 }
@@ -237,17 +262,45 @@ impl Index {
         }
     }
 
+    /// The number of a pack in `pack_ids`, given one if it has none yet.
+    fn pack_number(&mut self, pack: Id) -> u32 {
+        if let Some(number) = self.pack_numbers.get(&pack) {
+            return *number;
+        }
+        // More than 2^32 packs (at least 2^32 × 4 MiB of data) would be
+        // needed to run out of numbers.
+        let number = u32::try_from(self.pack_ids.len())
+            .unwrap_or_else(|_| unreachable!("more than 2^32 packs in one index"));
+        self.pack_ids.push(pack);
+        self.pack_numbers.insert(pack, number);
+        number
+    }
+
+    fn location(&self, id: &Id, slot: &Slot) -> BlobLocation {
+        BlobLocation {
+            pack: self.pack_ids[slot.pack as usize],
+            entry: BlobEntry {
+                id: *id,
+                kind: slot.kind,
+                flags: slot.flags,
+                offset: slot.offset,
+                stored_length: slot.stored_length,
+                raw_length: slot.raw_length,
+            },
+        }
+    }
+
     /// Where the blob is stored, if it is.
-    pub fn get(&self, id: &Id) -> Option<&BlobLocation> {
-        self.blobs.get(id)
+    pub fn get(&self, id: &Id) -> Option<BlobLocation> {
+        self.blobs.get(id).map(|slot| self.location(id, slot))
     }
 
     /// Whether the blob is stored in a pack that is not doomed: only then
     /// may a backup reference it without storing it again.
     pub fn contains(&self, id: &Id) -> bool {
-        self.blobs
-            .get(id)
-            .is_some_and(|location| !self.doomed.contains(&location.pack))
+        self.blobs.get(id).is_some_and(|slot| {
+            self.doomed.is_empty() || !self.doomed.contains(&self.pack_ids[slot.pack as usize])
+        })
     }
 
     /// Whether the blob can be read (doomed packs included).
@@ -271,14 +324,92 @@ impl Index {
     }
 
     /// Every blob id with its location.
-    pub fn iter(&self) -> impl Iterator<Item = (&Id, &BlobLocation)> {
-        self.blobs.iter()
+    pub fn iter(&self) -> impl Iterator<Item = (&Id, BlobLocation)> {
+        self.blobs
+            .iter()
+            .map(|(id, slot)| (id, self.location(id, slot)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(name: &[u8], offset: u32) -> BlobEntry {
+        BlobEntry {
+            id: Id::digest(name),
+            kind: BlobKind::Data,
+            flags: BLOB_COMPRESSED,
+            offset,
+            stored_length: 10,
+            raw_length: 20,
+        }
+    }
+
+    #[test]
+    fn a_blob_in_several_packs_resolves_to_one_copy_and_skips_doomed_packs() {
+        let (low, high) = {
+            let (a, b) = (Id::digest(b"pack a"), Id::digest(b"pack b"));
+            if a < b {
+                (a, b)
+            } else {
+                (b, a)
+            }
+        };
+        let shared = entry(b"shared", 0);
+        let only_high = entry(b"only in high", 10);
+        let pack = |id, blobs| IndexedPack {
+            id,
+            size: 100,
+            blobs,
+        };
+        for doomed_low in [false, true] {
+            let mut index = Index::default();
+            if doomed_low {
+                index.set_doomed(HashSet::from([low]));
+            }
+            // Added in both orders: the choice must not depend on it.
+            for order in [[high, low], [low, high]] {
+                let mut index = index.clone();
+                for id in order {
+                    let blobs = if id == high {
+                        vec![shared, only_high]
+                    } else {
+                        vec![entry(b"shared", 50)]
+                    };
+                    index.add_pack(&pack(id, blobs));
+                }
+                let location = index.get(&shared.id).unwrap();
+                if doomed_low {
+                    assert_eq!((location.pack, location.entry), (high, shared));
+                } else {
+                    assert_eq!(location.pack, low);
+                    assert_eq!(location.entry.offset, 50);
+                }
+                assert_eq!(index.get(&only_high.id).unwrap().entry, only_high);
+                assert_eq!(index.get(&only_high.id).unwrap().pack, high);
+                assert!(index.contains(&shared.id));
+                assert_eq!(index.blob_count(), 2);
+                assert_eq!(index.packs().len(), 2);
+                let mut listed: Vec<(Id, Id)> =
+                    index.iter().map(|(id, at)| (*id, at.pack)).collect();
+                listed.sort();
+                let mut expected = vec![
+                    (shared.id, if doomed_low { high } else { low }),
+                    (only_high.id, high),
+                ];
+                expected.sort();
+                assert_eq!(listed, expected);
+            }
+        }
+        // A blob only in a doomed pack is readable but not "contained".
+        let mut index = Index::default();
+        index.set_doomed(HashSet::from([low]));
+        index.add_pack(&pack(low, vec![shared]));
+        assert!(index.readable(&shared.id));
+        assert!(!index.contains(&shared.id));
+        assert_eq!(index.get(&shared.id).unwrap().pack, low);
+    }
 
     #[test]
     fn encode_decode_and_hostile_counts() {

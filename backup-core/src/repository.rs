@@ -166,7 +166,7 @@ impl RepoShared {
             .index
             .read()
             .ok()
-            .and_then(|index| index.get(id).copied())
+            .and_then(|index| index.get(id))
             .ok_or_else(|| {
                 Error::corrupt(
                     format!("blob {id}"),
@@ -249,11 +249,7 @@ impl RepoShared {
         let mut bytes = Vec::new();
         let mut planned = 0u64;
         for id in ids {
-            let location = self
-                .index
-                .read()
-                .ok()
-                .and_then(|index| index.get(id).copied());
+            let location = self.index.read().ok().and_then(|index| index.get(id));
             if let Some(location) = location {
                 if location.entry.kind == BlobKind::Data {
                     return Err(Error::corrupt(
@@ -296,6 +292,47 @@ impl RepoShared {
                 ));
             }
             rereads += 1;
+        }
+    }
+
+    /// [`RepoShared::get_named`], then `decode`, both on a blocking thread
+    /// (hashing and decoding a large object is CPU work).
+    async fn get_named_decoded<T, F>(&self, key: String, id: Id, decode: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&str, &[u8]) -> Result<T> + Send + Sync + 'static,
+    {
+        let key = Arc::new(key);
+        let decode = Arc::new(decode);
+        let mut rereads = 0;
+        loop {
+            let bytes = self.sink.get(&key).await?;
+            let (name, decoder) = (Arc::clone(&key), Arc::clone(&decode));
+            let outcome = tokio::task::spawn_blocking(move || {
+                let actual = Id(Sha256::digest(&bytes).into());
+                if actual == id {
+                    Ok(decoder(&name, &bytes))
+                } else {
+                    Err(actual)
+                }
+            })
+            .await
+            .map_err(|error| Error::Io {
+                context: "decoding a repository object",
+                path: std::path::PathBuf::from(key.as_str()),
+                source: std::io::Error::other(error),
+            })?;
+            match outcome {
+                Ok(decoded) => return decoded,
+                Err(actual) if rereads == REREADS => {
+                    return Err(Error::corrupt(
+                        key.as_str(),
+                        0,
+                        format!("content hash {actual} does not match the object's name"),
+                    ))
+                }
+                Err(_) => rereads += 1,
+            }
         }
     }
 
@@ -439,12 +476,22 @@ impl RepoShared {
             let loaded: Result<Vec<Option<(Id, IndexFile)>>> = futures::stream::iter(ids)
                 .map(|id| async move {
                     let key = format!("{INDEX_PREFIX}{id}");
-                    let decoded = async {
-                        let bytes = self.get_named(&key, &id).await?;
-                        let payload = envelope::open(&key, &bytes, ObjectKind::Index, self.key())?;
-                        IndexFile::decode(&key, &payload)
-                    }
-                    .await;
+                    // Decrypting and decoding a large index object takes
+                    // milliseconds of CPU: on blocking threads, several
+                    // objects are checked and decoded at once instead of one
+                    // after another on the thread polling this stream.
+                    let master = self.key().cloned();
+                    let decoded = self
+                        .get_named_decoded(key, id, move |key, bytes| {
+                            let payload = envelope::open_named(
+                                key,
+                                bytes,
+                                ObjectKind::Index,
+                                master.as_ref(),
+                            )?;
+                            IndexFile::decode(key, &payload)
+                        })
+                        .await;
                     match decoded {
                         Ok(file) => Ok(Some((id, file))),
                         Err(error @ Error::Corrupt { .. }) if !strict => {
@@ -1085,7 +1132,7 @@ impl Repository {
             }
             other => other?,
         };
-        let json = envelope::open(&key, &bytes, ObjectKind::Manifest, self.shared.key())?;
+        let json = envelope::open_named(&key, &bytes, ObjectKind::Manifest, self.shared.key())?;
         let manifest: Manifest = serde_json::from_slice(&json)
             .map_err(|error| Error::corrupt(&key, 8, format!("invalid manifest: {error}")))?;
         if manifest.version != MANIFEST_VERSION {

@@ -124,6 +124,35 @@ pub fn open(
     expected: ObjectKind,
     key: Option<&MasterKey>,
 ) -> Result<Vec<u8>> {
+    open_checked(key_name, bytes, expected, key, true)
+}
+
+/// [`open`] for an object stored under its content hash (`index/<id>`,
+/// `manifests/<id>`) whose bytes the caller has already checked against
+/// that name: the check covers every byte, so the trailing checksum over
+/// the same bytes is not computed a second time. Everything else (magic,
+/// version, kind, flags, authentication, decompression limit) is checked
+/// as by [`open`]; `verify` still checks the trailing checksum.
+///
+/// # Errors
+///
+/// As [`open`].
+pub fn open_named(
+    key_name: &str,
+    bytes: &[u8],
+    expected: ObjectKind,
+    key: Option<&MasterKey>,
+) -> Result<Vec<u8>> {
+    open_checked(key_name, bytes, expected, key, false)
+}
+
+fn open_checked(
+    key_name: &str,
+    bytes: &[u8],
+    expected: ObjectKind,
+    key: Option<&MasterKey>,
+    checksum: bool,
+) -> Result<Vec<u8>> {
     let corrupt = |offset: usize, detail: String| Error::corrupt(key_name, offset as u64, detail);
     if bytes.len() < ENVELOPE_OVERHEAD {
         return Err(corrupt(
@@ -136,16 +165,8 @@ pub fn open(
     }
     let body_end = bytes.len() - 32;
     let (content, stored_checksum) = bytes.split_at(body_end);
-    let actual = Sha256::digest(content);
-    if actual.as_slice() != stored_checksum {
-        return Err(corrupt(
-            body_end,
-            format!(
-                "checksum mismatch: expected {}, computed {}",
-                hex::encode(stored_checksum),
-                hex::encode(actual)
-            ),
-        ));
+    if checksum {
+        check_checksum(key_name, content, stored_checksum)?;
     }
     let (header, body) = content.split_at(ENVELOPE_HEADER_LEN);
     if header.get(0..4) != Some(&MAGIC[..]) {
@@ -208,8 +229,43 @@ pub fn open(
 
 const MAX_PLAINTEXT: usize = super::MAX_METADATA_PLAINTEXT;
 
+fn check_checksum(key_name: &str, content: &[u8], stored: &[u8]) -> Result<()> {
+    let actual = Sha256::digest(content);
+    if actual.as_slice() == stored {
+        return Ok(());
+    }
+    Err(Error::corrupt(
+        key_name,
+        content.len() as u64,
+        format!(
+            "checksum mismatch: expected {}, computed {}",
+            hex::encode(stored),
+            hex::encode(actual)
+        ),
+    ))
+}
+
 /// Decompresses a zstd frame, refusing output larger than `limit` bytes.
 pub fn decompress_bounded(compressed: &[u8], limit: usize) -> std::result::Result<Vec<u8>, String> {
+    // The frame header states the size (our writer always records it):
+    // decompress in one call into a buffer of exactly that size instead of
+    // growing one. A frame whose data does not fit the stated size fails.
+    if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(compressed) {
+        if size > limit as u64 {
+            return Err(format!(
+                "decompressed size exceeds the limit of {limit} bytes"
+            ));
+        }
+        let out = zstd::bulk::decompress(compressed, size as usize)
+            .map_err(|error| format!("decompression failed: {error}"))?;
+        if out.len() as u64 != size {
+            return Err(format!(
+                "decompressed {} bytes where the frame states {size}",
+                out.len()
+            ));
+        }
+        return Ok(out);
+    }
     let decoder = zstd::stream::read::Decoder::with_buffer(compressed)
         .map_err(|error| format!("zstd: {error}"))?;
     let mut out = Vec::new();
@@ -240,6 +296,52 @@ mod tests {
                 payload
             );
         }
+    }
+
+    #[test]
+    fn decompression_is_bounded_with_and_without_a_stated_size() {
+        let payload = b"index entry ".repeat(5000);
+        // zstd's one-shot compressor states the size in the frame header.
+        let stated = zstd::bulk::compress(&payload, 3).unwrap();
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&stated).unwrap(),
+            Some(payload.len() as u64)
+        );
+        // A streaming compressor without a pledged size does not.
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        std::io::Write::write_all(&mut encoder, &payload).unwrap();
+        let unstated = encoder.finish().unwrap();
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&unstated).unwrap(),
+            None
+        );
+        for frame in [&stated, &unstated] {
+            assert_eq!(decompress_bounded(frame, payload.len()).unwrap(), payload);
+            let error = decompress_bounded(frame, payload.len() - 1).unwrap_err();
+            assert!(error.contains("exceeds the limit"), "{error}");
+            assert!(decompress_bounded(&frame[..frame.len() - 3], payload.len()).is_err());
+        }
+    }
+
+    #[test]
+    fn open_named_skips_only_the_trailing_checksum() {
+        let key = MasterKey::generate();
+        let payload = b"{\"packs\": []}".repeat(20);
+        let mut sealed = seal(ObjectKind::Index, &payload, true, Some(&key));
+        let last = sealed.len() - 1;
+        sealed[last] ^= 1;
+        // The caller checked the bytes against their name: a damaged
+        // trailing checksum is what `open` catches and `open_named` leaves.
+        assert!(open("index/x", &sealed, ObjectKind::Index, Some(&key)).is_err());
+        assert_eq!(
+            open_named("index/x", &sealed, ObjectKind::Index, Some(&key)).unwrap(),
+            payload
+        );
+        // Everything else is still checked.
+        sealed[last] ^= 1;
+        assert!(open_named("index/x", &sealed, ObjectKind::Manifest, Some(&key)).is_err());
+        sealed[ENVELOPE_HEADER_LEN + 30] ^= 1;
+        assert!(open_named("index/x", &sealed, ObjectKind::Index, Some(&key)).is_err());
     }
 
     #[test]
