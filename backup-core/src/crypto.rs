@@ -325,7 +325,12 @@ impl KdfMemory {
 #[allow(unsafe_code)]
 impl Drop for KdfMemory {
     fn drop(&mut self) {
-        self.blocks().iter_mut().for_each(Zeroize::zeroize);
+        // On the derivation's threads (the map is dropped inside its pool):
+        // wiping 64 MiB on one thread took ~3 ms of the command's time.
+        use rayon::prelude::*;
+        self.blocks()
+            .par_chunks_mut(1024)
+            .for_each(|chunk| chunk.iter_mut().for_each(Zeroize::zeroize));
         // SAFETY: unmaps exactly the mapping made in `map`, once; no
         // reference into it outlives `self`.
         unsafe { libc::munmap(self.mapping, self.mapped) };
