@@ -727,23 +727,33 @@ impl BackupWriter {
         // threads (a cold cache needs many reads outstanding); the CPU pool
         // only chunks, hashes and encodes. (Encoding in the blocking pool
         // too saves a hand-off but costs more: one zstd context per thread,
-        // and more threads competing for the cores.)
-        let data = tokio::task::spawn_blocking(move || read_whole(&path_owned, size))
+        // and more threads competing for the cores.) The reading thread
+        // hands the bytes to the CPU pool itself: this task wakes once, when
+        // the chunks are encoded, not also between read and encode (one
+        // thread wake-up fewer per small file).
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        drop(tokio::task::spawn_blocking(move || {
+            let data = match read_whole(&path_owned, size) {
+                Ok(data) => data,
+                Err(error) => {
+                    let _ = sender.send(Err(error));
+                    return;
+                }
+            };
+            rayon::spawn(move || {
+                let encoded: Vec<Encoded> = repo
+                    .chunker
+                    .split(&data)
+                    .into_iter()
+                    .map(|chunk| encode_chunk(&repo, &claimed, BlobKind::Data, chunk))
+                    .collect();
+                let _ = sender.send(Ok((data.len() as u64, encoded)));
+            });
+        }));
+        let (size, encoded) = receiver
             .await
             .map_err(|_| ItemFailure::Fatal(closed()))?
             .map_err(|error| ItemFailure::Item(format!("read failed: {error}")))?;
-        let size = data.len() as u64;
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        rayon::spawn(move || {
-            let encoded: Vec<Encoded> = repo
-                .chunker
-                .split(&data)
-                .into_iter()
-                .map(|chunk| encode_chunk(&repo, &claimed, BlobKind::Data, chunk))
-                .collect();
-            let _ = sender.send(encoded);
-        });
-        let encoded = receiver.await.map_err(|_| ItemFailure::Fatal(closed()))?;
         self.stats.bytes_read.fetch_add(size, Ordering::Relaxed);
         self.tracker.bytes_done(size);
         let mut ids = Vec::with_capacity(encoded.len());
