@@ -285,18 +285,15 @@ impl RepoShared {
                 return Ok(bytes);
             }
             if rereads == REREADS {
-                return Err(Error::corrupt(
-                    key,
-                    0,
-                    format!("content hash {actual} does not match the object's name"),
-                ));
+                return Err(name_mismatch(key, &actual));
             }
             rereads += 1;
         }
     }
 
-    /// [`RepoShared::get_named`], then `decode`, both on a blocking thread
-    /// (hashing and decoding a large object is CPU work).
+    /// [`RepoShared::get_named`] followed by `decode`, with the hash check
+    /// and `decode` on a blocking thread (for a large object both are
+    /// milliseconds of CPU work).
     async fn get_named_decoded<T, F>(&self, key: String, id: Id, decode: F) -> Result<T>
     where
         T: Send + 'static,
@@ -324,13 +321,7 @@ impl RepoShared {
             })?;
             match outcome {
                 Ok(decoded) => return decoded,
-                Err(actual) if rereads == REREADS => {
-                    return Err(Error::corrupt(
-                        key.as_str(),
-                        0,
-                        format!("content hash {actual} does not match the object's name"),
-                    ))
-                }
+                Err(actual) if rereads == REREADS => return Err(name_mismatch(&key, &actual)),
                 Err(_) => rereads += 1,
             }
         }
@@ -1436,6 +1427,15 @@ async fn open_key(sink: &dyn Sink, password: &[u8], config_object: &[u8]) -> Res
         }
     }
     Err(damaged.unwrap_or(Error::WrongPassword))
+}
+
+/// The error for an object whose content hash is not its name.
+fn name_mismatch(key: &str, actual: &Id) -> Error {
+    Error::corrupt(
+        key,
+        0,
+        format!("content hash {actual} does not match the object's name"),
+    )
 }
 
 fn error_key(error: &Error) -> Option<&str> {
