@@ -40,6 +40,7 @@ use crate::index::{IndexFile, IndexedPack};
 use crate::manifest::{BackupStats, ItemError};
 use crate::pack::{self, BlobKind, PackBuilder};
 use crate::progress::Tracker;
+use crate::readahead::{self, Cached};
 use crate::repository::{RepoShared, INDEX_PREFIX};
 use crate::restore::{RestoreOptions, RestoreSummary};
 use crate::sink::{PutMode, StagedObject};
@@ -147,6 +148,12 @@ const CHUNKS_IN_FLIGHT_PER_FILE: usize = 4;
 /// buffer of the streaming path cost more than the work. Files up to this
 /// size share many slots.
 const SMALL_FILE: u64 = 1024 * 1024;
+/// Files the walk asks the kernel to read ahead at once (see
+/// [`Prefetch`]), at most.
+const PREFETCH_FILES: usize = 32;
+/// Bytes of files the walk asks the kernel to read ahead at once, at most
+/// (a larger file goes alone).
+const PREFETCH_BYTES: u64 = 4 * 1024 * 1024;
 /// Bytes a pack buffer holds beyond the pack size, for the header and
 /// trailer (42 bytes a blob: room for about 6,000 blobs; a pack of more,
 /// smaller blobs grows its buffer once).
@@ -239,6 +246,96 @@ fn read_whole(path: &Path, size: u64) -> std::io::Result<Vec<u8>> {
     Ok(data)
 }
 
+/// A file read whole and encoded on the CPU pool
+/// ([`BackupWriter::store_small_file`]).
+struct SmallFile {
+    repo: Arc<RepoShared>,
+    claimed: Arc<Mutex<HashSet<Id>>>,
+    path: PathBuf,
+    /// Its size when it was listed.
+    size: u64,
+    sender: tokio::sync::oneshot::Sender<std::io::Result<(u64, Vec<Encoded>)>>,
+}
+
+impl SmallFile {
+    /// Chunks, hashes and encodes the file's bytes (on the CPU pool).
+    fn encode(self, data: Vec<u8>) {
+        let encoded: Vec<Encoded> = self
+            .repo
+            .chunker
+            .split(&data)
+            .into_iter()
+            .map(|chunk| encode_chunk(&self.repo, &self.claimed, BlobKind::Data, chunk))
+            .collect();
+        let _ = self.sender.send(Ok((data.len() as u64, encoded)));
+    }
+
+    fn fail(self, error: std::io::Error) {
+        let _ = self.sender.send(Err(error));
+    }
+
+    /// Reads the file on a blocking thread, which hands the bytes to the
+    /// CPU pool.
+    fn read_blocking(self, runtime: &tokio::runtime::Handle) {
+        drop(
+            runtime.spawn_blocking(move || match read_whole(&self.path, self.size) {
+                Ok(data) => rayon::spawn(move || self.encode(data)),
+                Err(error) => self.fail(error),
+            }),
+        );
+    }
+}
+
+/// Files of one directory to be read ahead, in batches of at most
+/// [`PREFETCH_FILES`] files and [`PREFETCH_BYTES`] bytes: the first two
+/// batches when the walk starts on the directory, each later one when it
+/// reaches the first file of the batch before, so the kernel reads one to
+/// two batches ahead of the files being read.
+struct Prefetch {
+    /// Each batch: the position of its first file among the directory's
+    /// children, and the files.
+    batches: Vec<(usize, Vec<PathBuf>)>,
+    /// The first batch not asked for yet.
+    next: usize,
+}
+
+impl Prefetch {
+    /// `files`: position among the children, path and size, in order.
+    fn new(files: Vec<(usize, PathBuf, u64)>) -> Prefetch {
+        let mut batches: Vec<(usize, Vec<PathBuf>)> = Vec::new();
+        let mut bytes = 0;
+        for (at, path, size) in files {
+            match batches.last_mut() {
+                Some((_, batch))
+                    if batch.len() < PREFETCH_FILES && bytes + size <= PREFETCH_BYTES =>
+                {
+                    bytes += size;
+                    batch.push(path);
+                }
+                _ => {
+                    bytes = size;
+                    batches.push((at, vec![path]));
+                }
+            }
+        }
+        Prefetch { batches, next: 0 }
+    }
+
+    /// The walk has reached the child at position `at`: asks for the
+    /// batches due.
+    fn reached(&mut self, at: usize) {
+        while self.next < self.batches.len()
+            && (self.next == 0 || self.batches[self.next - 1].0 <= at)
+        {
+            let paths = std::mem::take(&mut self.batches[self.next].1);
+            drop(tokio::task::spawn_blocking(move || {
+                readahead::prefetch(&paths);
+            }));
+            self.next += 1;
+        }
+    }
+}
+
 /// Buffers of finished work kept for the next: fresh memory costs a page
 /// fault for each of its pages when it is first written.
 struct BufferPool {
@@ -293,6 +390,9 @@ struct BackupWriter {
     tree_pack: tokio::sync::Mutex<OpenPack>,
     /// Set once the sink has declined to stage a pack.
     no_staging: std::sync::atomic::AtomicBool,
+    /// Cleared once reads that do not wait turn out to be unavailable
+    /// (see [`readahead`]).
+    cached_reads: Arc<std::sync::atomic::AtomicBool>,
     /// Buffers of blocks written, for the next blocks.
     block_buffers: Arc<BufferPool>,
     /// Chunker windows of streamed files that ended.
@@ -323,6 +423,7 @@ impl BackupWriter {
             data_pack: tokio::sync::Mutex::new(OpenPack::default()),
             tree_pack: tokio::sync::Mutex::new(OpenPack::default()),
             no_staging: std::sync::atomic::AtomicBool::new(false),
+            cached_reads: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             // Enough for the blocks queued and being filled.
             block_buffers: Arc::new(BufferPool::new(STREAM_BLOCKS_QUEUED + 2)),
             // One for each file read at once.
@@ -457,8 +558,10 @@ impl BackupWriter {
                     }
                 };
                 let mut nodes = Vec::with_capacity(children.len());
-                let mut results = futures::stream::iter(children)
-                    .map(|(child, metadata)| {
+                let mut prefetch = self.prefetch_plan(&path, &children, &parent_children);
+                let mut results = futures::stream::iter(children.into_iter().enumerate())
+                    .map(|(at, (child, metadata))| {
+                        prefetch.reached(at);
                         let parent = parent_children.get(&child).cloned();
                         self.archive_path(path.join(&child), child, Some(metadata), parent)
                     })
@@ -509,13 +612,7 @@ impl BackupWriter {
             .bytes_total
             .fetch_add(node.size, Ordering::Relaxed);
         if let Some(parent) = parent {
-            let unchanged = parent.kind == NodeKind::File
-                && parent.size == node.size
-                && parent.mtime_ns == node.mtime_ns
-                && parent.ctime_ns == node.ctime_ns
-                && parent.inode == node.inode
-                && parent.content.iter().all(|id| self.repo.index_contains(id));
-            if unchanged {
+            if self.unchanged(&parent, &node) {
                 self.stats.files_unchanged.fetch_add(1, Ordering::Relaxed);
                 self.tracker.bytes_done(node.size);
                 self.tracker.file_done();
@@ -523,7 +620,7 @@ impl BackupWriter {
                 return Ok(Some(node));
             }
         }
-        let stored = if node.size <= u64::from(self.repo.chunker.params().max_size) {
+        let stored = if self.reads_whole(node.size) {
             self.store_small_file(path, node.size).await
         } else {
             self.store_large_file(path).await
@@ -551,6 +648,48 @@ impl BackupWriter {
             }
             Err(fatal) => Err(fatal),
         }
+    }
+
+    /// Whether a file listed as `node` is stored as it was in the parent
+    /// backup (`parent`), unread.
+    fn unchanged(&self, parent: &Node, node: &Node) -> bool {
+        parent.kind == NodeKind::File
+            && parent.size == node.size
+            && parent.mtime_ns == node.mtime_ns
+            && parent.ctime_ns == node.ctime_ns
+            && parent.inode == node.inode
+            && parent.content.iter().all(|id| self.repo.index_contains(id))
+    }
+
+    /// Whether a file of `size` bytes is read whole (not streamed).
+    fn reads_whole(&self, size: u64) -> bool {
+        size <= u64::from(self.repo.chunker.params().max_size)
+    }
+
+    /// The files of a directory that will be read whole (regular, not
+    /// empty, changed since the parent backup), to be read ahead.
+    fn prefetch_plan(
+        &self,
+        path: &Path,
+        children: &[(String, std::io::Result<std::fs::Metadata>)],
+        parent_children: &HashMap<String, Node>,
+    ) -> Prefetch {
+        let mut files = Vec::new();
+        if self.cached_reads.load(Ordering::Relaxed) {
+            for (at, (name, metadata)) in children.iter().enumerate() {
+                let Ok(metadata) = metadata else { continue };
+                if !metadata.is_file() || metadata.len() == 0 || !self.reads_whole(metadata.len()) {
+                    continue;
+                }
+                if let Some(parent) = parent_children.get(name) {
+                    if self.unchanged(parent, &node_from_metadata(String::new(), metadata)) {
+                        continue;
+                    }
+                }
+                files.push((at, path.join(name), metadata.len()));
+            }
+        }
+        Prefetch::new(files)
     }
 
     /// Streams a file larger than one maximum chunk through the chunker.
@@ -723,33 +862,38 @@ impl BackupWriter {
         let repo = self.repo.clone();
         let claimed = self.claimed.clone();
         let path_owned = path.to_path_buf();
-        // The read waits on the disk in the blocking pool, which has many
-        // threads (a cold cache needs many reads outstanding); the CPU pool
-        // only chunks, hashes and encodes. (Encoding in the blocking pool
-        // too saves a hand-off but costs more: one zstd context per thread,
-        // and more threads competing for the cores.) The reading thread
-        // hands the bytes to the CPU pool itself: this task wakes once, when
-        // the chunks are encoded, not also between read and encode (one
-        // thread wake-up fewer per small file).
+        // The CPU pool reads the file itself when its bytes are in the page
+        // cache (the walk asked for them to be read ahead, see
+        // [`readahead`]): one thread wake-up for the whole file. Otherwise
+        // the read waits on the disk in the blocking pool, which has many
+        // threads (a cold cache needs many reads outstanding), and the
+        // thread that read the file hands the bytes to the CPU pool itself:
+        // this task wakes once, when the chunks are encoded. (Encoding in
+        // the blocking pool too costs more: one zstd context per thread,
+        // and more threads competing for the cores.)
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        drop(tokio::task::spawn_blocking(move || {
-            let data = match read_whole(&path_owned, size) {
-                Ok(data) => data,
-                Err(error) => {
-                    let _ = sender.send(Err(error));
-                    return;
+        let job = SmallFile {
+            repo,
+            claimed,
+            path: path_owned,
+            size,
+            sender,
+        };
+        let runtime = tokio::runtime::Handle::current();
+        if self.cached_reads.load(Ordering::Relaxed) {
+            let cached_reads = self.cached_reads.clone();
+            rayon::spawn(move || match readahead::read_cached(&job.path, job.size) {
+                Ok(Cached::Read(data)) => job.encode(data),
+                Ok(Cached::WouldWait) => job.read_blocking(&runtime),
+                Ok(Cached::Unsupported) => {
+                    cached_reads.store(false, Ordering::Relaxed);
+                    job.read_blocking(&runtime);
                 }
-            };
-            rayon::spawn(move || {
-                let encoded: Vec<Encoded> = repo
-                    .chunker
-                    .split(&data)
-                    .into_iter()
-                    .map(|chunk| encode_chunk(&repo, &claimed, BlobKind::Data, chunk))
-                    .collect();
-                let _ = sender.send(Ok((data.len() as u64, encoded)));
+                Err(error) => job.fail(error),
             });
-        }));
+        } else {
+            job.read_blocking(&runtime);
+        }
         let (size, encoded) = receiver
             .await
             .map_err(|_| ItemFailure::Fatal(closed()))?
@@ -1181,4 +1325,97 @@ async fn read_dir_names(
     })
     .await
     .map_err(|error| format!("cannot list directory: {error}"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repository::{InitOptions, Repository};
+    use crate::sink::MemorySink;
+
+    /// Backs `dir` up through a writer that reads small files on the CPU
+    /// pool when they are cached (`cached_reads`) or always on blocking
+    /// threads; returns the root tree ids and the counters.
+    async fn archive(
+        repo: &Repository,
+        dir: &Path,
+        cached_reads: bool,
+    ) -> (Vec<Id>, BackupStats, Vec<ItemError>) {
+        let writer = Arc::new(BackupWriter::new(
+            repo.shared().clone(),
+            Tracker::new("backup"),
+        ));
+        writer.cached_reads.store(cached_reads, Ordering::Relaxed);
+        let entries = vec![Entry::Path {
+            name: "tree".into(),
+            path: dir.to_path_buf(),
+        }];
+        let root = writer.archive_entries(entries, None).await.unwrap();
+        writer.flush().await.unwrap();
+        let errors = writer.errors.lock().unwrap().clone();
+        (root, writer.stats.snapshot(), errors)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn files_read_on_the_cpu_pool_or_on_blocking_threads_give_the_same_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        // More files than a prefetch batch, of sizes from empty to above a
+        // batch's bytes, and one streamed (above the maximum chunk size).
+        for i in 0..80u32 {
+            let size = match i {
+                0 => 0,
+                1 => 5 * 1024 * 1024,
+                2 => 9 * 1024 * 1024,
+                _ => (i as usize * 7919) % 70_000,
+            };
+            let content: Vec<u8> = (0..size)
+                .map(|at| (at as u32 ^ i).to_le_bytes()[at % 3])
+                .collect();
+            let sub = dir.path().join(format!("d{}", i % 3));
+            std::fs::create_dir_all(&sub).unwrap();
+            std::fs::write(sub.join(format!("f{i:03}")), content).unwrap();
+        }
+        let repo = Repository::init(Arc::new(MemorySink::new()), InitOptions::default())
+            .await
+            .unwrap();
+        let (cpu_root, cpu_stats, cpu_errors) = archive(&repo, dir.path(), true).await;
+        let (blocking_root, blocking_stats, blocking_errors) =
+            archive(&repo, dir.path(), false).await;
+        assert!(cpu_errors.is_empty() && blocking_errors.is_empty());
+        assert_eq!(cpu_root, blocking_root);
+        assert_eq!(cpu_stats.files, 80);
+        assert_eq!(cpu_stats.bytes_read, blocking_stats.bytes_read);
+        assert_eq!(cpu_stats.files, blocking_stats.files);
+        // The second backup found every chunk stored by the first.
+        assert!(cpu_stats.chunks_added > 0);
+        assert_eq!(blocking_stats.chunks_added, 0);
+    }
+
+    #[test]
+    fn prefetch_batches_are_bounded_and_asked_for_ahead() {
+        let files: Vec<(usize, PathBuf, u64)> = (0..100)
+            .map(|at| {
+                (
+                    at * 2,
+                    PathBuf::from(format!("f{at}")),
+                    if at == 50 { PREFETCH_BYTES + 1 } else { 1000 },
+                )
+            })
+            .collect();
+        let prefetch = Prefetch::new(files);
+        let sizes: Vec<usize> = prefetch
+            .batches
+            .iter()
+            .map(|(_, batch)| batch.len())
+            .collect();
+        assert!(sizes.iter().all(|&size| size <= PREFETCH_FILES));
+        assert_eq!(sizes.iter().sum::<usize>(), 100);
+        // The large file is alone in its batch, which starts where it is.
+        assert!(prefetch
+            .batches
+            .iter()
+            .any(|(at, batch)| *at == 100 && batch.len() == 1));
+        let starts: Vec<usize> = prefetch.batches.iter().map(|(at, _)| *at).collect();
+        assert!(starts.windows(2).all(|pair| pair[0] < pair[1]));
+    }
 }

@@ -52,6 +52,7 @@ pub mod manifest;
 pub mod pack;
 pub mod progress;
 pub mod prune;
+mod readahead;
 mod repository;
 pub mod restore;
 pub mod retention;
