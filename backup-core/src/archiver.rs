@@ -9,6 +9,12 @@
 //! ─► index every 32 packs and at the end
 //! ```
 //!
+//! Files up to the maximum chunk size are read whole. The walk asks the
+//! kernel to read them ahead, a few dozen at a time, and the CPU pool reads
+//! those whose bytes are already cached itself, with reads that never wait
+//! for the disk; the others are read on blocking threads (see
+//! `readahead`).
+//!
 //! Memory is bounded: the chunk data read but not yet in a pack is capped
 //! in bytes for all files together (`MEMORY_BUDGET_KIB`), a bounded number
 //! of files are read at once, and at most a few packs (as many as the sink's
