@@ -659,12 +659,7 @@ impl BackupWriter {
     /// Whether a file listed as `node` is stored as it was in the parent
     /// backup (`parent`), unread.
     fn unchanged(&self, parent: &Node, node: &Node) -> bool {
-        parent.kind == NodeKind::File
-            && parent.size == node.size
-            && parent.mtime_ns == node.mtime_ns
-            && parent.ctime_ns == node.ctime_ns
-            && parent.inode == node.inode
-            && parent.content.iter().all(|id| self.repo.index_contains(id))
+        same_file(parent, node) && parent.content.iter().all(|id| self.repo.index_contains(id))
     }
 
     /// Whether a file of `size` bytes is read whole (not streamed).
@@ -687,8 +682,10 @@ impl BackupWriter {
                 if !metadata.is_file() || metadata.len() == 0 || !self.reads_whole(metadata.len()) {
                     continue;
                 }
+                // (Whether its chunks are still stored is looked up once,
+                // when the file comes to be stored.)
                 if let Some(parent) = parent_children.get(name) {
-                    if self.unchanged(parent, &node_from_metadata(String::new(), metadata)) {
+                    if same_file(parent, &node_from_metadata(String::new(), metadata)) {
                         continue;
                     }
                 }
@@ -1254,6 +1251,16 @@ impl PackStream {
     }
 }
 
+/// Whether a file listed as `node` looks as it did in the parent backup
+/// (`parent`): same size, times and inode.
+fn same_file(parent: &Node, node: &Node) -> bool {
+    parent.kind == NodeKind::File
+        && parent.size == node.size
+        && parent.mtime_ns == node.mtime_ns
+        && parent.ctime_ns == node.ctime_ns
+        && parent.inode == node.inode
+}
+
 fn closed() -> Error {
     Error::Io {
         context: "backup pipeline stopped",
@@ -1397,8 +1404,8 @@ mod tests {
         assert_eq!(blocking_stats.chunks_added, 0);
     }
 
-    #[test]
-    fn prefetch_batches_are_bounded_and_asked_for_ahead() {
+    #[tokio::test]
+    async fn prefetch_batches_are_bounded_and_asked_for_ahead() {
         let files: Vec<(usize, PathBuf, u64)> = (0..100)
             .map(|at| {
                 (
@@ -1408,7 +1415,7 @@ mod tests {
                 )
             })
             .collect();
-        let prefetch = Prefetch::new(files);
+        let mut prefetch = Prefetch::new(files);
         let sizes: Vec<usize> = prefetch
             .batches
             .iter()
@@ -1423,5 +1430,18 @@ mod tests {
             .any(|(at, batch)| *at == 100 && batch.len() == 1));
         let starts: Vec<usize> = prefetch.batches.iter().map(|(at, _)| *at).collect();
         assert!(starts.windows(2).all(|pair| pair[0] < pair[1]));
+        // The first two batches at once; each later one when the walk
+        // reaches the batch before it; none twice.
+        prefetch.reached(0);
+        assert_eq!(prefetch.next, 2);
+        prefetch.reached(starts[1] - 1);
+        assert_eq!(prefetch.next, 2);
+        prefetch.reached(starts[1]);
+        assert_eq!(prefetch.next, 3);
+        prefetch.reached(starts[1]);
+        assert_eq!(prefetch.next, 3);
+        prefetch.reached(usize::MAX);
+        assert_eq!(prefetch.next, starts.len());
+        assert!(prefetch.batches.iter().all(|(_, batch)| batch.is_empty()));
     }
 }
