@@ -54,8 +54,8 @@ pub struct ObjectMeta {
 /// # Contract
 ///
 /// Every implementation must satisfy these rules; the conformance suite in
-/// [`conformance`] checks them (enable the `conformance` feature to run it
-/// against a sink of your own).
+/// `backup_core::sink::conformance` checks them (enable the `conformance`
+/// feature to build it and run it against a sink of your own).
 ///
 /// * **Keys** are non-empty UTF-8 strings of `/`-separated segments, none of
 ///   them empty, `.` or `..`. Keys may contain any other Unicode character.
