@@ -1298,11 +1298,9 @@ fn node_from_metadata(name: String, metadata: &std::fs::Metadata) -> Node {
     }
 }
 
-/// Names of a directory's entries, sorted, and the paths of entries whose
-/// names are not UTF-8 (the format stores UTF-8 names only).
 /// A directory's entries (sorted by name) with their metadata (not
 /// following symlinks), read in one blocking task; and the paths of entries
-/// whose names are not UTF-8.
+/// whose names are not UTF-8 (the format stores UTF-8 names only).
 #[allow(clippy::type_complexity)]
 async fn read_dir_names(
     path: &Path,
