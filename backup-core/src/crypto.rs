@@ -8,10 +8,10 @@
 //!   the password by Argon2id (memory-hard).
 //! * Every secret is zeroized when dropped and never printed by `Debug`.
 
-use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20::cipher::consts::U10;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -109,19 +109,7 @@ impl MasterKey {
     ///
     /// When `buffer` is shorter than [`NONCE_LEN`].
     pub fn seal_in_place(&self, buffer: &mut Vec<u8>, associated: &[u8]) {
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        buffer[..NONCE_LEN].copy_from_slice(&nonce);
-        let tag = XChaCha20Poly1305::new((&self.encryption).into())
-            .encrypt_in_place_detached(
-                XNonce::from_slice(&nonce),
-                associated,
-                &mut buffer[NONCE_LEN..],
-            )
-            .unwrap_or_else(|_| {
-                unreachable!("XChaCha20-Poly1305 encryption of an in-memory buffer")
-            });
-        buffer.extend_from_slice(&tag);
+        seal_in_place_with(&self.encryption, buffer, associated);
     }
 
     /// Decrypts the output of [`MasterKey::seal`].
@@ -134,22 +122,43 @@ impl MasterKey {
     }
 }
 
-fn seal_with(key: &[u8; 32], plaintext: &[u8], associated: &[u8]) -> Vec<u8> {
-    let cipher = XChaCha20Poly1305::new(key.into());
+/// XChaCha20-Poly1305 (draft-irtf-cfrg-xchacha) for one nonce: HChaCha20
+/// derives a subkey from the key and the nonce's first 16 bytes, and IETF
+/// ChaCha20-Poly1305 (RFC 8439) runs under the subkey with the 12-byte
+/// nonce of four zero bytes and the nonce's last 8 bytes. The AEAD itself is
+/// ring's, whose vectorised code seals about twice as fast as a portable
+/// implementation; the bytes are the same.
+fn xchacha(key: &[u8; 32], nonce: &[u8; NONCE_LEN]) -> (LessSafeKey, Nonce) {
+    let (head, tail) = nonce.split_at(16);
+    let mut subkey = chacha20::hchacha::<U10>(key.into(), head.into());
+    let unbound = UnboundKey::new(&CHACHA20_POLY1305, &subkey)
+        .unwrap_or_else(|_| unreachable!("ChaCha20-Poly1305 takes a 32-byte key"));
+    subkey.as_mut_slice().zeroize();
+    let mut short = [0u8; 12];
+    short[4..].copy_from_slice(tail);
+    (
+        LessSafeKey::new(unbound),
+        Nonce::assume_unique_for_key(short),
+    )
+}
+
+/// [`MasterKey::seal_in_place`] under `key`.
+fn seal_in_place_with(key: &[u8; 32], buffer: &mut Vec<u8>, associated: &[u8]) {
     let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
-    let ciphertext = cipher
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext,
-                aad: associated,
-            },
-        )
+    buffer[..NONCE_LEN].copy_from_slice(&nonce);
+    let (cipher, nonce) = xchacha(key, &nonce);
+    let tag = cipher
+        .seal_in_place_separate_tag(nonce, Aad::from(associated), &mut buffer[NONCE_LEN..])
         .unwrap_or_else(|_| unreachable!("XChaCha20-Poly1305 encryption of an in-memory buffer"));
-    let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ciphertext);
+    buffer.extend_from_slice(tag.as_ref());
+}
+
+fn seal_with(key: &[u8; 32], plaintext: &[u8], associated: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SEAL_OVERHEAD + plaintext.len());
+    out.resize(NONCE_LEN, 0);
+    out.extend_from_slice(plaintext);
+    seal_in_place_with(key, &mut out, associated);
     out
 }
 
@@ -158,15 +167,14 @@ fn open_with(key: &[u8; 32], sealed: &[u8], associated: &[u8]) -> Option<Vec<u8>
         return None;
     }
     let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-    XChaCha20Poly1305::new(key.into())
-        .decrypt(
-            XNonce::from_slice(nonce),
-            Payload {
-                msg: ciphertext,
-                aad: associated,
-            },
-        )
-        .ok()
+    let (cipher, nonce) = xchacha(key, nonce.try_into().ok()?);
+    let mut out = ciphertext.to_vec();
+    let length = cipher
+        .open_in_place(nonce, Aad::from(associated), &mut out)
+        .ok()?
+        .len();
+    out.truncate(length);
+    Some(out)
 }
 
 /// Cost parameters of Argon2id, stored in each key file.
@@ -398,6 +406,60 @@ mod tests {
             assert_eq!(
                 *derived, expected,
                 "m={memory_kib} t={iterations} p={parallelism}"
+            );
+        }
+    }
+
+    #[test]
+    fn sealing_gives_the_bytes_of_a_reference_xchacha20_poly1305() {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+        let key: [u8; 32] = random_bytes();
+        let reference = XChaCha20Poly1305::new((&key).into());
+        // Lengths around ChaCha20's 64-byte blocks and the vectorised
+        // paths' wider strides, and a chunk's size.
+        for length in [
+            0,
+            1,
+            15,
+            16,
+            63,
+            64,
+            65,
+            255,
+            256,
+            257,
+            1000,
+            4096,
+            65_537,
+            1 << 20,
+        ] {
+            let plaintext: Vec<u8> = (0..length).map(|i| (i * 7 + length) as u8).collect();
+            let associated = format!("aad {length}");
+            let sealed = seal_with(&key, &plaintext, associated.as_bytes());
+            assert_eq!(sealed.len(), SEAL_OVERHEAD + length);
+            let (nonce, body) = sealed.split_at(NONCE_LEN);
+            let expected = reference
+                .encrypt(
+                    XNonce::from_slice(nonce),
+                    Payload {
+                        msg: &plaintext,
+                        aad: associated.as_bytes(),
+                    },
+                )
+                .unwrap();
+            assert_eq!(body, &expected[..], "length {length}");
+            assert_eq!(
+                open_with(&key, &sealed, associated.as_bytes()).as_deref(),
+                Some(&plaintext[..]),
+                "length {length}"
+            );
+            // And the other way: what the reference seals, we open.
+            let mut theirs = nonce.to_vec();
+            theirs.extend_from_slice(&expected);
+            assert_eq!(
+                open_with(&key, &theirs, associated.as_bytes()).as_deref(),
+                Some(&plaintext[..])
             );
         }
     }
