@@ -857,6 +857,7 @@ impl Repository {
         };
         let key = match (config.encryption.is_some(), password) {
             (true, Some(password)) => {
+                warm_while_deriving(&sink);
                 Some(open_key(sink.as_ref(), password, &config_object).await?)
             }
             (true, None) => return Err(Error::PasswordRequired),
@@ -1397,6 +1398,21 @@ impl Repository {
             .read()
             .ok()
             .and_then(|index| index.get(id).map(|location| location.entry.kind))
+    }
+}
+
+/// The key derivation keeps the cores busy for tens of milliseconds and
+/// the storage idle: meanwhile, in a task of its own, hint the sink that
+/// the index objects (read next, by [`Repository::open`]) and the backup
+/// manifests (read by most commands after it) are wanted, so that their
+/// reads find them fetched. Nothing when not on a Tokio runtime.
+fn warm_while_deriving(sink: &Arc<dyn Sink>) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let sink = Arc::clone(sink);
+        runtime.spawn(async move {
+            sink.prefetch(INDEX_PREFIX).await;
+            sink.prefetch(MANIFEST_PREFIX).await;
+        });
     }
 }
 

@@ -218,6 +218,11 @@ impl Sink for FaultSink {
         }
     }
 
+    /// Passed on without a fault: a hint reads nothing the caller sees.
+    async fn prefetch(&self, prefix: &str) {
+        self.inner.prefetch(prefix).await;
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         match self.decide("list", prefix, false, false).await? {
             Fault::Fail => Err(injected("list", prefix, true, "list failed")),

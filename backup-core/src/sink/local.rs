@@ -20,6 +20,9 @@ use crate::{Error, Result};
 const TEMP_PREFIX: &str = ".tmp-";
 /// Number of hex digits after [`TEMP_PREFIX`] in a temporary file name.
 const TEMP_HEX_DIGITS: usize = 32;
+/// At most this many files are read ahead for one [`Sink::prefetch`] hint:
+/// a hint must not turn into minutes of reading.
+const PREFETCH_LIMIT: usize = 4096;
 
 /// A repository stored in a directory of the local file system.
 ///
@@ -158,6 +161,24 @@ impl Sink for LocalSink {
         let root = self.root.clone();
         let owned_prefix = prefix.to_owned();
         blocking("list", prefix, move || list_files(&root, &owned_prefix)).await
+    }
+
+    /// Asks the kernel to read the files under `prefix` (the first
+    /// [`PREFETCH_LIMIT`] listed) into the page cache, without waiting for
+    /// the reads.
+    async fn prefetch(&self, prefix: &str) {
+        let sink = self.clone();
+        let owned_prefix = prefix.to_owned();
+        let _ = blocking("prefetch", prefix, move || {
+            let paths: Vec<PathBuf> = list_files(&sink.root, &owned_prefix)?
+                .iter()
+                .take(PREFETCH_LIMIT)
+                .filter_map(|object| sink.path_of(&object.key).ok())
+                .collect();
+            crate::readahead::prefetch(&paths);
+            Ok(())
+        })
+        .await;
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -810,6 +831,38 @@ mod tests {
         let file = tmp.path().join("file");
         fs::write(&file, "x").unwrap();
         assert!(LocalSink::create(&file).is_err());
+    }
+
+    #[tokio::test]
+    async fn prefetch_is_a_hint_that_changes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A root that does not exist: nothing to read ahead, nothing made.
+        let missing = LocalSink::new(tmp.path().join("missing"));
+        missing.prefetch("index/").await;
+        assert!(!tmp.path().join("missing").exists());
+
+        let sink = LocalSink::create(tmp.path().join("repo")).unwrap();
+        for key in ["index/a", "index/b", "manifests/c", "data/0f/d"] {
+            sink.put(key, key.as_bytes().to_vec().into(), PutMode::Create)
+                .await
+                .unwrap();
+        }
+        let before = walk(sink.root());
+        for prefix in [
+            "index/",
+            "manifests/",
+            "data/",
+            "",
+            "nothing/",
+            "../",
+            "index/a",
+        ] {
+            sink.prefetch(prefix).await;
+        }
+        assert_eq!(walk(sink.root()), before);
+        for key in ["index/a", "index/b", "manifests/c", "data/0f/d"] {
+            assert_eq!(sink.get(key).await.unwrap(), key.as_bytes());
+        }
     }
 
     /// A directory on the disk, and one on tmpfs where there is one (which

@@ -111,6 +111,17 @@ pub trait Sink: Send + Sync + Debug {
     /// A human-readable location for messages, such as `file:///backups`.
     fn location(&self) -> String;
 
+    /// A hint that the caller will soon list `prefix` and read the objects
+    /// under it whole (a repository's index objects, its backup manifests).
+    /// A sink may start fetching them so that the reads find them ready;
+    /// the local sink asks the kernel to read the files into its cache.
+    ///
+    /// Never fails: it returns once the hint is given, whatever became of
+    /// it. The default does nothing (no listing, no request).
+    async fn prefetch(&self, prefix: &str) {
+        let _ = prefix;
+    }
+
     /// How many large puts (packs) a writer should keep in flight at once.
     ///
     /// A hint for throughput against memory: each put in flight holds a

@@ -138,6 +138,11 @@ impl Sink for RetrySink {
         self.retry("head", key, || self.inner.head(key)).await
     }
 
+    /// Passed on once: a hint is not retried.
+    async fn prefetch(&self, prefix: &str) {
+        self.inner.prefetch(prefix).await;
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         self.retry("list", prefix, || self.inner.list(prefix)).await
     }
