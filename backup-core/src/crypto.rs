@@ -169,12 +169,19 @@ fn open_with(key: &[u8; 32], sealed: &[u8], associated: &[u8]) -> Option<Vec<u8>
     let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
     let (cipher, nonce) = xchacha(key, nonce.try_into().ok()?);
     let mut out = ciphertext.to_vec();
-    let length = cipher
-        .open_in_place(nonce, Aad::from(associated), &mut out)
-        .ok()?
-        .len();
-    out.truncate(length);
-    Some(out)
+    match cipher.open_in_place(nonce, Aad::from(associated), &mut out) {
+        Ok(plaintext) => {
+            let length = plaintext.len();
+            out.truncate(length);
+            Some(out)
+        }
+        // What the buffer holds after a failed check is unspecified (it
+        // may be decrypted, unauthenticated bytes): wiped, not just freed.
+        Err(_) => {
+            out.zeroize();
+            None
+        }
+    }
 }
 
 /// Cost parameters of Argon2id, stored in each key file.
