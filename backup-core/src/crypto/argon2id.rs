@@ -1,35 +1,33 @@
-//! Argon2id (RFC 9106, version 0x13) on x86-64 processors with AVX-512.
+//! Argon2id (RFC 9106, version 0x13) on x86-64 processors with AVX-512 or
+//! AVX2.
 //!
 //! Opening an encrypted repository derives the key-encryption key from the
 //! password, and with the default costs (64 MiB, 3 passes, 4 lanes) that
 //! derivation is most of the time of a short command such as restoring one
 //! file. This path gives the bytes of the `argon2` crate (the tests compare
-//! them over a grid of costs, lane counts and input lengths); it is faster
-//! for three reasons, each measured here on 64 MiB, 3 passes, 4 lanes:
+//! them over a grid of costs, lane counts and input lengths) in about half
+//! its time: with the default costs on two cores, 24-30 ms against 55-63.
+//! Three things make the difference (64 MiB, 3 passes):
 //!
 //! * the compression function works on 512-bit registers, two rows or two
-//!   columns of the block at a time, with AVX-512's 64-bit rotations
-//!   (one lane on one thread: 96 -> 63 ms);
+//!   columns of the block at a time, with AVX-512's 64-bit rotations (one
+//!   lane on one thread: 96 -> 63 ms); without AVX-512, on 256-bit
+//!   registers, one row or column at a time (default costs, two threads:
+//!   31 ms where AVX-512 took 27 in the same minute);
 //! * in the data-dependent part the next reference block is chosen by the
 //!   first word of the block being computed, and that word is final after
 //!   the first of the four column steps: its cache lines are fetched while
-//!   the other three run (63 -> 51 ms);
+//!   the other three run (one lane: 63 -> 51 ms);
 //! * two lanes advance in turn on each thread, so the wait for one lane's
 //!   reference block overlaps the other lane's computation (four lanes on
-//!   one thread: 56 -> 40 ms; on two threads 55-63 ms for the crate
-//!   against 24-30 ms).
+//!   one thread: 56 -> 40 ms).
 //!
-//! Elsewhere (no AVX-512, other architectures, memory the kernel would not
-//! map) the caller uses the `argon2` crate.
+//! Elsewhere (neither instruction set, other architectures, memory the
+//! kernel would not map) the caller uses the `argon2` crate.
 
 #![allow(unsafe_code)]
 
-use std::arch::x86_64::{
-    __m512i, _mm512_add_epi64, _mm512_castsi512_si128, _mm512_load_si512, _mm512_mul_epu32,
-    _mm512_permutex2var_epi64, _mm512_permutex_epi64, _mm512_ror_epi64, _mm512_setr_epi64,
-    _mm512_shuffle_i64x2, _mm512_store_si512, _mm512_xor_si512, _mm_cvtsi128_si64, _mm_prefetch,
-    _MM_HINT_T0,
-};
+use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
 use std::sync::Barrier;
 
 use blake2::digest::consts::U32;
@@ -38,8 +36,6 @@ use zeroize::{Zeroize, Zeroizing};
 
 /// 64-bit words in a block.
 const WORDS: usize = 128;
-/// 512-bit registers a block fills.
-const VECTORS: usize = WORDS / 8;
 /// Bytes in a block.
 pub(super) const BLOCK_SIZE: usize = WORDS * 8;
 /// Slices per pass; lanes synchronise at the end of each.
@@ -76,9 +72,96 @@ unsafe impl Send for Memory {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for Memory {}
 
-/// Whether this processor can run the AVX-512 path.
+/// The instruction sets this path has a compression function for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Instructions {
+    /// AVX-512 Foundation: 512-bit registers and 64-bit rotations.
+    Avx512,
+    /// AVX2: 256-bit registers.
+    Avx2,
+}
+
+impl Instructions {
+    /// The best this processor runs, if any.
+    fn detect() -> Option<Instructions> {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            Some(Instructions::Avx512)
+        } else if std::arch::is_x86_feature_detected!("avx2") {
+            Some(Instructions::Avx2)
+        } else {
+            None
+        }
+    }
+
+    /// Whether this processor runs them.
+    fn present(self) -> bool {
+        match self {
+            Instructions::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            Instructions::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+        }
+    }
+}
+
+/// Whether this processor can run this path.
 pub(super) fn available() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
+    Instructions::detect().is_some()
+}
+
+/// Argon2's compression function G on one instruction set.
+trait Kernel: Copy + Send + Sync {
+    /// `out = P(x ^ y) ^ x ^ y`, XORed into the old `out` when `xor_into`
+    /// is set. `early` receives the output's first word as soon as it is
+    /// final, before three quarters of the work.
+    ///
+    /// # Safety
+    ///
+    /// The processor has the kernel's instructions; the three pointers are
+    /// valid 64-byte aligned blocks; `out` may be read by no one else while
+    /// it is written.
+    unsafe fn compress(
+        self,
+        out: *mut Block,
+        x: *const Block,
+        y: *const Block,
+        xor_into: bool,
+        early: impl FnOnce(u64),
+    );
+}
+
+/// The AVX-512 kernel.
+#[derive(Clone, Copy)]
+struct Avx512;
+
+impl Kernel for Avx512 {
+    unsafe fn compress(
+        self,
+        out: *mut Block,
+        x: *const Block,
+        y: *const Block,
+        xor_into: bool,
+        early: impl FnOnce(u64),
+    ) {
+        // SAFETY: the caller's promises are `avx512::compress`'s.
+        unsafe { avx512::compress(out, x, y, xor_into, early) }
+    }
+}
+
+/// The AVX2 kernel.
+#[derive(Clone, Copy)]
+struct Avx2;
+
+impl Kernel for Avx2 {
+    unsafe fn compress(
+        self,
+        out: *mut Block,
+        x: *const Block,
+        y: *const Block,
+        xor_into: bool,
+        early: impl FnOnce(u64),
+    ) {
+        // SAFETY: the caller's promises are `avx2::compress`'s.
+        unsafe { avx2::compress(out, x, y, xor_into, early) }
+    }
 }
 
 /// The costs of one derivation.
@@ -95,8 +178,8 @@ pub(super) struct Costs {
 /// Derives Argon2id's 32-byte tag of `password` and `salt` with no secret
 /// and no associated data, on `threads` threads.
 ///
-/// Returns `None`, having touched nothing, when this processor has no
-/// AVX-512, when the costs or salt are outside what Argon2 allows (the
+/// Returns `None`, having touched nothing, when this processor has neither
+/// AVX-512 nor AVX2, when the costs or salt are outside what Argon2 allows (the
 /// caller's fallback then reports the error), or when the memory is smaller
 /// than the costs need.
 ///
@@ -113,8 +196,37 @@ pub(super) unsafe fn derive(
     memory: *mut u8,
     capacity: usize,
 ) -> Option<Zeroizing<[u8; TAG_LEN]>> {
+    let instructions = Instructions::detect()?;
+    // SAFETY: the caller's promises, and the instructions are present.
+    unsafe {
+        derive_using(
+            instructions,
+            password,
+            salt,
+            costs,
+            threads,
+            memory,
+            capacity,
+        )
+    }
+}
+
+/// [`derive`] with the given instruction set, if present.
+///
+/// # Safety
+///
+/// As for [`derive`].
+unsafe fn derive_using(
+    instructions: Instructions,
+    password: &[u8],
+    salt: &[u8],
+    costs: Costs,
+    threads: usize,
+    memory: *mut u8,
+    capacity: usize,
+) -> Option<Zeroizing<[u8; TAG_LEN]>> {
     let lanes = costs.lanes as usize;
-    let valid = available()
+    let valid = instructions.present()
         && costs.iterations >= 1
         && (1..=0xFF_FFFF).contains(&costs.lanes)
         && costs.memory_kib as usize >= 8 * lanes
@@ -163,29 +275,14 @@ pub(super) unsafe fn derive(
     }
     drop(initial);
 
-    let threads = threads.clamp(1, lanes);
-    let barrier = Barrier::new(threads);
-    let fill = |thread: usize| {
-        let mine: Vec<usize> = (thread..lanes).step_by(threads).collect();
-        for pass in 0..shape.passes {
-            for slice in 0..SYNC_POINTS {
-                let position = Position { pass, slice };
-                for pair in mine.chunks(2) {
-                    // SAFETY: this thread's lanes, this slice (see `Memory`);
-                    // AVX-512F is present (`available`).
-                    unsafe { fill_segments(memory, shape, position, pair) };
-                }
-                barrier.wait();
-            }
+    // SAFETY: the instructions are present; the memory holds `count`
+    // blocks with the first two of each lane written.
+    unsafe {
+        match instructions {
+            Instructions::Avx512 => fill_memory(Avx512, memory, shape, threads),
+            Instructions::Avx2 => fill_memory(Avx2, memory, shape, threads),
         }
-    };
-    std::thread::scope(|scope| {
-        for thread in 1..threads {
-            let fill = &fill;
-            scope.spawn(move || fill(thread));
-        }
-        fill(0);
-    });
+    }
 
     // The tag hashes the XOR of every lane's last block.
     let mut last = Zeroizing::new([0u64; WORDS]);
@@ -205,6 +302,39 @@ pub(super) unsafe fn derive(
     let mut tag = Zeroizing::new([0u8; TAG_LEN]);
     tag.copy_from_slice(&hasher.finalize());
     Some(tag)
+}
+
+/// Runs every pass over the memory on `threads` threads, each taking a
+/// share of the lanes and meeting the others at the end of every slice.
+///
+/// # Safety
+///
+/// The processor has the kernel's instructions; the memory holds
+/// `shape.count` blocks, this call's alone.
+unsafe fn fill_memory(kernel: impl Kernel, memory: Memory, shape: Shape, threads: usize) {
+    let threads = threads.clamp(1, shape.lanes);
+    let barrier = Barrier::new(threads);
+    let fill = |thread: usize| {
+        let mine: Vec<usize> = (thread..shape.lanes).step_by(threads).collect();
+        for pass in 0..shape.passes {
+            for slice in 0..SYNC_POINTS {
+                let position = Position { pass, slice };
+                for pair in mine.chunks(2) {
+                    // SAFETY: this thread's lanes, this slice (see `Memory`);
+                    // the caller's promises for the rest.
+                    unsafe { fill_segments(kernel, memory, shape, position, pair) };
+                }
+                barrier.wait();
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        for thread in 1..threads {
+            let fill = &fill;
+            scope.spawn(move || fill(thread));
+        }
+        fill(0);
+    });
 }
 
 /// H0: BLAKE2b-512 of the costs, the inputs and their lengths.
@@ -334,14 +464,17 @@ struct LaneFill {
 impl LaneFill {
     /// Computes the next 128 addresses: G(0, G(0, input)) with the counter
     /// advanced.
-    #[target_feature(enable = "avx512f")]
-    fn next_addresses(&mut self) {
+    ///
+    /// # Safety
+    ///
+    /// The processor has the kernel's instructions.
+    unsafe fn next_addresses(&mut self, kernel: impl Kernel) {
         self.address_input.0[6] += 1;
         let mut once = Block::ZERO;
-        // SAFETY: three distinct, aligned blocks on this stack frame.
+        // SAFETY: three distinct, aligned blocks; the caller's promise.
         unsafe {
-            compress(&mut once, &Block::ZERO, &self.address_input, false, |_| ());
-            compress(&mut self.addresses, &Block::ZERO, &once, false, |_| ());
+            kernel.compress(&mut once, &Block::ZERO, &self.address_input, false, |_| ());
+            kernel.compress(&mut self.addresses, &Block::ZERO, &once, false, |_| ());
         }
     }
 }
@@ -351,10 +484,16 @@ impl LaneFill {
 ///
 /// # Safety
 ///
-/// The blocks of these lanes' segments in this slice are this call's alone;
-/// the memory is `shape.count` blocks.
-#[target_feature(enable = "avx512f")]
-unsafe fn fill_segments(memory: Memory, shape: Shape, position: Position, lanes: &[usize]) {
+/// The processor has the kernel's instructions; the blocks of these lanes'
+/// segments in this slice are this call's alone; the memory is
+/// `shape.count` blocks.
+unsafe fn fill_segments(
+    kernel: impl Kernel,
+    memory: Memory,
+    shape: Shape,
+    position: Position,
+    lanes: &[usize],
+) {
     let first = position.first_index();
     let independent = position.data_independent();
     let mut fills: Vec<LaneFill> = lanes
@@ -385,7 +524,8 @@ unsafe fn fill_segments(memory: Memory, shape: Shape, position: Position, lanes:
                     u64::from(TYPE_ID),
                 ]);
                 if first != 0 {
-                    fill.next_addresses();
+                    // SAFETY: the caller's promise.
+                    unsafe { fill.next_addresses(kernel) };
                 }
             }
             fill
@@ -399,7 +539,8 @@ unsafe fn fill_segments(memory: Memory, shape: Shape, position: Position, lanes:
                 None => {
                     let random = if independent {
                         if index % ADDRESSES_PER_BLOCK == 0 {
-                            fill.next_addresses();
+                            // SAFETY: the caller's promise.
+                            unsafe { fill.next_addresses(kernel) };
                         }
                         fill.addresses.0[index % ADDRESSES_PER_BLOCK]
                     } else {
@@ -429,7 +570,8 @@ unsafe fn fill_segments(memory: Memory, shape: Shape, position: Position, lanes:
                 // SAFETY: `reference` is a block index inside the memory.
                 let lines = unsafe { base.add(reference) }.cast::<i8>();
                 for line in 0..BLOCK_SIZE / 64 {
-                    _mm_prefetch::<_MM_HINT_T0>(lines.wrapping_add(64 * line));
+                    // SAFETY: a hint; SSE is part of x86-64.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(lines.wrapping_add(64 * line)) };
                 }
                 *next_reference = Some(reference);
             };
@@ -437,7 +579,7 @@ unsafe fn fill_segments(memory: Memory, shape: Shape, position: Position, lanes:
             // is this call's alone (see `Memory`), the others are only read.
             // In passes after the first the new block is XORed into the old.
             unsafe {
-                compress(
+                kernel.compress(
                     base.add(fill.current),
                     base.add(fill.previous),
                     base.add(reference),
@@ -451,138 +593,324 @@ unsafe fn fill_segments(memory: Memory, shape: Shape, position: Position, lanes:
     }
 }
 
-/// `a + b + 2 * lo32(a) * lo32(b)` on eight words: BlaMka's multiplication-
-/// hardened addition.
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn blamka(a: __m512i, b: __m512i) -> __m512i {
-    let product = _mm512_mul_epu32(a, b);
-    _mm512_add_epi64(_mm512_add_epi64(a, b), _mm512_add_epi64(product, product))
-}
+/// The compression function on 512-bit registers.
+mod avx512 {
+    use std::arch::x86_64::{
+        __m512i, _mm512_add_epi64, _mm512_castsi512_si128, _mm512_load_si512, _mm512_mul_epu32,
+        _mm512_permutex2var_epi64, _mm512_permutex_epi64, _mm512_ror_epi64, _mm512_setr_epi64,
+        _mm512_shuffle_i64x2, _mm512_store_si512, _mm512_xor_si512, _mm_cvtsi128_si64,
+    };
 
-/// One quarter of BLAKE2b's G on four columns of two 16-word states.
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn half_round(a: &mut __m512i, b: &mut __m512i, c: &mut __m512i, d: &mut __m512i) {
-    *a = blamka(*a, *b);
-    *d = _mm512_ror_epi64::<32>(_mm512_xor_si512(*d, *a));
-    *c = blamka(*c, *d);
-    *b = _mm512_ror_epi64::<24>(_mm512_xor_si512(*b, *c));
-    *a = blamka(*a, *b);
-    *d = _mm512_ror_epi64::<16>(_mm512_xor_si512(*d, *a));
-    *c = blamka(*c, *d);
-    *b = _mm512_ror_epi64::<63>(_mm512_xor_si512(*b, *c));
-}
+    use super::{Block, WORDS};
 
-/// The permutation P on two 16-word states at once: each 256-bit half of
-/// `a`, `b`, `c` and `d` holds words 0-3, 4-7, 8-11 and 12-15 of one state.
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn permute(a: &mut __m512i, b: &mut __m512i, c: &mut __m512i, d: &mut __m512i) {
-    half_round(a, b, c, d);
-    // Diagonals into columns: rotate b, c, d by 1, 2, 3 words per half.
-    *b = _mm512_permutex_epi64::<0b00_11_10_01>(*b);
-    *c = _mm512_permutex_epi64::<0b01_00_11_10>(*c);
-    *d = _mm512_permutex_epi64::<0b10_01_00_11>(*d);
-    half_round(a, b, c, d);
-    *b = _mm512_permutex_epi64::<0b10_01_00_11>(*b);
-    *c = _mm512_permutex_epi64::<0b01_00_11_10>(*c);
-    *d = _mm512_permutex_epi64::<0b00_11_10_01>(*d);
-}
+    /// 512-bit registers a block fills.
+    const REGISTERS: usize = WORDS / 8;
 
-/// Argon2's compression G: `out = P(x ^ y) ^ x ^ y`, XORed into the old
-/// `out` when `xor_into` is set. `early` receives the output's first word
-/// as soon as it is final, before three quarters of the work.
-///
-/// The block is 16 registers `z[k]` of words `8k..8k+8`; row `r` is
-/// `z[2r]` and `z[2r+1]`. Column `c` is words `2c, 2c+1` of every row.
-///
-/// # Safety
-///
-/// The three pointers are valid 64-byte aligned blocks; `out` may be read
-/// by no one else while it is written.
-#[target_feature(enable = "avx512f")]
-unsafe fn compress(
-    out: *mut Block,
-    x: *const Block,
-    y: *const Block,
-    xor_into: bool,
-    early: impl FnOnce(u64),
-) {
-    let (out, x, y) = (
-        out.cast::<__m512i>(),
-        x.cast::<__m512i>(),
-        y.cast::<__m512i>(),
-    );
-    let mut z = [_mm512_setr_epi64(0, 0, 0, 0, 0, 0, 0, 0); VECTORS];
-    let mut keep = z;
-    for k in 0..VECTORS {
-        // SAFETY: word `8k` of an aligned block (the caller's promise).
-        let r =
-            unsafe { _mm512_xor_si512(_mm512_load_si512(x.add(k)), _mm512_load_si512(y.add(k))) };
-        z[k] = r;
-        keep[k] = if xor_into {
-            // SAFETY: as above.
-            _mm512_xor_si512(r, unsafe { _mm512_load_si512(out.add(k)) })
-        } else {
-            r
-        };
+    /// `a + b + 2 * lo32(a) * lo32(b)` on eight words: BlaMka's multiplication-
+    /// hardened addition.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn blamka(a: __m512i, b: __m512i) -> __m512i {
+        let product = _mm512_mul_epu32(a, b);
+        _mm512_add_epi64(_mm512_add_epi64(a, b), _mm512_add_epi64(product, product))
     }
-    // Rows, two at a time.
-    for pair in 0..4 {
-        let k = 4 * pair;
-        let mut a = _mm512_shuffle_i64x2::<0x44>(z[k], z[k + 2]);
-        let mut b = _mm512_shuffle_i64x2::<0xEE>(z[k], z[k + 2]);
-        let mut c = _mm512_shuffle_i64x2::<0x44>(z[k + 1], z[k + 3]);
-        let mut d = _mm512_shuffle_i64x2::<0xEE>(z[k + 1], z[k + 3]);
-        permute(&mut a, &mut b, &mut c, &mut d);
-        z[k] = _mm512_shuffle_i64x2::<0x44>(a, b);
-        z[k + 2] = _mm512_shuffle_i64x2::<0xEE>(a, b);
-        z[k + 1] = _mm512_shuffle_i64x2::<0x44>(c, d);
-        z[k + 3] = _mm512_shuffle_i64x2::<0xEE>(c, d);
+
+    /// One quarter of BLAKE2b's G on four columns of two 16-word states.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn half_round(a: &mut __m512i, b: &mut __m512i, c: &mut __m512i, d: &mut __m512i) {
+        *a = blamka(*a, *b);
+        *d = _mm512_ror_epi64::<32>(_mm512_xor_si512(*d, *a));
+        *c = blamka(*c, *d);
+        *b = _mm512_ror_epi64::<24>(_mm512_xor_si512(*b, *c));
+        *a = blamka(*a, *b);
+        *d = _mm512_ror_epi64::<16>(_mm512_xor_si512(*d, *a));
+        *c = blamka(*c, *d);
+        *b = _mm512_ror_epi64::<63>(_mm512_xor_si512(*b, *c));
     }
-    // Columns, two at a time: `gather` picks words `o..o+4` of two rows
-    // (o = 0 or 4 within a register) as columns (o/2, o/2+1).
-    let gather = [
-        _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11),
-        _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15),
-    ];
-    let scatter = [
-        _mm512_setr_epi64(0, 1, 4, 5, 8, 9, 12, 13),
-        _mm512_setr_epi64(2, 3, 6, 7, 10, 11, 14, 15),
-    ];
-    // columns[2h + s][g]: register half h (columns 0-3 or 4-7), column pair
-    // s within it, rows 2g and 2g+1.
-    let mut columns = [[z[0]; 4]; 4];
-    for half in 0..2 {
-        for (pair, pattern) in gather.iter().enumerate() {
-            for (rows, column) in columns[2 * half + pair].iter_mut().enumerate() {
-                *column =
-                    _mm512_permutex2var_epi64(z[4 * rows + half], *pattern, z[4 * rows + 2 + half]);
+
+    /// The permutation P on two 16-word states at once: each 256-bit half of
+    /// `a`, `b`, `c` and `d` holds words 0-3, 4-7, 8-11 and 12-15 of one state.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn permute(a: &mut __m512i, b: &mut __m512i, c: &mut __m512i, d: &mut __m512i) {
+        half_round(a, b, c, d);
+        // Diagonals into columns: rotate b, c, d by 1, 2, 3 words per half.
+        *b = _mm512_permutex_epi64::<0b00_11_10_01>(*b);
+        *c = _mm512_permutex_epi64::<0b01_00_11_10>(*c);
+        *d = _mm512_permutex_epi64::<0b10_01_00_11>(*d);
+        half_round(a, b, c, d);
+        *b = _mm512_permutex_epi64::<0b10_01_00_11>(*b);
+        *c = _mm512_permutex_epi64::<0b01_00_11_10>(*c);
+        *d = _mm512_permutex_epi64::<0b00_11_10_01>(*d);
+    }
+
+    /// Argon2's compression G: `out = P(x ^ y) ^ x ^ y`, XORed into the old
+    /// `out` when `xor_into` is set. `early` receives the output's first word
+    /// as soon as it is final, before three quarters of the work.
+    ///
+    /// The block is 16 registers `z[k]` of words `8k..8k+8`; row `r` is
+    /// `z[2r]` and `z[2r+1]`. Column `c` is words `2c, 2c+1` of every row.
+    ///
+    /// # Safety
+    ///
+    /// The three pointers are valid 64-byte aligned blocks; `out` may be read
+    /// by no one else while it is written.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn compress(
+        out: *mut Block,
+        x: *const Block,
+        y: *const Block,
+        xor_into: bool,
+        early: impl FnOnce(u64),
+    ) {
+        let (out, x, y) = (
+            out.cast::<__m512i>(),
+            x.cast::<__m512i>(),
+            y.cast::<__m512i>(),
+        );
+        let mut z = [_mm512_setr_epi64(0, 0, 0, 0, 0, 0, 0, 0); REGISTERS];
+        let mut keep = z;
+        for k in 0..REGISTERS {
+            // SAFETY: word `8k` of an aligned block (the caller's promise).
+            let r = unsafe {
+                _mm512_xor_si512(_mm512_load_si512(x.add(k)), _mm512_load_si512(y.add(k)))
+            };
+            z[k] = r;
+            keep[k] = if xor_into {
+                // SAFETY: as above.
+                _mm512_xor_si512(r, unsafe { _mm512_load_si512(out.add(k)) })
+            } else {
+                r
+            };
+        }
+        // Rows, two at a time.
+        for pair in 0..4 {
+            let k = 4 * pair;
+            let mut a = _mm512_shuffle_i64x2::<0x44>(z[k], z[k + 2]);
+            let mut b = _mm512_shuffle_i64x2::<0xEE>(z[k], z[k + 2]);
+            let mut c = _mm512_shuffle_i64x2::<0x44>(z[k + 1], z[k + 3]);
+            let mut d = _mm512_shuffle_i64x2::<0xEE>(z[k + 1], z[k + 3]);
+            permute(&mut a, &mut b, &mut c, &mut d);
+            z[k] = _mm512_shuffle_i64x2::<0x44>(a, b);
+            z[k + 2] = _mm512_shuffle_i64x2::<0xEE>(a, b);
+            z[k + 1] = _mm512_shuffle_i64x2::<0x44>(c, d);
+            z[k + 3] = _mm512_shuffle_i64x2::<0xEE>(c, d);
+        }
+        // Columns, two at a time: `gather` picks words `o..o+4` of two rows
+        // (o = 0 or 4 within a register) as columns (o/2, o/2+1).
+        let gather = [
+            _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11),
+            _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15),
+        ];
+        let scatter = [
+            _mm512_setr_epi64(0, 1, 4, 5, 8, 9, 12, 13),
+            _mm512_setr_epi64(2, 3, 6, 7, 10, 11, 14, 15),
+        ];
+        // columns[2h + s][g]: register half h (columns 0-3 or 4-7), column pair
+        // s within it, rows 2g and 2g+1.
+        let mut columns = [[z[0]; 4]; 4];
+        for half in 0..2 {
+            for (pair, pattern) in gather.iter().enumerate() {
+                for (rows, column) in columns[2 * half + pair].iter_mut().enumerate() {
+                    *column = _mm512_permutex2var_epi64(
+                        z[4 * rows + half],
+                        *pattern,
+                        z[4 * rows + 2 + half],
+                    );
+                }
             }
         }
-    }
-    {
-        let [a, b, c, d] = &mut columns[0];
-        permute(a, b, c, d);
-        // Word 0 (row 0, column 0) is now final.
-        let first = _mm512_xor_si512(*a, keep[0]);
-        early(_mm_cvtsi128_si64(_mm512_castsi512_si128(first)) as u64);
-    }
-    for column in columns[1..].iter_mut() {
-        let [a, b, c, d] = column;
-        permute(a, b, c, d);
-    }
-    for half in 0..2 {
-        for rows in 0..4 {
-            let (low, high) = (columns[2 * half][rows], columns[2 * half + 1][rows]);
-            z[4 * rows + half] = _mm512_permutex2var_epi64(low, scatter[0], high);
-            z[4 * rows + 2 + half] = _mm512_permutex2var_epi64(low, scatter[1], high);
+        {
+            let [a, b, c, d] = &mut columns[0];
+            permute(a, b, c, d);
+            // Word 0 (row 0, column 0) is now final.
+            let first = _mm512_xor_si512(*a, keep[0]);
+            early(_mm_cvtsi128_si64(_mm512_castsi512_si128(first)) as u64);
+        }
+        for column in columns[1..].iter_mut() {
+            let [a, b, c, d] = column;
+            permute(a, b, c, d);
+        }
+        for half in 0..2 {
+            for rows in 0..4 {
+                let (low, high) = (columns[2 * half][rows], columns[2 * half + 1][rows]);
+                z[4 * rows + half] = _mm512_permutex2var_epi64(low, scatter[0], high);
+                z[4 * rows + 2 + half] = _mm512_permutex2var_epi64(low, scatter[1], high);
+            }
+        }
+        for k in 0..REGISTERS {
+            // SAFETY: word `8k` of the aligned output block.
+            unsafe { _mm512_store_si512(out.add(k), _mm512_xor_si512(z[k], keep[k])) };
         }
     }
-    for k in 0..VECTORS {
-        // SAFETY: word `8k` of the aligned output block.
-        unsafe { _mm512_store_si512(out.add(k), _mm512_xor_si512(z[k], keep[k])) };
+}
+
+/// The compression function on 256-bit registers.
+mod avx2 {
+    use std::arch::x86_64::{
+        __m256i, _mm256_add_epi64, _mm256_castsi256_si128, _mm256_load_si256, _mm256_mul_epu32,
+        _mm256_permute2x128_si256, _mm256_permute4x64_epi64, _mm256_setr_epi8,
+        _mm256_setzero_si256, _mm256_shuffle_epi32, _mm256_shuffle_epi8, _mm256_srli_epi64,
+        _mm256_store_si256, _mm256_xor_si256, _mm_cvtsi128_si64,
+    };
+
+    use super::{Block, WORDS};
+
+    /// 256-bit registers a block fills.
+    const REGISTERS: usize = WORDS / 4;
+
+    /// `a + b + 2 * lo32(a) * lo32(b)` on four words.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn blamka(a: __m256i, b: __m256i) -> __m256i {
+        let product = _mm256_mul_epu32(a, b);
+        _mm256_add_epi64(_mm256_add_epi64(a, b), _mm256_add_epi64(product, product))
+    }
+
+    /// Rotations of each 64-bit word right by 32, 24, 16 and 63 bits: AVX2
+    /// has no rotation, so whole-byte ones are byte shuffles.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn rotate_32(x: __m256i) -> __m256i {
+        _mm256_shuffle_epi32::<0b10_11_00_01>(x)
+    }
+
+    /// See [`rotate_32`].
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn rotate_24(x: __m256i) -> __m256i {
+        let bytes = _mm256_setr_epi8(
+            3, 4, 5, 6, 7, 0, 1, 2, 11, 12, 13, 14, 15, 8, 9, 10, 3, 4, 5, 6, 7, 0, 1, 2, 11, 12,
+            13, 14, 15, 8, 9, 10,
+        );
+        _mm256_shuffle_epi8(x, bytes)
+    }
+
+    /// See [`rotate_32`].
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn rotate_16(x: __m256i) -> __m256i {
+        let bytes = _mm256_setr_epi8(
+            2, 3, 4, 5, 6, 7, 0, 1, 10, 11, 12, 13, 14, 15, 8, 9, 2, 3, 4, 5, 6, 7, 0, 1, 10, 11,
+            12, 13, 14, 15, 8, 9,
+        );
+        _mm256_shuffle_epi8(x, bytes)
+    }
+
+    /// See [`rotate_32`]: right by 63 is left by 1.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn rotate_63(x: __m256i) -> __m256i {
+        _mm256_xor_si256(_mm256_srli_epi64::<63>(x), _mm256_add_epi64(x, x))
+    }
+
+    /// One quarter of BLAKE2b's G on the four columns of a 16-word state.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn half_round(a: &mut __m256i, b: &mut __m256i, c: &mut __m256i, d: &mut __m256i) {
+        *a = blamka(*a, *b);
+        *d = rotate_32(_mm256_xor_si256(*d, *a));
+        *c = blamka(*c, *d);
+        *b = rotate_24(_mm256_xor_si256(*b, *c));
+        *a = blamka(*a, *b);
+        *d = rotate_16(_mm256_xor_si256(*d, *a));
+        *c = blamka(*c, *d);
+        *b = rotate_63(_mm256_xor_si256(*b, *c));
+    }
+
+    /// The permutation P on one 16-word state: `a`, `b`, `c` and `d` hold
+    /// words 0-3, 4-7, 8-11 and 12-15.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn permute(state: &mut [__m256i; 4]) {
+        let [a, b, c, d] = state;
+        half_round(a, b, c, d);
+        *b = _mm256_permute4x64_epi64::<0b00_11_10_01>(*b);
+        *c = _mm256_permute4x64_epi64::<0b01_00_11_10>(*c);
+        *d = _mm256_permute4x64_epi64::<0b10_01_00_11>(*d);
+        half_round(a, b, c, d);
+        *b = _mm256_permute4x64_epi64::<0b10_01_00_11>(*b);
+        *c = _mm256_permute4x64_epi64::<0b01_00_11_10>(*c);
+        *d = _mm256_permute4x64_epi64::<0b00_11_10_01>(*d);
+    }
+
+    /// Argon2's compression G, as [`super::Kernel::compress`].
+    ///
+    /// The block is 32 registers `z[k]` of words `4k..4k+4`; row `r` is
+    /// `z[4r..4r+4]`. Column `c` is words `2c, 2c+1` of every row: half of
+    /// register `c / 2` of each row.
+    ///
+    /// # Safety
+    ///
+    /// The three pointers are valid 64-byte aligned blocks; `out` may be read
+    /// by no one else while it is written.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn compress(
+        out: *mut Block,
+        x: *const Block,
+        y: *const Block,
+        xor_into: bool,
+        early: impl FnOnce(u64),
+    ) {
+        let (out, x, y) = (
+            out.cast::<__m256i>(),
+            x.cast::<__m256i>(),
+            y.cast::<__m256i>(),
+        );
+        let mut z = [_mm256_setzero_si256(); REGISTERS];
+        let mut keep = z;
+        for k in 0..REGISTERS {
+            // SAFETY: word `4k` of an aligned block (the caller's promise).
+            let r = unsafe {
+                _mm256_xor_si256(_mm256_load_si256(x.add(k)), _mm256_load_si256(y.add(k)))
+            };
+            z[k] = r;
+            keep[k] = if xor_into {
+                // SAFETY: as above.
+                _mm256_xor_si256(r, unsafe { _mm256_load_si256(out.add(k)) })
+            } else {
+                r
+            };
+        }
+        for row in 0..8 {
+            let mut state = [z[4 * row], z[4 * row + 1], z[4 * row + 2], z[4 * row + 3]];
+            permute(&mut state);
+            z[4 * row..4 * row + 4].copy_from_slice(&state);
+        }
+        // Column `c` takes the low (even `c`) or high (odd `c`) halves of
+        // register `c / 2` of two rows into each of its four registers.
+        let mut columns = [[z[0]; 4]; 8];
+        let mut early = Some(early);
+        for (column, state) in columns.iter_mut().enumerate() {
+            let register = column / 2;
+            for (rows, part) in state.iter_mut().enumerate() {
+                let (upper, lower) = (z[8 * rows + register], z[8 * rows + 4 + register]);
+                *part = if column % 2 == 0 {
+                    _mm256_permute2x128_si256::<0x20>(upper, lower)
+                } else {
+                    _mm256_permute2x128_si256::<0x31>(upper, lower)
+                };
+            }
+            permute(state);
+            if let Some(early) = early.take() {
+                // Word 0 (row 0, column 0) is now final.
+                let first = _mm256_xor_si256(state[0], keep[0]);
+                early(_mm_cvtsi128_si64(_mm256_castsi256_si128(first)) as u64);
+            }
+        }
+        for register in 0..4 {
+            let (even, odd) = (&columns[2 * register], &columns[2 * register + 1]);
+            for rows in 0..4 {
+                z[8 * rows + register] = _mm256_permute2x128_si256::<0x20>(even[rows], odd[rows]);
+                z[8 * rows + 4 + register] =
+                    _mm256_permute2x128_si256::<0x31>(even[rows], odd[rows]);
+            }
+        }
+        for k in 0..REGISTERS {
+            // SAFETY: word `4k` of the aligned output block.
+            unsafe { _mm256_store_si256(out.add(k), _mm256_xor_si256(z[k], keep[k])) };
+        }
     }
 }
 
@@ -608,6 +936,7 @@ mod tests {
 
     /// This path's derivation in freshly zeroed memory of `capacity` blocks.
     fn ours(
+        instructions: Instructions,
         password: &[u8],
         salt: &[u8],
         costs: Costs,
@@ -617,7 +946,8 @@ mod tests {
         let mut memory = vec![Block::ZERO; capacity];
         // SAFETY: `capacity` aligned blocks, ours alone.
         unsafe {
-            derive(
+            derive_using(
+                instructions,
                 password,
                 salt,
                 costs,
@@ -629,79 +959,96 @@ mod tests {
         .map(|tag| *tag)
     }
 
+    /// The instruction sets this processor has, best first.
+    fn present() -> Vec<Instructions> {
+        [Instructions::Avx512, Instructions::Avx2]
+            .into_iter()
+            .filter(|instructions| instructions.present())
+            .collect()
+    }
+
     #[test]
     fn derives_the_bytes_of_the_argon2_crate() {
-        if !available() {
-            // Nothing else to compare: this processor takes the crate's path.
-            let costs = Costs {
-                memory_kib: 64,
-                iterations: 1,
-                lanes: 1,
-            };
-            assert!(ours(b"password", b"saltsalt", costs, 1, 64).is_none());
-            eprintln!("no AVX-512 here: the fast path is not compared");
-            return;
+        let sets = present();
+        assert_eq!(available(), !sets.is_empty());
+        assert_eq!(Instructions::detect(), sets.first().copied());
+        if sets.is_empty() {
+            eprintln!("neither AVX-512 nor AVX2 here: this path is not compared");
         }
-        let mut cases = 0;
-        // Memory sizes that are and are not multiples of 4 blocks per lane,
-        // the smallest Argon2 allows (8 per lane), and more than 128 blocks
-        // per segment (a second address block); 1 to 4 passes; 1 to 8
-        // lanes on 1 to 3 threads; passwords and salts of many lengths.
-        for memory_kib in [8, 16, 33, 100, 600, 2051] {
-            for iterations in 1..=4 {
-                for lanes in [1u32, 2, 3, 4, 5, 8] {
-                    if memory_kib < 8 * lanes {
-                        continue;
-                    }
-                    let costs = Costs {
-                        memory_kib,
-                        iterations,
-                        lanes,
-                    };
-                    let password: Vec<u8> = (0..(memory_kib + iterations) as u8 % 70)
-                        .map(|i| i.wrapping_mul(31))
-                        .collect();
-                    let salt: Vec<u8> = (0..8 + lanes as u8 * 3).collect();
-                    let expected = reference(&password, &salt, costs);
-                    for threads in 1..=3 {
-                        let derived = ours(&password, &salt, costs, threads, 2051);
-                        assert_eq!(derived, Some(expected), "{costs:?} on {threads} threads");
-                        cases += 1;
+        for instructions in sets {
+            let mut cases = 0;
+            // Memory sizes that are and are not multiples of 4 blocks per
+            // lane, the smallest Argon2 allows (8 per lane), and more than
+            // 128 blocks per segment (a second address block); 1 to 4
+            // passes; 1 to 8 lanes on 1 to 3 threads; passwords and salts
+            // of many lengths.
+            for memory_kib in [8, 16, 33, 100, 600, 2051] {
+                for iterations in 1..=4 {
+                    for lanes in [1u32, 2, 3, 4, 5, 8] {
+                        if memory_kib < 8 * lanes {
+                            continue;
+                        }
+                        let costs = Costs {
+                            memory_kib,
+                            iterations,
+                            lanes,
+                        };
+                        let password: Vec<u8> = (0..(memory_kib + iterations) as u8 % 70)
+                            .map(|i| i.wrapping_mul(31))
+                            .collect();
+                        let salt: Vec<u8> = (0..8 + lanes as u8 * 3).collect();
+                        let expected = reference(&password, &salt, costs);
+                        for threads in 1..=3 {
+                            let derived =
+                                ours(instructions, &password, &salt, costs, threads, 2051);
+                            assert_eq!(
+                                derived,
+                                Some(expected),
+                                "{instructions:?} {costs:?} on {threads} threads"
+                            );
+                            cases += 1;
+                        }
                     }
                 }
             }
+            assert_eq!(cases, 300);
         }
-        assert_eq!(cases, 300);
     }
 
     #[test]
     fn declines_what_argon2_would_refuse_or_memory_too_small() {
-        if !available() {
-            return;
-        }
         let costs = Costs {
             memory_kib: 64,
             iterations: 1,
             lanes: 1,
         };
-        assert!(ours(b"password", b"saltsalt", costs, 1, 64).is_some());
-        // A salt under 8 bytes, memory under 8 blocks per lane, no pass,
-        // no lane, and memory smaller than the costs: left to the crate,
-        // which reports the error (or allocates for itself).
-        assert!(ours(b"password", b"salt", costs, 1, 64).is_none());
-        let small = Costs {
-            memory_kib: 15,
-            lanes: 2,
-            ..costs
-        };
-        assert!(ours(b"password", b"saltsalt", small, 1, 64).is_none());
-        let no_pass = Costs {
-            iterations: 0,
-            ..costs
-        };
-        assert!(ours(b"password", b"saltsalt", no_pass, 1, 64).is_none());
-        let no_lane = Costs { lanes: 0, ..costs };
-        assert!(ours(b"password", b"saltsalt", no_lane, 1, 64).is_none());
-        assert!(ours(b"password", b"saltsalt", costs, 1, 63).is_none());
+        for instructions in [Instructions::Avx512, Instructions::Avx2] {
+            let run = |password: &[u8], salt: &[u8], costs: Costs, capacity: usize| {
+                ours(instructions, password, salt, costs, 1, capacity)
+            };
+            // An instruction set the processor lacks is declined too.
+            assert_eq!(
+                run(b"password", b"saltsalt", costs, 64).is_some(),
+                instructions.present()
+            );
+            // A salt under 8 bytes, memory under 8 blocks per lane, no pass,
+            // no lane, and memory smaller than the costs: left to the crate,
+            // which reports the error (or allocates for itself).
+            assert!(run(b"password", b"salt", costs, 64).is_none());
+            let small = Costs {
+                memory_kib: 15,
+                lanes: 2,
+                ..costs
+            };
+            assert!(run(b"password", b"saltsalt", small, 64).is_none());
+            let no_pass = Costs {
+                iterations: 0,
+                ..costs
+            };
+            assert!(run(b"password", b"saltsalt", no_pass, 64).is_none());
+            let no_lane = Costs { lanes: 0, ..costs };
+            assert!(run(b"password", b"saltsalt", no_lane, 64).is_none());
+            assert!(run(b"password", b"saltsalt", costs, 63).is_none());
+        }
     }
 }

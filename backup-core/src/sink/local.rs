@@ -164,7 +164,7 @@ impl Sink for LocalSink {
     }
 
     /// Asks the kernel to read the files under `prefix` (the first
-    /// [`PREFETCH_LIMIT`] listed) into the page cache, without waiting for
+    /// 4,096 listed) into the page cache, without waiting for
     /// the reads.
     async fn prefetch(&self, prefix: &str) {
         let sink = self.clone();
