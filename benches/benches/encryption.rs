@@ -1,11 +1,13 @@
 //! XChaCha20-Poly1305 sealing and opening, alone and as part of the whole
-//! blob path (compress, encrypt, and back with the id check).
+//! blob path (compress, encrypt, and back with the id check); the key
+//! derivation that opening a repository starts with.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use backup_benches::data;
-use backup_core::crypto::MasterKey;
+use backup_core::config::KeyFile;
+use backup_core::crypto::{KdfParams, MasterKey};
 use backup_core::pack::{decode_blob, encode_blob, BlobEntry, BlobKind};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -53,12 +55,52 @@ fn blobs(c: &mut Criterion) {
     group.finish();
 }
 
+/// Opening a key file with the default costs (Argon2id, 64 MiB, 3 passes,
+/// 4 lanes, then the unwrap), beside the `argon2` crate's derivation with
+/// the same costs on rayon's pool, which the fast path replaces where the
+/// processor has AVX2 or AVX-512.
+fn key_derivation(c: &mut Criterion) {
+    let master = MasterKey::generate();
+    let params = KdfParams::default();
+    let Ok(key_file) = KeyFile::create(&master, b"password", params, b"config", "bench".into())
+    else {
+        panic!("a key file is created with the default costs");
+    };
+    let Ok(costs) = argon2::Params::new(
+        params.memory_kib,
+        params.iterations,
+        params.parallelism,
+        Some(32),
+    ) else {
+        panic!("the default costs are valid Argon2 parameters");
+    };
+    let crate_argon2 =
+        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, costs);
+    let mut group = c.benchmark_group("key_derivation");
+    group.bench_function("open_key_file", |b| {
+        b.iter(|| {
+            key_file
+                .open("bench", black_box(b"password"), b"config")
+                .map(|key| key.is_some())
+        });
+    });
+    group.bench_function("argon2_crate", |b| {
+        b.iter(|| {
+            let mut out = [0u8; 32];
+            crate_argon2
+                .hash_password_into(black_box(b"password"), b"0123456789abcdef", &mut out)
+                .map(|()| out)
+        });
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2));
-    targets = sealing, blobs
+    targets = sealing, blobs, key_derivation
 }
 criterion_main!(benches);
