@@ -593,12 +593,131 @@ unsafe fn fill_segments(
     }
 }
 
+/// What both kernels share, written once over each one's instructions:
+/// BlaMka's multiplication-hardened addition, BLAKE2b's quarter round and
+/// the permutation P on groups of four registers, and the loads and stores
+/// around them. A kernel names its target feature, its register type, its
+/// 64-bit add, multiply (low 32 bits) and XOR, its right rotation of each
+/// word by a constant number of bits, its rotation of words within each 256-bit half, and
+/// its aligned load, store and zero.
+macro_rules! kernel_common {
+    (
+        feature: $feature:literal,
+        register: $register:ty,
+        add: $add:ident,
+        multiply: $multiply:ident,
+        xor: $xor:ident,
+        rotate_right: $rotate:ident,
+        rotate_words: $rotate_words:ident,
+        load: $load:ident,
+        store: $store:ident,
+        zero: $zero:ident $(,)?
+    ) => {
+        /// `a + b + 2 * lo32(a) * lo32(b)` on each word.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        fn blamka(a: $register, b: $register) -> $register {
+            let product = $multiply(a, b);
+            $add($add(a, b), $add(product, product))
+        }
+
+        /// One quarter of BLAKE2b's G on the four columns of each 16-word
+        /// state the registers hold.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        fn half_round(a: &mut $register, b: &mut $register, c: &mut $register, d: &mut $register) {
+            *a = blamka(*a, *b);
+            *d = $rotate::<32>($xor(*d, *a));
+            *c = blamka(*c, *d);
+            *b = $rotate::<24>($xor(*b, *c));
+            *a = blamka(*a, *b);
+            *d = $rotate::<16>($xor(*d, *a));
+            *c = blamka(*c, *d);
+            *b = $rotate::<63>($xor(*b, *c));
+        }
+
+        /// The permutation P: each 256-bit half of the four registers holds
+        /// words 0-3, 4-7, 8-11 and 12-15 of one 16-word state.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        fn permute(state: &mut [$register; 4]) {
+            let [a, b, c, d] = state;
+            half_round(a, b, c, d);
+            // Diagonals into columns: rotate b, c, d by 1, 2, 3 words.
+            *b = $rotate_words::<0b00_11_10_01>(*b);
+            *c = $rotate_words::<0b01_00_11_10>(*c);
+            *d = $rotate_words::<0b10_01_00_11>(*d);
+            half_round(a, b, c, d);
+            *b = $rotate_words::<0b10_01_00_11>(*b);
+            *c = $rotate_words::<0b01_00_11_10>(*c);
+            *d = $rotate_words::<0b00_11_10_01>(*d);
+        }
+
+        /// Loads `x ^ y` into registers, and beside it what the output is
+        /// XORed with at the end: the same, and the old output too when
+        /// `xor_into` is set.
+        ///
+        /// # Safety
+        ///
+        /// The three pointers are valid 64-byte aligned blocks.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        unsafe fn load(
+            out: *const Block,
+            x: *const Block,
+            y: *const Block,
+            xor_into: bool,
+        ) -> ([$register; REGISTERS], [$register; REGISTERS]) {
+            let (out, x, y) = (
+                out.cast::<$register>(),
+                x.cast::<$register>(),
+                y.cast::<$register>(),
+            );
+            let mut z = [$zero(); REGISTERS];
+            let mut keep = z;
+            for k in 0..REGISTERS {
+                // SAFETY: register `k` of an aligned block (the caller's
+                // promise).
+                let r = unsafe { $xor($load(x.add(k)), $load(y.add(k))) };
+                z[k] = r;
+                keep[k] = if xor_into {
+                    // SAFETY: as above.
+                    $xor(r, unsafe { $load(out.add(k)) })
+                } else {
+                    r
+                };
+            }
+            (z, keep)
+        }
+
+        /// Stores `z ^ keep` into `out`.
+        ///
+        /// # Safety
+        ///
+        /// `out` is a valid 64-byte aligned block no one else reads.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        unsafe fn store(
+            out: *mut Block,
+            z: &[$register; REGISTERS],
+            keep: &[$register; REGISTERS],
+        ) {
+            let out = out.cast::<$register>();
+            for k in 0..REGISTERS {
+                // SAFETY: register `k` of the aligned output block.
+                unsafe { $store(out.add(k), $xor(z[k], keep[k])) };
+            }
+        }
+    };
+}
+
 /// The compression function on 512-bit registers.
 mod avx512 {
     use std::arch::x86_64::{
         __m512i, _mm512_add_epi64, _mm512_castsi512_si128, _mm512_load_si512, _mm512_mul_epu32,
         _mm512_permutex2var_epi64, _mm512_permutex_epi64, _mm512_ror_epi64, _mm512_setr_epi64,
-        _mm512_shuffle_i64x2, _mm512_store_si512, _mm512_xor_si512, _mm_cvtsi128_si64,
+        _mm512_setzero_si512, _mm512_shuffle_i64x2, _mm512_store_si512, _mm512_xor_si512,
+        _mm_cvtsi128_si64,
     };
 
     use super::{Block, WORDS};
@@ -606,43 +725,17 @@ mod avx512 {
     /// 512-bit registers a block fills.
     const REGISTERS: usize = WORDS / 8;
 
-    /// `a + b + 2 * lo32(a) * lo32(b)` on eight words: BlaMka's multiplication-
-    /// hardened addition.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn blamka(a: __m512i, b: __m512i) -> __m512i {
-        let product = _mm512_mul_epu32(a, b);
-        _mm512_add_epi64(_mm512_add_epi64(a, b), _mm512_add_epi64(product, product))
-    }
-
-    /// One quarter of BLAKE2b's G on four columns of two 16-word states.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn half_round(a: &mut __m512i, b: &mut __m512i, c: &mut __m512i, d: &mut __m512i) {
-        *a = blamka(*a, *b);
-        *d = _mm512_ror_epi64::<32>(_mm512_xor_si512(*d, *a));
-        *c = blamka(*c, *d);
-        *b = _mm512_ror_epi64::<24>(_mm512_xor_si512(*b, *c));
-        *a = blamka(*a, *b);
-        *d = _mm512_ror_epi64::<16>(_mm512_xor_si512(*d, *a));
-        *c = blamka(*c, *d);
-        *b = _mm512_ror_epi64::<63>(_mm512_xor_si512(*b, *c));
-    }
-
-    /// The permutation P on two 16-word states at once: each 256-bit half of
-    /// `a`, `b`, `c` and `d` holds words 0-3, 4-7, 8-11 and 12-15 of one state.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn permute(a: &mut __m512i, b: &mut __m512i, c: &mut __m512i, d: &mut __m512i) {
-        half_round(a, b, c, d);
-        // Diagonals into columns: rotate b, c, d by 1, 2, 3 words per half.
-        *b = _mm512_permutex_epi64::<0b00_11_10_01>(*b);
-        *c = _mm512_permutex_epi64::<0b01_00_11_10>(*c);
-        *d = _mm512_permutex_epi64::<0b10_01_00_11>(*d);
-        half_round(a, b, c, d);
-        *b = _mm512_permutex_epi64::<0b10_01_00_11>(*b);
-        *c = _mm512_permutex_epi64::<0b01_00_11_10>(*c);
-        *d = _mm512_permutex_epi64::<0b00_11_10_01>(*d);
+    kernel_common! {
+        feature: "avx512f",
+        register: __m512i,
+        add: _mm512_add_epi64,
+        multiply: _mm512_mul_epu32,
+        xor: _mm512_xor_si512,
+        rotate_right: _mm512_ror_epi64,
+        rotate_words: _mm512_permutex_epi64,
+        load: _mm512_load_si512,
+        store: _mm512_store_si512,
+        zero: _mm512_setzero_si512,
     }
 
     /// Argon2's compression G: `out = P(x ^ y) ^ x ^ y`, XORed into the old
@@ -664,34 +757,19 @@ mod avx512 {
         xor_into: bool,
         early: impl FnOnce(u64),
     ) {
-        let (out, x, y) = (
-            out.cast::<__m512i>(),
-            x.cast::<__m512i>(),
-            y.cast::<__m512i>(),
-        );
-        let mut z = [_mm512_setr_epi64(0, 0, 0, 0, 0, 0, 0, 0); REGISTERS];
-        let mut keep = z;
-        for k in 0..REGISTERS {
-            // SAFETY: word `8k` of an aligned block (the caller's promise).
-            let r = unsafe {
-                _mm512_xor_si512(_mm512_load_si512(x.add(k)), _mm512_load_si512(y.add(k)))
-            };
-            z[k] = r;
-            keep[k] = if xor_into {
-                // SAFETY: as above.
-                _mm512_xor_si512(r, unsafe { _mm512_load_si512(out.add(k)) })
-            } else {
-                r
-            };
-        }
+        // SAFETY: the caller's promise.
+        let (mut z, keep) = unsafe { load(out, x, y, xor_into) };
         // Rows, two at a time.
         for pair in 0..4 {
             let k = 4 * pair;
-            let mut a = _mm512_shuffle_i64x2::<0x44>(z[k], z[k + 2]);
-            let mut b = _mm512_shuffle_i64x2::<0xEE>(z[k], z[k + 2]);
-            let mut c = _mm512_shuffle_i64x2::<0x44>(z[k + 1], z[k + 3]);
-            let mut d = _mm512_shuffle_i64x2::<0xEE>(z[k + 1], z[k + 3]);
-            permute(&mut a, &mut b, &mut c, &mut d);
+            let mut state = [
+                _mm512_shuffle_i64x2::<0x44>(z[k], z[k + 2]),
+                _mm512_shuffle_i64x2::<0xEE>(z[k], z[k + 2]),
+                _mm512_shuffle_i64x2::<0x44>(z[k + 1], z[k + 3]),
+                _mm512_shuffle_i64x2::<0xEE>(z[k + 1], z[k + 3]),
+            ];
+            permute(&mut state);
+            let [a, b, c, d] = state;
             z[k] = _mm512_shuffle_i64x2::<0x44>(a, b);
             z[k + 2] = _mm512_shuffle_i64x2::<0xEE>(a, b);
             z[k + 1] = _mm512_shuffle_i64x2::<0x44>(c, d);
@@ -722,15 +800,13 @@ mod avx512 {
             }
         }
         {
-            let [a, b, c, d] = &mut columns[0];
-            permute(a, b, c, d);
+            permute(&mut columns[0]);
             // Word 0 (row 0, column 0) is now final.
-            let first = _mm512_xor_si512(*a, keep[0]);
+            let first = _mm512_xor_si512(columns[0][0], keep[0]);
             early(_mm_cvtsi128_si64(_mm512_castsi512_si128(first)) as u64);
         }
         for column in columns[1..].iter_mut() {
-            let [a, b, c, d] = column;
-            permute(a, b, c, d);
+            permute(column);
         }
         for half in 0..2 {
             for rows in 0..4 {
@@ -739,10 +815,8 @@ mod avx512 {
                 z[4 * rows + 2 + half] = _mm512_permutex2var_epi64(low, scatter[1], high);
             }
         }
-        for k in 0..REGISTERS {
-            // SAFETY: word `8k` of the aligned output block.
-            unsafe { _mm512_store_si512(out.add(k), _mm512_xor_si512(z[k], keep[k])) };
-        }
+        // SAFETY: the caller's promise.
+        unsafe { store(out, &z, &keep) };
     }
 }
 
@@ -750,9 +824,10 @@ mod avx512 {
 mod avx2 {
     use std::arch::x86_64::{
         __m256i, _mm256_add_epi64, _mm256_castsi256_si128, _mm256_load_si256, _mm256_mul_epu32,
-        _mm256_permute2x128_si256, _mm256_permute4x64_epi64, _mm256_setr_epi8,
-        _mm256_setzero_si256, _mm256_shuffle_epi32, _mm256_shuffle_epi8, _mm256_srli_epi64,
-        _mm256_store_si256, _mm256_xor_si256, _mm_cvtsi128_si64,
+        _mm256_or_si256, _mm256_permute2x128_si256, _mm256_permute4x64_epi64, _mm256_setr_epi8,
+        _mm256_setzero_si256, _mm256_shuffle_epi32, _mm256_shuffle_epi8, _mm256_sll_epi64,
+        _mm256_srl_epi64, _mm256_srli_epi64, _mm256_store_si256, _mm256_xor_si256,
+        _mm_cvtsi128_si64, _mm_cvtsi32_si128,
     };
 
     use super::{Block, WORDS};
@@ -760,79 +835,48 @@ mod avx2 {
     /// 256-bit registers a block fills.
     const REGISTERS: usize = WORDS / 4;
 
-    /// `a + b + 2 * lo32(a) * lo32(b)` on four words.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn blamka(a: __m256i, b: __m256i) -> __m256i {
-        let product = _mm256_mul_epu32(a, b);
-        _mm256_add_epi64(_mm256_add_epi64(a, b), _mm256_add_epi64(product, product))
+    kernel_common! {
+        feature: "avx2",
+        register: __m256i,
+        add: _mm256_add_epi64,
+        multiply: _mm256_mul_epu32,
+        xor: _mm256_xor_si256,
+        rotate_right: rotate_right,
+        rotate_words: _mm256_permute4x64_epi64,
+        load: _mm256_load_si256,
+        store: _mm256_store_si256,
+        zero: _mm256_setzero_si256,
     }
 
-    /// Rotations of each 64-bit word right by 32, 24, 16 and 63 bits: AVX2
-    /// has no rotation, so whole-byte ones are byte shuffles.
+    /// Rotates each 64-bit word right by `BITS` (1 to 63). AVX2 has no
+    /// rotation: the four BLAKE2b uses are a dword shuffle (32), byte
+    /// shuffles (24, 16) and a shift with an add (63).
     #[target_feature(enable = "avx2")]
     #[inline]
-    fn rotate_32(x: __m256i) -> __m256i {
-        _mm256_shuffle_epi32::<0b10_11_00_01>(x)
-    }
-
-    /// See [`rotate_32`].
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn rotate_24(x: __m256i) -> __m256i {
-        let bytes = _mm256_setr_epi8(
-            3, 4, 5, 6, 7, 0, 1, 2, 11, 12, 13, 14, 15, 8, 9, 10, 3, 4, 5, 6, 7, 0, 1, 2, 11, 12,
-            13, 14, 15, 8, 9, 10,
-        );
-        _mm256_shuffle_epi8(x, bytes)
-    }
-
-    /// See [`rotate_32`].
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn rotate_16(x: __m256i) -> __m256i {
-        let bytes = _mm256_setr_epi8(
-            2, 3, 4, 5, 6, 7, 0, 1, 10, 11, 12, 13, 14, 15, 8, 9, 2, 3, 4, 5, 6, 7, 0, 1, 10, 11,
-            12, 13, 14, 15, 8, 9,
-        );
-        _mm256_shuffle_epi8(x, bytes)
-    }
-
-    /// See [`rotate_32`]: right by 63 is left by 1.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn rotate_63(x: __m256i) -> __m256i {
-        _mm256_xor_si256(_mm256_srli_epi64::<63>(x), _mm256_add_epi64(x, x))
-    }
-
-    /// One quarter of BLAKE2b's G on the four columns of a 16-word state.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn half_round(a: &mut __m256i, b: &mut __m256i, c: &mut __m256i, d: &mut __m256i) {
-        *a = blamka(*a, *b);
-        *d = rotate_32(_mm256_xor_si256(*d, *a));
-        *c = blamka(*c, *d);
-        *b = rotate_24(_mm256_xor_si256(*b, *c));
-        *a = blamka(*a, *b);
-        *d = rotate_16(_mm256_xor_si256(*d, *a));
-        *c = blamka(*c, *d);
-        *b = rotate_63(_mm256_xor_si256(*b, *c));
-    }
-
-    /// The permutation P on one 16-word state: `a`, `b`, `c` and `d` hold
-    /// words 0-3, 4-7, 8-11 and 12-15.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn permute(state: &mut [__m256i; 4]) {
-        let [a, b, c, d] = state;
-        half_round(a, b, c, d);
-        *b = _mm256_permute4x64_epi64::<0b00_11_10_01>(*b);
-        *c = _mm256_permute4x64_epi64::<0b01_00_11_10>(*c);
-        *d = _mm256_permute4x64_epi64::<0b10_01_00_11>(*d);
-        half_round(a, b, c, d);
-        *b = _mm256_permute4x64_epi64::<0b10_01_00_11>(*b);
-        *c = _mm256_permute4x64_epi64::<0b01_00_11_10>(*c);
-        *d = _mm256_permute4x64_epi64::<0b00_11_10_01>(*d);
+    fn rotate_right<const BITS: i32>(x: __m256i) -> __m256i {
+        match BITS {
+            32 => _mm256_shuffle_epi32::<0b10_11_00_01>(x),
+            24 => _mm256_shuffle_epi8(
+                x,
+                _mm256_setr_epi8(
+                    3, 4, 5, 6, 7, 0, 1, 2, 11, 12, 13, 14, 15, 8, 9, 10, 3, 4, 5, 6, 7, 0, 1, 2,
+                    11, 12, 13, 14, 15, 8, 9, 10,
+                ),
+            ),
+            16 => _mm256_shuffle_epi8(
+                x,
+                _mm256_setr_epi8(
+                    2, 3, 4, 5, 6, 7, 0, 1, 10, 11, 12, 13, 14, 15, 8, 9, 2, 3, 4, 5, 6, 7, 0, 1,
+                    10, 11, 12, 13, 14, 15, 8, 9,
+                ),
+            ),
+            // Right by 63 is left by 1.
+            63 => _mm256_xor_si256(_mm256_srli_epi64::<63>(x), _mm256_add_epi64(x, x)),
+            _ => _mm256_or_si256(
+                _mm256_srl_epi64(x, _mm_cvtsi32_si128(BITS)),
+                _mm256_sll_epi64(x, _mm_cvtsi32_si128(64 - BITS)),
+            ),
+        }
     }
 
     /// Argon2's compression G, as [`super::Kernel::compress`].
@@ -853,26 +897,8 @@ mod avx2 {
         xor_into: bool,
         early: impl FnOnce(u64),
     ) {
-        let (out, x, y) = (
-            out.cast::<__m256i>(),
-            x.cast::<__m256i>(),
-            y.cast::<__m256i>(),
-        );
-        let mut z = [_mm256_setzero_si256(); REGISTERS];
-        let mut keep = z;
-        for k in 0..REGISTERS {
-            // SAFETY: word `4k` of an aligned block (the caller's promise).
-            let r = unsafe {
-                _mm256_xor_si256(_mm256_load_si256(x.add(k)), _mm256_load_si256(y.add(k)))
-            };
-            z[k] = r;
-            keep[k] = if xor_into {
-                // SAFETY: as above.
-                _mm256_xor_si256(r, unsafe { _mm256_load_si256(out.add(k)) })
-            } else {
-                r
-            };
-        }
+        // SAFETY: the caller's promise.
+        let (mut z, keep) = unsafe { load(out, x, y, xor_into) };
         for row in 0..8 {
             let mut state = [z[4 * row], z[4 * row + 1], z[4 * row + 2], z[4 * row + 3]];
             permute(&mut state);
@@ -907,10 +933,8 @@ mod avx2 {
                     _mm256_permute2x128_si256::<0x31>(even[rows], odd[rows]);
             }
         }
-        for k in 0..REGISTERS {
-            // SAFETY: word `4k` of the aligned output block.
-            unsafe { _mm256_store_si256(out.add(k), _mm256_xor_si256(z[k], keep[k])) };
-        }
+        // SAFETY: the caller's promise.
+        unsafe { store(out, &z, &keep) };
     }
 }
 
