@@ -85,6 +85,10 @@
 //!   [`Error::Sink`] with the operation and key; `temporary` is true for
 //!   connection failures, timeouts, HTTP 5xx and 429 (after object_store's
 //!   own retries, configured by the retry options, have run out).
+//! * **Deletes** whose request was interrupted (connection reset or cut
+//!   short) or timed out are retried by the sink with the same retry
+//!   options: object_store retries those only for requests it knows to be
+//!   idempotent, and its Azure `delete` is a batch `POST`.
 //!
 //! # Limitations
 //!
@@ -121,6 +125,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
 
 use ::object_store::path::Path;
 use ::object_store::{
@@ -179,6 +184,22 @@ pub struct ObjectStoreSink {
     /// Serialises create-only puts of one key within this process.
     creating: KeyLocks,
     stats: Counters,
+    /// How `delete` retries what object_store does not retry itself.
+    delete_retries: DeleteRetries,
+}
+
+/// Retries of a delete whose request was interrupted or timed out.
+///
+/// object_store retries such a request only when it is idempotent, and it
+/// does not count a bulk delete (Azure's `POST ?comp=batch`, which its
+/// `delete` uses) as one. A delete is idempotent for the sink: deleting a
+/// missing key succeeds. From the retry fields of the options.
+#[derive(Debug, Clone, Copy)]
+struct DeleteRetries {
+    max_retries: usize,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+    timeout: Duration,
 }
 
 /// What an [`ObjectStoreSink`] has done since it was created, for tests and
@@ -312,6 +333,12 @@ impl ObjectStoreSink {
             conditional_copy: AtomicBool::new(true),
             creating: KeyLocks::default(),
             stats: Counters::default(),
+            delete_retries: DeleteRetries {
+                max_retries: options.max_retries,
+                initial_backoff: options.retry_initial_backoff,
+                max_backoff: options.retry_max_backoff,
+                timeout: options.retry_timeout,
+            },
         })
     }
 
@@ -717,13 +744,32 @@ impl Sink for ObjectStoreSink {
 
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path_of(key)?;
-        let _permit = self.permit("delete", key).await?;
-        match self.store.delete(&path).await {
-            Ok(()) => Ok(()),
-            Err(error) => match sink_error("delete", key, error) {
-                Error::NotFound { .. } => Ok(()),
-                other => Err(other),
-            },
+        let retries = self.delete_retries;
+        let started = Instant::now();
+        let mut backoff = retries.initial_backoff;
+        let mut attempt = 0;
+        loop {
+            let outcome = {
+                let _permit = self.permit("delete", key).await?;
+                self.store.delete(&path).await
+            };
+            let error = match outcome {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            let again = attempt < retries.max_retries
+                && started.elapsed() + backoff <= retries.timeout
+                && interrupted_in_flight(&error);
+            if !again {
+                return match sink_error("delete", key, error) {
+                    Error::NotFound { .. } => Ok(()),
+                    other => Err(other),
+                };
+            }
+            tracing::debug!(key, attempt, ?backoff, "retrying an interrupted delete");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(retries.max_backoff);
+            attempt += 1;
         }
     }
 
@@ -850,17 +896,18 @@ fn sink_error(operation: &'static str, key: &str, error: ::object_store::Error) 
 
 /// Whether an I/O error "not a directory" is in the error's chain.
 fn is_not_a_directory(error: &::object_store::Error) -> bool {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(error) = current {
-        if error
+    chain(error).any(|error| {
+        error
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::NotADirectory)
-        {
-            return true;
-        }
-        current = error.source();
-    }
-    false
+    })
+}
+
+/// The error and its sources, outermost first.
+fn chain<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |error| error.source())
 }
 
 /// Whether an error says the store does not support the operation.
@@ -874,12 +921,26 @@ fn is_unsupported(error: &(dyn std::error::Error + 'static)) -> bool {
     )
 }
 
+/// Whether the error is an HTTP request that was interrupted (connection
+/// reset, closed or cut short) or timed out after it may have been sent:
+/// what object_store retries only for requests it knows to be idempotent.
+fn interrupted_in_flight(error: &::object_store::Error) -> bool {
+    use ::object_store::client::{HttpError, HttpErrorKind};
+    chain(error)
+        .find_map(|error| error.downcast_ref::<HttpError>())
+        .is_some_and(|http| {
+            matches!(
+                http.kind(),
+                HttpErrorKind::Timeout | HttpErrorKind::Interrupted
+            )
+        })
+}
+
 /// Whether retrying may help: a connection failure, a timeout, an HTTP 5xx
 /// or 429, anywhere in the error's chain of sources.
 fn is_temporary(error: &::object_store::Error) -> bool {
     use ::object_store::client::{HttpError, HttpErrorKind};
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(error) = current {
+    for error in chain(error) {
         if let Some(http) = error.downcast_ref::<HttpError>() {
             return matches!(
                 http.kind(),
@@ -909,7 +970,6 @@ fn is_temporary(error: &::object_store::Error) -> bool {
         if let Some(status) = http_status_in(&error.to_string()) {
             return status >= 500 || status == 429;
         }
-        current = error.source();
     }
     false
 }
@@ -1097,5 +1157,161 @@ mod tests {
         let sink = memory_sink("p", &ObjectStoreOptions::default());
         let text = format!("{sink:?}");
         assert!(text.contains("memory:///test"), "{text}");
+    }
+
+    /// An in-memory store whose deletes fail, before reaching the store,
+    /// with an HTTP transport error of `kind` while `failures` lasts.
+    #[derive(Debug)]
+    struct FailingDeletes {
+        inner: InMemory,
+        kind: ::object_store::client::HttpErrorKind,
+        failures: AtomicU64,
+        deletes: AtomicU64,
+    }
+
+    impl fmt::Display for FailingDeletes {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("FailingDeletes")
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for FailingDeletes {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> ::object_store::Result<::object_store::PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> ::object_store::Result<Box<dyn ::object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> ::object_store::Result<::object_store::GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<'static, ::object_store::Result<Path>>,
+        ) -> futures::stream::BoxStream<'static, ::object_store::Result<Path>> {
+            use futures::StreamExt;
+            self.deletes.fetch_add(1, Ordering::SeqCst);
+            let failing = self
+                .failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if failing {
+                let io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+                let source = ::object_store::client::HttpError::new(self.kind, io);
+                let error = ::object_store::Error::Generic {
+                    store: "FailingDeletes",
+                    source: Box::new(source),
+                };
+                return futures::stream::once(async move { Err(error) }).boxed();
+            }
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> futures::stream::BoxStream<'static, ::object_store::Result<::object_store::ObjectMeta>>
+        {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> ::object_store::Result<::object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: CopyOptions,
+        ) -> ::object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    fn failing_deletes_sink(
+        kind: ::object_store::client::HttpErrorKind,
+        failures: u64,
+        max_retries: usize,
+    ) -> (ObjectStoreSink, Arc<FailingDeletes>) {
+        let store = Arc::new(FailingDeletes {
+            inner: InMemory::new(),
+            kind,
+            failures: AtomicU64::new(failures),
+            deletes: AtomicU64::new(0),
+        });
+        let options = ObjectStoreOptions {
+            max_retries,
+            retry_initial_backoff: Duration::from_millis(1),
+            retry_max_backoff: Duration::from_millis(4),
+            ..Default::default()
+        };
+        let sink = ObjectStoreSink::with_options(
+            Arc::clone(&store) as Arc<dyn ObjectStore>,
+            "p",
+            "memory:///test".into(),
+            &options,
+        )
+        .unwrap();
+        (sink, store)
+    }
+
+    #[tokio::test]
+    async fn interrupted_deletes_are_retried() {
+        use ::object_store::client::HttpErrorKind;
+        // Interrupted twice, then through: the object is gone.
+        let (sink, store) = failing_deletes_sink(HttpErrorKind::Interrupted, 2, 10);
+        sink.put("k", Bytes::from_static(b"v"), PutMode::Overwrite)
+            .await
+            .unwrap();
+        sink.delete("k").await.unwrap();
+        assert_eq!(store.deletes.load(Ordering::SeqCst), 3);
+        assert!(matches!(sink.get("k").await, Err(Error::NotFound { .. })));
+
+        // A timeout is retried too; the retries are bounded by max_retries
+        // and the last error is temporary.
+        let (sink, store) = failing_deletes_sink(HttpErrorKind::Timeout, 100, 3);
+        sink.put("k", Bytes::from_static(b"v"), PutMode::Overwrite)
+            .await
+            .unwrap();
+        match sink.delete("k").await {
+            Err(Error::Sink {
+                operation: "delete",
+                temporary: true,
+                ..
+            }) => {}
+            other => panic!("expected a temporary delete error, got {other:?}"),
+        }
+        assert_eq!(store.deletes.load(Ordering::SeqCst), 4);
+        assert_eq!(sink.get("k").await.unwrap(), Bytes::from_static(b"v"));
+
+        // An error of unknown kind is not retried here, nor is one with
+        // retries disabled.
+        let (sink, store) = failing_deletes_sink(HttpErrorKind::Unknown, 1, 10);
+        assert!(sink.delete("k").await.is_err());
+        assert_eq!(store.deletes.load(Ordering::SeqCst), 1);
+        let (sink, store) = failing_deletes_sink(HttpErrorKind::Interrupted, 1, 0);
+        assert!(sink.delete("k").await.is_err());
+        assert_eq!(store.deletes.load(Ordering::SeqCst), 1);
     }
 }

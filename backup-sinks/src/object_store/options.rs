@@ -127,7 +127,8 @@ pub struct ObjectStoreOptions {
     /// `get`, `head`, `list`, `delete` holds one). Default 8.
     pub max_concurrency: usize,
     /// Retries of a failed request (5xx, connection errors, timeouts of safe
-    /// requests) before the error reaches the caller; 0 disables retries.
+    /// requests, interrupted or timed-out deletes) before the error reaches
+    /// the caller; 0 disables retries.
     /// Default 10.
     pub max_retries: usize,
     /// Wait before the first retry; doubled (with jitter) on each next one.
