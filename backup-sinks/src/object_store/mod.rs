@@ -133,7 +133,7 @@ use ::object_store::{
     PutOptions, PutPayload,
 };
 use async_trait::async_trait;
-use backup_core::sink::{validate_key, ObjectMeta, PutMode, Sink};
+use backup_core::sink::{validate_key, ObjectMeta, PutMode, RetryPolicy, Sink};
 use backup_core::{Error, Result};
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -184,22 +184,14 @@ pub struct ObjectStoreSink {
     /// Serialises create-only puts of one key within this process.
     creating: KeyLocks,
     stats: Counters,
-    /// How `delete` retries what object_store does not retry itself.
-    delete_retries: DeleteRetries,
-}
-
-/// Retries of a delete whose request was interrupted or timed out.
-///
-/// object_store retries such a request only when it is idempotent, and it
-/// does not count a bulk delete (Azure's `POST ?comp=batch`, which its
-/// `delete` uses) as one. A delete is idempotent for the sink: deleting a
-/// missing key succeeds. From the retry fields of the options.
-#[derive(Debug, Clone, Copy)]
-struct DeleteRetries {
-    max_retries: usize,
-    initial_backoff: Duration,
-    max_backoff: Duration,
-    timeout: Duration,
+    /// How `delete` retries a request that was interrupted or timed out:
+    /// object_store retries such a request only when it is idempotent, and
+    /// it does not count a bulk delete (Azure's `POST ?comp=batch`, which
+    /// its `delete` uses) as one. A delete is idempotent for the sink:
+    /// deleting a missing key succeeds. From the retry fields of the options.
+    delete_retries: RetryPolicy,
+    /// No delete retry starts later than this after the first attempt.
+    retry_timeout: Duration,
 }
 
 /// What an [`ObjectStoreSink`] has done since it was created, for tests and
@@ -333,12 +325,12 @@ impl ObjectStoreSink {
             conditional_copy: AtomicBool::new(true),
             creating: KeyLocks::default(),
             stats: Counters::default(),
-            delete_retries: DeleteRetries {
-                max_retries: options.max_retries,
+            delete_retries: RetryPolicy {
+                max_retries: u32::try_from(options.max_retries).unwrap_or(u32::MAX),
                 initial_backoff: options.retry_initial_backoff,
                 max_backoff: options.retry_max_backoff,
-                timeout: options.retry_timeout,
             },
+            retry_timeout: options.retry_timeout,
         })
     }
 
@@ -744,9 +736,7 @@ impl Sink for ObjectStoreSink {
 
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path_of(key)?;
-        let retries = self.delete_retries;
         let started = Instant::now();
-        let mut backoff = retries.initial_backoff;
         let mut attempt = 0;
         loop {
             let outcome = {
@@ -757,8 +747,9 @@ impl Sink for ObjectStoreSink {
                 Ok(()) => return Ok(()),
                 Err(error) => error,
             };
-            let again = attempt < retries.max_retries
-                && started.elapsed() + backoff <= retries.timeout
+            let backoff = self.delete_retries.backoff(attempt);
+            let again = attempt < self.delete_retries.max_retries
+                && started.elapsed() + backoff <= self.retry_timeout
                 && interrupted_in_flight(&error);
             if !again {
                 return match sink_error("delete", key, error) {
@@ -768,7 +759,6 @@ impl Sink for ObjectStoreSink {
             }
             tracing::debug!(key, attempt, ?backoff, "retrying an interrupted delete");
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(retries.max_backoff);
             attempt += 1;
         }
     }
