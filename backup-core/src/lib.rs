@@ -62,18 +62,46 @@ pub mod snapshot;
 pub mod tree;
 pub mod verify;
 
-pub use archiver::{Archived, Archiver, ChunkArchiver};
-pub use crypto::KdfParams;
-pub use error::{BoxError, Error, Result};
-pub use id::Id;
-pub use manifest::{BackupStats, BackupStatus, Manifest};
-pub use prune::{PruneOptions, PruneReport};
+// The public API, as a table of contents. Everything an embedder needs is
+// re-exported here; the modules behind it are the library's own layout.
+
+// Repositories and the operations on them.
 pub use repository::{
     hostname, validate_set_name, Backup, BackupOptions, BackupSummary, InitOptions, LsEntry,
     ParentSelection, Repository, SetRestore,
 };
+pub use prune::{PruneOptions, PruneReport};
 pub use restore::{RestoreOptions, RestoreSummary};
-pub use retention::RetentionPolicy;
-pub use sink::{LocalSink, MemorySink, PutMode, Sink, SinkExt};
-pub use snapshot::{CommandSnapshotter, DirectorySnapshotter, Snapshotter};
-pub use verify::{VerifyOptions, VerifyReport};
+pub use verify::{Problem, VerifyOptions, VerifyReport};
+
+// What a backup records.
+pub use id::Id;
+pub use manifest::{BackupStats, BackupStatus, ItemError, Manifest, SourceInfo};
+
+// Sources: snapshotters and what they produce.
+pub use snapshot::{
+    split_command_line, CommandSnapshotter, DirectorySnapshotter, Entry, Finisher, Snapshot,
+    Snapshotter,
+};
+
+// Turning entries into repository objects.
+pub use archiver::{Archived, Archiver, ChunkArchiver};
+
+// Storage locations.
+pub use sink::{
+    validate_key, FaultCounts, FaultPlan, FaultSink, LocalSink, MemorySink, ObjectMeta, PutMode,
+    RetryPolicy, RetrySink, Sink, SinkExt, StagedObject,
+};
+
+// Retention.
+pub use retention::{
+    check_policy_contract, CalendarDuration, Decision, InvalidPolicy, KeepPolicy,
+    ParseDurationError, RetentionPolicy,
+};
+
+// Progress reporting.
+pub use progress::{Phase, Progress, ProgressSink};
+
+// Keys and errors.
+pub use crypto::KdfParams;
+pub use error::{BoxError, Error, Result};
