@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use backup_core::snapshot::DirectorySnapshotter;
+use backup_core::DirectorySnapshotter;
 use backup_core::{
     BackupOptions, Error, InitOptions, LocalSink, Repository, RestoreOptions, VerifyOptions,
 };

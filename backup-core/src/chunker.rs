@@ -89,6 +89,7 @@ impl Chunker {
         self.params
     }
 
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
     /// Iterates over the chunks of `reader`, holding at most a maximum-size
     /// chunk and a quarter more in memory, whatever the stream's length.
     /// The chunks are the ones [`Chunker::split`] finds in the whole stream:

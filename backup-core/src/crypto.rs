@@ -18,7 +18,6 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 use crate::{Error, Id, Result};
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-mod argon2id;
 
 /// Nonce length of XChaCha20-Poly1305.
 pub const NONCE_LEN: usize = 24;
@@ -252,26 +251,6 @@ impl KdfParams {
         let threads = std::thread::available_parallelism()
             .map_or(1, usize::from)
             .min(self.parallelism as usize);
-        #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-        if argon2id::available() {
-            if let Some(mut memory) = KdfMemory::map(blocks, threads) {
-                let costs = argon2id::Costs {
-                    memory_kib: self.memory_kib,
-                    iterations: self.iterations,
-                    lanes: self.parallelism,
-                };
-                // SAFETY: the mapping holds `blocks` 1 KiB blocks, aligned
-                // to 2 MiB, and is this call's alone.
-                #[allow(unsafe_code)]
-                let fast = unsafe {
-                    argon2id::derive(password, salt, costs, threads, memory.raw(), blocks)
-                };
-                if let Some(tag) = fast {
-                    out.copy_from_slice(tag.as_ref());
-                    return Ok(out);
-                }
-            }
-        }
         let mut hash = || match KdfMemory::map(blocks, threads) {
             Some(mut memory) => {
                 argon.hash_password_into_with_memory(password, salt, out.as_mut(), memory.blocks())
@@ -351,12 +330,6 @@ impl KdfMemory {
             count,
             threads,
         })
-    }
-
-    /// The start of the blocks, for the AVX-512 path.
-    #[cfg(target_arch = "x86_64")]
-    fn raw(&mut self) -> *mut u8 {
-        self.blocks.cast()
     }
 
     /// The blocks, zero-filled by the kernel until written.

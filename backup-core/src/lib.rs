@@ -15,7 +15,7 @@
 //! # async fn demo() -> backup_core::Result<()> {
 //! use std::sync::Arc;
 //! use backup_core::{BackupOptions, InitOptions, LocalSink, Repository, RestoreOptions, VerifyOptions};
-//! use backup_core::snapshot::DirectorySnapshotter;
+//! use backup_core::DirectorySnapshotter;
 //!
 //! let place = tempfile::tempdir().unwrap();
 //! let source = place.path().join("data");
@@ -38,45 +38,70 @@
 //! ```
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+#![warn(unnameable_types)]
 
-pub mod archiver;
-pub mod chunker;
-pub mod config;
-pub mod crypto;
+mod archiver;
+mod chunker;
+mod crypto;
+mod engine;
 mod error;
-pub mod format;
+mod format;
 mod id;
-pub mod index;
-pub mod inflight;
-pub mod manifest;
-pub mod pack;
-pub mod progress;
-pub mod prune;
+mod ops;
+mod progress;
 mod readahead;
 mod repository;
-pub mod restore;
-pub mod retention;
+mod retention;
 pub mod schedule;
-pub mod sink;
-pub mod snapshot;
-pub mod tree;
-pub mod verify;
+mod sink;
+mod snapshot;
+
+#[cfg(feature = "conformance")]
+pub use sink::conformance;
+
+/// The byte codecs and engine records behind the API, for the fuzz targets,
+/// the benchmarks and the golden-repository tests. Not part of the stable
+/// API: enabled by the `internals` feature, and free to change in any
+/// release. `FORMAT.md` is the specification they implement.
+#[cfg(feature = "internals")]
+pub mod internals {
+    /// Content-defined chunking.
+    pub mod chunker {
+        pub use crate::chunker::*;
+    }
+    /// Keys, sealing and key derivation.
+    pub mod crypto {
+        pub use crate::crypto::*;
+    }
+    /// In-flight markers of running backups.
+    pub mod inflight {
+        pub use crate::engine::inflight::*;
+    }
+    /// Deletion marks of prune.
+    pub mod marks {
+        pub use crate::engine::marks::*;
+    }
+    pub use crate::engine::{DATA_PREFIX, INDEX_PREFIX, MANIFEST_PREFIX};
+    pub use crate::format::*;
+}
 
 // The public API, as a table of contents. Everything an embedder needs is
 // re-exported here; the modules behind it are the library's own layout.
 
 // Repositories and the operations on them.
-pub use repository::{
-    hostname, validate_set_name, Backup, BackupOptions, BackupSummary, InitOptions, LsEntry,
-    ParentSelection, Repository, SetRestore,
-};
-pub use prune::{PruneOptions, PruneReport};
-pub use restore::{RestoreOptions, RestoreSummary};
-pub use verify::{Problem, VerifyOptions, VerifyReport};
+pub use archiver::restore::{RestoreOptions, RestoreSummary};
+pub use engine::{hostname, validate_set_name};
+pub use ops::backup::{BackupOptions, BackupSummary, ParentSelection};
+pub use ops::ls::LsEntry;
+pub use ops::prune::{PruneOptions, PruneReport};
+pub use ops::restore::SetRestore;
+pub use ops::verify::{Problem, VerifyOptions, VerifyReport};
+pub use repository::{InitOptions, Repository};
 
 // What a backup records.
+pub use format::manifest::{Backup, BackupStats, BackupStatus, ItemError, Manifest, SourceInfo};
+pub use format::tree::NodeKind;
 pub use id::Id;
-pub use manifest::{BackupStats, BackupStatus, ItemError, Manifest, SourceInfo};
 
 // Sources: snapshotters and what they produce.
 pub use snapshot::{
@@ -94,9 +119,10 @@ pub use sink::{
 };
 
 // Retention.
+#[cfg(feature = "conformance")]
+pub use retention::check_policy_contract;
 pub use retention::{
-    check_policy_contract, CalendarDuration, Decision, InvalidPolicy, KeepPolicy,
-    ParseDurationError, RetentionPolicy,
+    CalendarDuration, Decision, InvalidPolicy, KeepPolicy, ParseDurationError, RetentionPolicy,
 };
 
 // Progress reporting.

@@ -7,7 +7,7 @@
 //! beside the backup has counted them; for streams they stay unknown.
 //!
 //! ```
-//! use backup_core::progress::ProgressSink;
+//! use backup_core::ProgressSink;
 //! let (sink, mut events) = ProgressSink::channel();
 //! # drop(sink);
 //! # assert!(events.try_recv().is_err());

@@ -97,8 +97,8 @@ use std::str::FromStr;
 use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Timelike, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::manifest::BackupStatus;
-use crate::repository::Backup;
+use crate::format::manifest::Backup;
+use crate::format::manifest::BackupStatus;
 
 /// Keep or forget, with the reasons.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,7 +154,7 @@ pub trait RetentionPolicy: Send + Sync {
 /// # Examples
 ///
 /// ```
-/// use backup_core::retention::CalendarDuration;
+/// use backup_core::CalendarDuration;
 /// let d: CalendarDuration = "1y2m3d4h".parse().unwrap();
 /// assert_eq!((d.years, d.months, d.days, d.hours), (1, 2, 3, 4));
 /// assert_eq!(d.to_string(), "1y2m3d4h");
@@ -317,7 +317,7 @@ impl<'de> Deserialize<'de> for CalendarDuration {
 /// # Examples
 ///
 /// ```
-/// use backup_core::retention::{KeepPolicy, RetentionPolicy};
+/// use backup_core::{KeepPolicy, RetentionPolicy};
 /// let policy = KeepPolicy {
 ///     keep_daily: Some(7),
 ///     keep_weekly: Some(4),
@@ -796,7 +796,7 @@ pub fn check_policy_contract(policy: &dyn RetentionPolicy, backups: &[Backup], n
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{BackupStats, Manifest, SourceInfo};
+    use crate::format::manifest::{BackupStats, Manifest, SourceInfo};
     use crate::Id;
     use chrono::TimeZone;
 

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use backup_core::pack::BlobKind;
+use backup_core::internals::pack::BlobKind;
 use backup_core::{
     BackupOptions, DirectorySnapshotter, Error, Id, InitOptions, KdfParams, LocalSink, Repository,
     RestoreOptions, Sink, VerifyOptions,

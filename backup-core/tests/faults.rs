@@ -11,11 +11,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backup_core::sink::{FaultPlan, FaultSink, LocalSink, RetryPolicy, RetrySink};
 use backup_core::{
     BackupOptions, DirectorySnapshotter, Error, InitOptions, Repository, RestoreOptions, Sink,
     VerifyOptions,
 };
+use backup_core::{FaultPlan, FaultSink, LocalSink, RetryPolicy, RetrySink};
 
 fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
     (0..len)

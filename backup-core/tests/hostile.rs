@@ -13,10 +13,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use backup_core::format::envelope::{self, ObjectKind};
-use backup_core::index::{IndexFile, IndexedPack};
-use backup_core::manifest::{BackupStats, BackupStatus, Manifest, SourceInfo};
-use backup_core::pack::{self, BlobKind, PackBuilder};
+use backup_core::internals::envelope::{self, ObjectKind};
+use backup_core::internals::index::{IndexFile, IndexedPack};
+use backup_core::internals::pack::{self, BlobKind, PackBuilder};
+use backup_core::{BackupStats, BackupStatus, Manifest, SourceInfo};
 use backup_core::{Id, InitOptions, LocalSink, PutMode, Repository, RestoreOptions, Sink};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};

@@ -6,12 +6,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use backup_core::retention::{Decision, RetentionPolicy};
-use backup_core::sink::{LocalSink, Sink};
 use backup_core::{
     Backup, BackupOptions, DirectorySnapshotter, InitOptions, PruneOptions, Repository,
     RestoreOptions, VerifyOptions,
 };
+use backup_core::{Decision, RetentionPolicy};
+use backup_core::{LocalSink, Sink};
 use chrono::{DateTime, Utc};
 
 /// Keeps the newest `n` backups (a stand-in policy for these tests).
@@ -196,15 +196,15 @@ async fn deletion_waits_for_the_grace_period_and_for_running_backups() {
 
     // A backup that started before the mark is still running (its marker
     // is live): past the grace period, deletion is postponed.
-    let marker = backup_core::inflight::InflightMarker {
+    let marker = backup_core::internals::inflight::InflightMarker {
         started: Utc::now() - chrono::Duration::hours(2),
         heartbeat: Utc::now(),
         writer: "other".into(),
         hostname: "elsewhere".into(),
         pid: 1,
     };
-    let object = backup_core::format::envelope::seal(
-        backup_core::format::ObjectKind::Inflight,
+    let object = backup_core::internals::envelope::seal(
+        backup_core::internals::ObjectKind::Inflight,
         &serde_json::to_vec(&marker).unwrap(),
         false,
         None,

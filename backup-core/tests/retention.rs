@@ -10,15 +10,15 @@
 //! snapshots were in restic's past too).
 //!
 //! With the `conformance` feature, every decision made here is also checked
-//! with `backup_core::retention::check_policy_contract`.
+//! with `backup_core::check_policy_contract`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use backup_core::manifest::SourceInfo;
-use backup_core::retention::{CalendarDuration, Decision, KeepPolicy, RetentionPolicy};
+use backup_core::SourceInfo;
 use backup_core::{Backup, BackupStats, BackupStatus, Id, Manifest};
+use backup_core::{CalendarDuration, Decision, KeepPolicy, RetentionPolicy};
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use serde::Deserialize;
 
@@ -79,7 +79,7 @@ fn completed(n: u64, time: &str) -> Backup {
 /// Decides, checking the contract when the feature is on.
 fn decide(policy: &KeepPolicy, backups: &[Backup], now: DateTime<Utc>) -> Vec<Decision> {
     #[cfg(feature = "conformance")]
-    backup_core::retention::check_policy_contract(policy, backups, now);
+    backup_core::check_policy_contract(policy, backups, now);
     policy.decide(backups, now)
 }
 

@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use backup_core::config::{KeyFile, RepoConfig};
-use backup_core::crypto::MasterKey;
+use backup_core::internals::config::{KeyFile, RepoConfig};
+use backup_core::internals::crypto::MasterKey;
 use backup_core::schedule::{BackupJobRunner, SinkOpener};
 use backup_core::{Error, InitOptions, KdfParams, MemorySink, PutMode, Repository, Sink, SinkExt};
 

@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use backup_benches::data;
-use backup_core::chunker::{Chunker, ChunkerParams};
+use backup_core::internals::chunker::{Chunker, ChunkerParams};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const INPUT_LEN: usize = 32 << 20;

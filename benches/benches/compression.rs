@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use backup_benches::data;
-use backup_core::format::envelope::decompress_bounded;
+use backup_core::internals::envelope::decompress_bounded;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const CHUNK_LEN: usize = 1 << 20;

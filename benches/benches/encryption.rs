@@ -6,9 +6,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use backup_benches::data;
-use backup_core::config::KeyFile;
-use backup_core::crypto::{KdfParams, MasterKey};
-use backup_core::pack::{decode_blob, encode_blob, BlobEntry, BlobKind};
+use backup_core::internals::config::KeyFile;
+use backup_core::internals::crypto::{KdfParams, MasterKey};
+use backup_core::internals::pack::{decode_blob, encode_blob, BlobEntry, BlobKind};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const CHUNK_LEN: usize = 1 << 20;
@@ -55,10 +55,10 @@ fn blobs(c: &mut Criterion) {
     group.finish();
 }
 
-/// Opening a key file with the default costs (Argon2id, 64 MiB, 3 passes,
-/// 4 lanes, then the unwrap), beside the `argon2` crate's derivation with
-/// the same costs on rayon's pool, which the fast path replaces where the
-/// processor has AVX2 or AVX-512.
+/// Opening a key file with the default costs (Argon2id by the `argon2`
+/// crate, 64 MiB, 3 passes, 4 lanes, in memory mapped with huge pages where
+/// the system allows, then the unwrap), beside the crate's derivation with
+/// the same costs and memory it allocates itself.
 fn key_derivation(c: &mut Criterion) {
     let master = MasterKey::generate();
     let params = KdfParams::default();

@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use backup_benches::data;
-use backup_core::crypto::MasterKey;
+use backup_core::internals::crypto::MasterKey;
 use backup_core::Id;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 

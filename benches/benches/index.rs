@@ -6,8 +6,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use backup_benches::data::Generator;
-use backup_core::index::{Index, IndexFile, IndexedPack};
-use backup_core::pack::{BlobEntry, BlobKind, BLOB_COMPRESSED};
+use backup_core::internals::index::{Index, IndexFile, IndexedPack};
+use backup_core::internals::pack::{BlobEntry, BlobKind, BLOB_COMPRESSED};
 use backup_core::Id;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 

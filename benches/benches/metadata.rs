@@ -7,11 +7,12 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use backup_benches::data::Generator;
-use backup_core::crypto::MasterKey;
-use backup_core::format::envelope::{self, ObjectKind};
-use backup_core::manifest::{BackupStats, BackupStatus, Manifest, SourceInfo, MANIFEST_VERSION};
-use backup_core::tree::{self, Node, NodeKind};
+use backup_core::internals::crypto::MasterKey;
+use backup_core::internals::envelope::{self, ObjectKind};
+use backup_core::internals::manifest::MANIFEST_VERSION;
+use backup_core::internals::tree::{self, Node, NodeKind};
 use backup_core::Id;
+use backup_core::{BackupStats, BackupStatus, Manifest, SourceInfo};
 use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 

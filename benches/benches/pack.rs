@@ -6,8 +6,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use backup_benches::data;
-use backup_core::crypto::MasterKey;
-use backup_core::pack::{encode_blob, read_header, BlobKind, PackBuilder};
+use backup_core::internals::crypto::MasterKey;
+use backup_core::internals::pack::{encode_blob, read_header, BlobKind, PackBuilder};
 use backup_core::Id;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 

@@ -10,7 +10,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use backup_core::pack::{self, BlobEntry, BlobKind};
+use backup_core::internals::pack::{self, BlobEntry, BlobKind};
 use backup_core::Id;
 use backup_fuzz::test_key;
 use libfuzzer_sys::fuzz_target;

@@ -6,8 +6,8 @@
 
 #![no_main]
 
-use backup_core::config::{KeyFile, RepoConfig};
-use backup_core::crypto::MasterKey;
+use backup_core::internals::config::{KeyFile, RepoConfig};
+use backup_core::internals::crypto::MasterKey;
 use backup_core::KdfParams;
 use backup_fuzz::fix_envelope_checksum;
 use libfuzzer_sys::fuzz_target;

@@ -7,7 +7,7 @@
 
 #![no_main]
 
-use backup_core::format::envelope;
+use backup_core::internals::envelope;
 use backup_fuzz::{fix_envelope_checksum, test_key, ALL_KINDS};
 use libfuzzer_sys::fuzz_target;
 

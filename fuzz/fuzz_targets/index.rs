@@ -12,9 +12,9 @@
 
 #![no_main]
 
-use backup_core::format::envelope;
-use backup_core::format::ObjectKind;
-use backup_core::index::IndexFile;
+use backup_core::internals::envelope;
+use backup_core::internals::ObjectKind;
+use backup_core::internals::index::IndexFile;
 use backup_fuzz::fix_envelope_checksum;
 use libfuzzer_sys::fuzz_target;
 
@@ -37,7 +37,7 @@ fn check(payload: &[u8]) {
 
 fuzz_target!(|data: &[u8]| {
     check(data);
-    if data.starts_with(&backup_core::format::MAGIC) && !backup_fuzz::compressed_envelope(data) {
+    if data.starts_with(&backup_core::internals::MAGIC) && !backup_fuzz::compressed_envelope(data) {
         let fixed = fix_envelope_checksum(data);
         if let Ok(payload) = envelope::open("index/fuzz", &fixed, ObjectKind::Index, None) {
             check(&payload);

@@ -10,10 +10,10 @@
 
 #![no_main]
 
-use backup_core::format::envelope;
-use backup_core::format::ObjectKind;
-use backup_core::inflight::InflightMarker;
-use backup_core::prune::DeletionMark;
+use backup_core::internals::envelope;
+use backup_core::internals::ObjectKind;
+use backup_core::internals::inflight::InflightMarker;
+use backup_core::internals::marks::DeletionMark;
 use backup_core::Manifest;
 use backup_fuzz::fix_envelope_checksum;
 use libfuzzer_sys::fuzz_target;
@@ -83,7 +83,7 @@ fn check(json: &[u8]) {
 
 fuzz_target!(|data: &[u8]| {
     check(data);
-    if data.starts_with(&backup_core::format::MAGIC) && !backup_fuzz::compressed_envelope(data) {
+    if data.starts_with(&backup_core::internals::MAGIC) && !backup_fuzz::compressed_envelope(data) {
         let fixed = fix_envelope_checksum(data);
         for kind in [
             ObjectKind::Manifest,

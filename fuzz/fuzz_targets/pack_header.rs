@@ -11,8 +11,8 @@
 
 #![no_main]
 
-use backup_core::crypto::MasterKey;
-use backup_core::pack::{self, PACK_TRAILER_LEN};
+use backup_core::internals::crypto::MasterKey;
+use backup_core::internals::pack::{self, PACK_TRAILER_LEN};
 use backup_fuzz::{fix_envelope_checksum, test_key};
 use libfuzzer_sys::fuzz_target;
 
@@ -88,7 +88,7 @@ fn repair_header_checksum(data: &[u8]) -> Option<Vec<u8>> {
     );
     let header_start = trailer_start.checked_sub(length as usize)?;
     let header = data.get(header_start..trailer_start)?;
-    if header.len() < backup_core::format::ENVELOPE_OVERHEAD {
+    if header.len() < backup_core::internals::ENVELOPE_OVERHEAD {
         return None;
     }
     let mut out = data.to_vec();

@@ -24,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arbitrary::Arbitrary;
-use backup_core::snapshot::DirectorySnapshotter;
+use backup_core::DirectorySnapshotter;
 use backup_core::{
     BackupOptions, BackupStatus, InitOptions, KdfParams, MemorySink, Repository, RestoreOptions,
 };

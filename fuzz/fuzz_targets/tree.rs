@@ -7,7 +7,7 @@
 
 #![no_main]
 
-use backup_core::tree::{self, NodeKind};
+use backup_core::internals::tree::{self, NodeKind};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

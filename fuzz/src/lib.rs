@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 
-use backup_core::crypto::MasterKey;
+use backup_core::internals::crypto::MasterKey;
 use sha2::{Digest, Sha256};
 
 /// Length of the trailing SHA-256 of an envelope.
@@ -30,7 +30,7 @@ pub fn test_key() -> &'static MasterKey {
 /// by the SHA-256 of the others when the input is long enough to hold one,
 /// otherwise a checksum of the whole input is appended.
 pub fn fix_envelope_checksum(bytes: &[u8]) -> Vec<u8> {
-    let body = if bytes.len() >= backup_core::format::ENVELOPE_OVERHEAD {
+    let body = if bytes.len() >= backup_core::internals::ENVELOPE_OVERHEAD {
         &bytes[..bytes.len() - CHECKSUM_LEN]
     } else {
         bytes
@@ -46,8 +46,8 @@ pub fn compressed_envelope(bytes: &[u8]) -> bool {
 }
 
 /// Every object kind of the format.
-pub const ALL_KINDS: [backup_core::format::ObjectKind; 7] = {
-    use backup_core::format::ObjectKind::*;
+pub const ALL_KINDS: [backup_core::internals::ObjectKind; 7] = {
+    use backup_core::internals::ObjectKind::*;
     [
         Config,
         Key,

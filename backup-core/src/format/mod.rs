@@ -5,9 +5,15 @@
 //! out of bounds, or allocates from a length it has not checked against the
 //! bytes actually present.
 
+pub mod config;
 pub mod envelope;
+pub mod index;
+pub mod manifest;
+pub mod pack;
 pub mod reader;
+pub mod tree;
 
+#[cfg_attr(not(feature = "internals"), allow(unused_imports))]
 pub use envelope::{ObjectKind, ENVELOPE_HEADER_LEN, ENVELOPE_OVERHEAD, MAGIC};
 
 /// The repository format version this build writes.

@@ -22,8 +22,8 @@
 //! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 //! # async fn main() {
 //! // In a test of your own sink, build it instead of this in-memory one.
-//! let sink = backup_core::sink::MemorySink::new();
-//! backup_core::sink::conformance::run_all(&sink).await;
+//! let sink = backup_core::MemorySink::new();
+//! backup_core::conformance::run_all(&sink).await;
 //! # }
 //! ```
 //!

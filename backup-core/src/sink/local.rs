@@ -42,7 +42,7 @@ const PREFETCH_LIMIT: usize = 4096;
 ///
 /// ```no_run
 /// # async fn demo() -> backup_core::Result<()> {
-/// use backup_core::sink::{LocalSink, PutMode, Sink, SinkExt};
+/// use backup_core::{LocalSink, PutMode, Sink, SinkExt};
 /// let sink = LocalSink::create("/backups/repo")?;
 /// sink.put("config", "hello".into(), PutMode::Create).await?;
 /// assert_eq!(sink.get("config").await?, "hello");

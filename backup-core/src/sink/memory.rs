@@ -20,7 +20,7 @@ use crate::{Error, Result};
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// use backup_core::sink::{MemorySink, PutMode, Sink, SinkExt};
+/// use backup_core::{MemorySink, PutMode, Sink, SinkExt};
 /// let sink = MemorySink::new();
 /// sink.put("config", "hello".into(), PutMode::Create).await?;
 /// assert_eq!(sink.get("config").await?, "hello");

@@ -54,7 +54,7 @@ pub struct ObjectMeta {
 /// # Contract
 ///
 /// Every implementation must satisfy these rules; the conformance suite in
-/// `backup_core::sink::conformance` checks them (enable the `conformance`
+/// `backup_core::conformance` checks them (enable the `conformance`
 /// feature to build it and run it against a sink of your own).
 ///
 /// * **Keys** are non-empty UTF-8 strings of `/`-separated segments, none of
@@ -209,7 +209,7 @@ impl<S: Sink + ?Sized> SinkExt for S {}
 /// # Examples
 ///
 /// ```
-/// use backup_core::sink::validate_key;
+/// use backup_core::validate_key;
 /// assert!(validate_key("data/ab/abcdef").is_ok());
 /// assert!(validate_key("data/../config").is_err());
 /// ```

@@ -58,7 +58,7 @@ impl RetryPolicy {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use backup_core::sink::{MemorySink, RetryPolicy, RetrySink};
+/// use backup_core::{MemorySink, RetryPolicy, RetrySink};
 /// let sink = RetrySink::new(Arc::new(MemorySink::new()), RetryPolicy::default());
 /// assert_eq!(sink.policy().max_retries, 8);
 /// ```

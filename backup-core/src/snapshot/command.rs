@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use super::{Entry, Finisher, Snapshot, Snapshotter};
-use crate::manifest::SourceInfo;
+use crate::format::manifest::SourceInfo;
 use crate::{Error, Result};
 
 /// Runs a command and stores its standard output as one file, as
@@ -22,7 +22,7 @@ use crate::{Error, Result};
 /// # Examples
 ///
 /// ```
-/// use backup_core::snapshot::CommandSnapshotter;
+/// use backup_core::CommandSnapshotter;
 /// let dump = CommandSnapshotter::new("pg_dump", ["--format=custom", "app"]).with_file_name("app.dump");
 /// assert_eq!(dump.file_name(), "app.dump");
 /// ```
@@ -90,7 +90,7 @@ impl CommandSnapshotter {
 /// # Examples
 ///
 /// ```
-/// use backup_core::snapshot::split_command_line;
+/// use backup_core::split_command_line;
 /// assert_eq!(split_command_line(r#"a 'b c' "d\"e" f\ g"#).unwrap(), ["a", "b c", "d\"e", "f g"]);
 /// ```
 pub fn split_command_line(line: &str) -> Result<Vec<String>> {
@@ -169,7 +169,7 @@ impl Snapshotter for CommandSnapshotter {
     }
 
     async fn snapshot(&self) -> Result<Snapshot> {
-        crate::tree::validate_name(&self.file_name)?;
+        crate::format::tree::validate_name(&self.file_name)?;
         let failed = |detail: String| Error::Snapshot {
             source_name: self.display(),
             detail,

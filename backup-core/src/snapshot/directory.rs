@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 use super::{Entry, Snapshot, Snapshotter};
-use crate::manifest::SourceInfo;
+use crate::format::manifest::SourceInfo;
 use crate::{Error, Result};
 
 /// Snapshots one or more local paths.
@@ -18,7 +18,7 @@ use crate::{Error, Result};
 /// # Examples
 ///
 /// ```
-/// use backup_core::snapshot::DirectorySnapshotter;
+/// use backup_core::DirectorySnapshotter;
 /// let snapshotter = DirectorySnapshotter::new(vec!["/etc".into()]);
 /// assert_eq!(snapshotter.paths().len(), 1);
 /// ```

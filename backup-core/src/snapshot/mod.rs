@@ -26,7 +26,7 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
-use crate::manifest::SourceInfo;
+use crate::format::manifest::SourceInfo;
 use crate::Result;
 
 mod command;

@@ -5,12 +5,12 @@
 
 use std::path::{Path, PathBuf};
 
-use backup_core::config::{KeyFile, RepoConfig};
-use backup_core::crypto::MasterKey;
-use backup_core::format::envelope;
-use backup_core::format::ObjectKind;
-use backup_core::index::{IndexFile, IndexedPack};
-use backup_core::pack::{self, BlobKind, PackBuilder};
+use backup_core::internals::config::{KeyFile, RepoConfig};
+use backup_core::internals::crypto::MasterKey;
+use backup_core::internals::envelope;
+use backup_core::internals::ObjectKind;
+use backup_core::internals::index::{IndexFile, IndexedPack};
+use backup_core::internals::pack::{self, BlobKind, PackBuilder};
 use backup_core::{Id, KdfParams};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::Engine;
 use crate::format::envelope::{self, ObjectKind};
-use crate::repository::RepoShared;
 use crate::sink::{PutMode, Sink};
 use crate::{Id, Result};
 
@@ -59,7 +59,7 @@ pub(crate) struct InflightGuard {
 
 impl InflightGuard {
     /// Writes the marker and starts the heartbeat.
-    pub(crate) async fn register(repo: &Arc<RepoShared>, writer: &str) -> Result<InflightGuard> {
+    pub(crate) async fn register(repo: &Arc<Engine>, writer: &str) -> Result<InflightGuard> {
         let id = Id(crate::crypto::random_bytes());
         let key = format!("{INFLIGHT_PREFIX}{id}");
         let now = Utc::now();
@@ -67,7 +67,7 @@ impl InflightGuard {
             started: now,
             heartbeat: now,
             writer: writer.to_string(),
-            hostname: crate::repository::hostname(),
+            hostname: crate::engine::hostname(),
             pid: std::process::id(),
         };
         repo.sink
@@ -125,7 +125,7 @@ impl Drop for InflightGuard {
     }
 }
 
-fn encode(repo: &RepoShared, marker: &InflightMarker) -> Result<Bytes> {
+pub(crate) fn encode(repo: &Engine, marker: &InflightMarker) -> Result<Bytes> {
     let json = serde_json::to_vec(marker).map_err(|error| {
         crate::Error::InvalidArgument(format!("encoding in-flight marker: {error}"))
     })?;
@@ -139,7 +139,7 @@ fn encode(repo: &RepoShared, marker: &InflightMarker) -> Result<Bytes> {
 
 /// Reads every in-flight marker; unreadable ones are treated as live and
 /// recent (the safe assumption for prune).
-pub(crate) async fn list_markers(repo: &RepoShared) -> Result<Vec<InflightMarker>> {
+pub(crate) async fn list_markers(repo: &Engine) -> Result<Vec<InflightMarker>> {
     let mut markers = Vec::new();
     for meta in repo.sink.list(INFLIGHT_PREFIX).await? {
         let bytes = match repo.sink.get_range(&meta.key, None).await {

@@ -8,7 +8,7 @@
 //! doomed data. **Delete**: a later prune (or the same one, with a zero
 //! grace period) deletes the packs of a mark older than the grace period,
 //! but only when no live backup started before the mark (see
-//! [`crate::inflight`]), and only after checking every manifest again: a pack
+//! [`crate::engine::inflight`]), and only after checking every manifest again: a pack
 //! that a backup finished since then references is put back in the index
 //! instead.
 //!
@@ -21,34 +21,24 @@ use std::collections::{HashMap, HashSet};
 use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
 use futures::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::engine::inflight::list_markers;
+use crate::engine::marks::{list_marks, DeletionMark, PENDING_PREFIX};
+use crate::engine::{list_ids, list_packs, Engine, INDEX_PREFIX};
 use crate::format::envelope::{self, ObjectKind};
-use crate::index::{IndexFile, IndexedPack};
-use crate::inflight::list_markers;
-use crate::pack::{self, PackBuilder};
-use crate::repository::{list_ids, list_packs, RepoShared, Repository, INDEX_PREFIX};
+use crate::format::index::{IndexFile, IndexedPack};
+use crate::format::pack::{self, PackBuilder};
+use crate::format::tree::NodeKind;
 use crate::sink::{PutMode, SinkExt};
-use crate::tree::NodeKind;
 use crate::{Error, Id, Result};
 
-/// Prefix of deletion marks.
-pub const PENDING_PREFIX: &str = "pending/";
 /// Allowance for clock differences between the hosts writing a repository.
 const CLOCK_SKEW_SECONDS: i64 = 5 * 60;
 /// Packs listed per index object written by prune.
 const PACKS_PER_INDEX: usize = 1000;
 
-/// A prune's record of packs to delete once the grace period is over.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeletionMark {
-    /// When the packs were marked.
-    pub marked_at: DateTime<Utc>,
-    /// The doomed packs.
-    pub packs: Vec<Id>,
-}
-
-/// How [`Repository::prune`] works.
+/// How [`Repository::prune`](crate::Repository::prune) works.
 #[derive(Debug, Clone)]
 pub struct PruneOptions {
     /// How long marked packs are kept before deletion (default 1 hour).
@@ -96,46 +86,15 @@ pub struct PruneReport {
     pub marks_postponed: u64,
 }
 
-impl Repository {
-    /// Frees the space of data no backup references; see [`crate::prune`].
-    ///
-    /// # Errors
-    ///
-    /// Storage errors, or [`Error::Corrupt`] when a backup's metadata cannot
-    /// be read (prune never deletes anything while unsure what is used).
-    pub async fn prune(&self, options: &PruneOptions) -> Result<PruneReport> {
-        let report = prune(self, options).await?;
-        let index = self.shared().load_index().await?;
-        if let Ok(mut slot) = self.shared().index.write() {
-            *slot = index;
-        }
-        Ok(report)
+/// Prunes, then reloads the engine's index; see
+/// [`Repository::prune`](crate::Repository::prune)(crate::Repository::prune).
+pub(crate) async fn run(engine: &Engine, options: &PruneOptions) -> Result<PruneReport> {
+    let report = prune(engine, options).await?;
+    let index = engine.load_index().await?;
+    if let Ok(mut slot) = engine.index.write() {
+        *slot = index;
     }
-}
-
-/// Marks read, and the keys of marks that could not be read.
-pub(crate) type Marks = (Vec<(String, DeletionMark)>, Vec<String>);
-
-/// Reads every deletion mark.
-pub(crate) async fn list_marks(repo: &RepoShared) -> Result<Marks> {
-    let mut marks = Vec::new();
-    let mut unreadable = Vec::new();
-    for meta in repo.sink.list(PENDING_PREFIX).await? {
-        let key = meta.key;
-        let decoded = crate::repository::get_checked(repo.sink.as_ref(), &key, |bytes| {
-            let json = envelope::open(&key, bytes, ObjectKind::DeletionMark, repo.key())?;
-            serde_json::from_slice::<DeletionMark>(&json)
-                .map_err(|error| Error::corrupt(&key, 8, format!("invalid deletion mark: {error}")))
-        })
-        .await;
-        match decoded {
-            Ok(mark) => marks.push((key, mark)),
-            Err(Error::NotFound { .. }) => {}
-            Err(Error::Corrupt { .. }) => unreadable.push(key),
-            Err(error) => return Err(error),
-        }
-    }
-    Ok((marks, unreadable))
+    Ok(report)
 }
 
 /// Every blob (tree and data) some backup uses, and the index used to find
@@ -143,9 +102,8 @@ pub(crate) async fn list_marks(repo: &RepoShared) -> Result<Marks> {
 /// its index before its manifest, so every listed backup's blobs are in it.
 /// The index also becomes the repository's shared one, through which trees
 /// are read.
-async fn references(repo: &Repository) -> Result<(crate::index::Index, HashSet<Id>)> {
-    let shared = repo.shared();
-    let backups = repo.list_checked(true).await?;
+async fn references(shared: &Engine) -> Result<(crate::format::index::Index, HashSet<Id>)> {
+    let backups = shared.list_checked(true).await?;
     let index = shared.load_index_checked(true).await?;
     if let Ok(mut slot) = shared.index.write() {
         *slot = index.clone();
@@ -174,8 +132,7 @@ async fn references(repo: &Repository) -> Result<(crate::index::Index, HashSet<I
     Ok((index, used))
 }
 
-async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
-    let shared = repo.shared();
+async fn prune(shared: &Engine, options: &PruneOptions) -> Result<PruneReport> {
     let sink = shared.sink.as_ref();
     let mut report = PruneReport::default();
     let now = Utc::now();
@@ -185,7 +142,7 @@ async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport>
     let inflight = list_markers(shared).await?;
     let (marks, unreadable_marks) = list_marks(shared).await?;
     let old_index_ids = list_ids(sink, INDEX_PREFIX).await?;
-    let (index, referenced) = references(repo).await?;
+    let (index, referenced) = references(shared).await?;
     let stored = list_packs(sink).await?;
     report.packs_before = stored.len() as u64;
     report.bytes_before = stored.values().sum();
@@ -385,7 +342,7 @@ async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport>
         if busy {
             report.marks_postponed += 1;
         } else {
-            let (index, referenced) = references(repo).await?;
+            let (index, referenced) = references(shared).await?;
             delete_marked(
                 shared,
                 &mark_key,
@@ -404,7 +361,7 @@ async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport>
     Ok(report)
 }
 
-async fn upload_pack(shared: &RepoShared, builder: PackBuilder) -> Result<IndexedPack> {
+async fn upload_pack(shared: &Engine, builder: PackBuilder) -> Result<IndexedPack> {
     let (id, bytes, blobs) = builder.finish(shared.key());
     let size = bytes.len() as u64;
     shared
@@ -419,12 +376,12 @@ async fn upload_pack(shared: &RepoShared, builder: PackBuilder) -> Result<Indexe
 /// which no longer lists the mark's packs).
 #[allow(clippy::too_many_arguments)]
 async fn delete_marked(
-    shared: &RepoShared,
+    shared: &Engine,
     key: &str,
     mark: &DeletionMark,
     stored: &HashMap<Id, u64>,
     referenced: &HashSet<Id>,
-    index: &crate::index::Index,
+    index: &crate::format::index::Index,
     dry_run: bool,
     report: &mut PruneReport,
 ) -> Result<Vec<Id>> {

@@ -21,11 +21,11 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-use crate::index::Index;
-use crate::pack::{self, BlobEntry, BlobKind};
+use crate::engine::Engine;
+use crate::format::index::Index;
+use crate::format::pack::{self, BlobEntry, BlobKind};
+use crate::format::tree::{Node, NodeKind};
 use crate::progress::{Phase, Reporter, Tracker};
-use crate::repository::RepoShared;
-use crate::tree::{Node, NodeKind};
 use crate::{Error, Id, Result};
 
 /// Files restored at once (each in a task of its own, so that their chunks
@@ -75,7 +75,7 @@ impl Listings {
     /// [`MAX_TREE_ENTRIES`]. A listing that cannot be read is kept as its
     /// error (the caller reports it for that directory).
     pub(crate) async fn read(
-        repo: &RepoShared,
+        repo: &Engine,
         root: &[Id],
         selector: Option<&Selector>,
     ) -> Result<Listings> {
@@ -311,7 +311,7 @@ struct Plan {
 }
 
 pub(crate) async fn restore(
-    repo: Arc<RepoShared>,
+    repo: Arc<Engine>,
     root: &[Id],
     target: &Path,
     options: &RestoreOptions,
@@ -462,7 +462,7 @@ pub(crate) async fn restore(
 /// Restores files one by one, a few at a time, each chunk fetched and
 /// decoded in a task of its own.
 async fn restore_singles(
-    repo: &Arc<RepoShared>,
+    repo: &Arc<Engine>,
     writer: &Arc<SafeWriter>,
     files: Vec<Planned>,
 ) -> Vec<(String, Result<u64>)> {
@@ -585,7 +585,7 @@ fn blob_end(blob: &BlobEntry) -> u64 {
 /// Reads a batch's range of its pack, then decodes and writes its files in
 /// one blocking task.
 async fn restore_batch(
-    repo: &Arc<RepoShared>,
+    repo: &Arc<Engine>,
     writer: &Arc<SafeWriter>,
     batch: Batch,
 ) -> Vec<BatchOutcome> {
@@ -699,7 +699,7 @@ impl SafeWriter {
         let mut path = self.base.clone();
         let mut so_far = String::new();
         for component in relative.split('/').filter(|c| !c.is_empty()) {
-            crate::tree::validate_name(component)?;
+            crate::format::tree::validate_name(component)?;
             path.push(component);
             if !so_far.is_empty() {
                 so_far.push('/');
@@ -755,13 +755,13 @@ impl SafeWriter {
             Some((parent, name)) => (parent, name),
             None => ("", relative),
         };
-        crate::tree::validate_name(name)?;
+        crate::format::tree::validate_name(name)?;
         let parent_path = self.directory(parent).await?;
         let path = parent_path.join(name);
         Ok((parent_path, path, name.to_string()))
     }
 
-    async fn file(&self, repo: &Arc<RepoShared>, relative: &str, node: &Node) -> Result<u64> {
+    async fn file(&self, repo: &Arc<Engine>, relative: &str, node: &Node) -> Result<u64> {
         let (parent, path, _) = self.place(relative).await?;
         self.tracker.set_current(relative);
         let job = FileJob::new(&parent, path, relative, node);
@@ -838,7 +838,7 @@ fn filetime_from_ns(ns: i64) -> filetime::FileTime {
 /// blocking task per file does all the file system work (create, write,
 /// permissions, times, rename), so a small file costs one hand-off.
 async fn write_verified(
-    repo: &Arc<RepoShared>,
+    repo: &Arc<Engine>,
     job: FileJob,
     node: &Node,
     tracker: &Tracker,
@@ -991,7 +991,7 @@ impl FileJob {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::IndexedPack;
+    use crate::format::index::IndexedPack;
 
     fn id(n: u32) -> Id {
         Id::digest(&n.to_le_bytes())

@@ -13,18 +13,16 @@ use std::collections::{HashMap, HashSet};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::config::{KeyFile, RepoConfig, CONFIG_KEY, KEYS_PREFIX};
+use crate::engine::{get_checked, list_ids, list_packs, Engine, INDEX_PREFIX, MANIFEST_PREFIX};
+use crate::format::config::{KeyFile, RepoConfig, CONFIG_KEY, KEYS_PREFIX};
 use crate::format::envelope::{self, ObjectKind};
-use crate::index::{Index, IndexFile};
-use crate::pack::{self, BlobEntry};
-use crate::repository::{
-    get_checked, list_ids, list_packs, Repository, INDEX_PREFIX, MANIFEST_PREFIX,
-};
+use crate::format::index::{Index, IndexFile};
+use crate::format::pack::{self, BlobEntry};
+use crate::format::tree::NodeKind;
 use crate::sink::SinkExt;
-use crate::tree::NodeKind;
 use crate::{Error, Id, Result};
 
-/// What [`Repository::verify`] checks.
+/// What [`Repository::verify`](crate::Repository::verify) checks.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
     /// Also download and check pack data.
@@ -90,8 +88,9 @@ fn decode_problem<T>(decoded: Result<T>) -> Result<Option<Error>> {
     }
 }
 
-pub(crate) async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<VerifyReport> {
-    let shared = repo.shared();
+/// Checks the repository; see [`Repository::verify`](crate::Repository::verify).
+pub(crate) async fn run(repo: &Engine, options: &VerifyOptions) -> Result<VerifyReport> {
+    let shared = repo;
     let sink = shared.sink.as_ref();
     let key = shared.key();
     let mut report = VerifyReport::default();
@@ -288,13 +287,13 @@ fn problem_object(error: &Error, backup: &Id) -> String {
 
 /// Downloads one pack and checks everything in it.
 async fn check_pack(
-    repo: &Repository,
+    repo: &Engine,
     id: Id,
     expected: Option<Vec<BlobEntry>>,
 ) -> (u64, u64, Vec<Problem>) {
     let object = pack::pack_key(&id);
     let mut problems = Vec::new();
-    let bytes = match repo.sink().get(&object).await {
+    let bytes = match repo.sink.get(&object).await {
         Ok(bytes) => bytes,
         Err(error) => {
             problems.push(Problem {
@@ -305,7 +304,7 @@ async fn check_pack(
         }
     };
     let size = bytes.len() as u64;
-    let key = repo.shared().key().cloned();
+    let key = repo.key().cloned();
     let checked = tokio::task::spawn_blocking(move || {
         let mut problems = Vec::new();
         let actual = Id(Sha256::digest(&bytes).into());

@@ -41,18 +41,20 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::engine::{Engine, INDEX_PREFIX};
 use crate::format::envelope::ObjectKind;
-use crate::index::{IndexFile, IndexedPack};
-use crate::manifest::{BackupStats, ItemError};
-use crate::pack::{self, BlobKind, PackBuilder};
+use crate::format::index::{IndexFile, IndexedPack};
+use crate::format::manifest::{BackupStats, ItemError};
+use crate::format::pack::{self, BlobKind, PackBuilder};
+use crate::format::tree::{self, Node, NodeKind};
 use crate::progress::Tracker;
 use crate::readahead::{self, Cached};
-use crate::repository::{RepoShared, INDEX_PREFIX};
-use crate::restore::{RestoreOptions, RestoreSummary};
 use crate::sink::{PutMode, StagedObject};
 use crate::snapshot::Entry;
-use crate::tree::{self, Node, NodeKind};
 use crate::{Error, Id, Result};
+use restore::{RestoreOptions, RestoreSummary};
+
+pub(crate) mod restore;
 
 /// Turns snapshot entries into repository objects, and back.
 ///
@@ -67,7 +69,7 @@ use crate::{Error, Id, Result};
 ///   every chunk before writing it, and never leaves a partly written file
 ///   under its final name.
 #[async_trait]
-pub trait Archiver: Send + Sync {
+pub trait Archiver: Send + Sync + std::fmt::Debug {
     /// Stores `entries`; `parent` is the root of an earlier backup whose
     /// unchanged files need not be read again.
     async fn archive(&self, entries: Vec<Entry>, parent: Option<&[Id]>) -> Result<Archived>;
@@ -96,12 +98,12 @@ pub struct Archived {
 /// packs.
 #[derive(Debug, Clone)]
 pub struct ChunkArchiver {
-    pub(crate) repo: Arc<RepoShared>,
+    pub(crate) repo: Arc<Engine>,
     tracker: Arc<Tracker>,
 }
 
 impl ChunkArchiver {
-    pub(crate) fn new(repo: Arc<RepoShared>) -> Self {
+    pub(crate) fn new(repo: Arc<Engine>) -> Self {
         ChunkArchiver {
             repo,
             tracker: Tracker::new("backup"),
@@ -141,7 +143,7 @@ impl Archiver for ChunkArchiver {
         target: &Path,
         options: &RestoreOptions,
     ) -> Result<RestoreSummary> {
-        crate::restore::restore(self.repo.clone(), root, target, options).await
+        crate::archiver::restore::restore(self.repo.clone(), root, target, options).await
     }
 }
 
@@ -221,7 +223,7 @@ impl From<Error> for ItemFailure {
 /// Hashes a chunk and, unless it is stored or claimed already, claims and
 /// encodes it (on the CPU pool).
 fn encode_chunk(
-    repo: &RepoShared,
+    repo: &Engine,
     claimed: &Mutex<HashSet<Id>>,
     kind: BlobKind,
     plaintext: &[u8],
@@ -255,7 +257,7 @@ fn read_whole(path: &Path, size: u64) -> std::io::Result<Vec<u8>> {
 /// A file read whole and encoded on the CPU pool
 /// ([`BackupWriter::store_small_file`]).
 struct SmallFile {
-    repo: Arc<RepoShared>,
+    repo: Arc<Engine>,
     claimed: Arc<Mutex<HashSet<Id>>>,
     path: PathBuf,
     /// Its size when it was listed.
@@ -388,7 +390,7 @@ enum Encoded {
 }
 
 struct BackupWriter {
-    repo: Arc<RepoShared>,
+    repo: Arc<Engine>,
     tracker: Arc<Tracker>,
     /// Chunks stored in the repository or by this backup so far.
     claimed: Arc<Mutex<HashSet<Id>>>,
@@ -417,7 +419,7 @@ struct BackupWriter {
 }
 
 impl BackupWriter {
-    fn new(repo: Arc<RepoShared>, tracker: Arc<Tracker>) -> Self {
+    fn new(repo: Arc<Engine>, tracker: Arc<Tracker>) -> Self {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
@@ -1353,7 +1355,7 @@ mod tests {
         cached_reads: bool,
     ) -> (Vec<Id>, BackupStats, Vec<ItemError>) {
         let writer = Arc::new(BackupWriter::new(
-            repo.shared().clone(),
+            repo.engine().clone(),
             Tracker::new("backup"),
         ));
         writer.cached_reads.store(cached_reads, Ordering::Relaxed);

@@ -108,3 +108,12 @@ pub struct Manifest {
 
 /// Current manifest schema version.
 pub const MANIFEST_VERSION: u32 = 1;
+
+/// A backup: its id and manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backup {
+    /// The manifest's id.
+    pub id: Id,
+    /// The manifest.
+    pub manifest: Manifest,
+}

@@ -18,8 +18,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::format::pack::{BlobEntry, BlobKind, BLOB_COMPRESSED};
 use crate::format::reader::ByteReader;
-use crate::pack::{BlobEntry, BlobKind, BLOB_COMPRESSED};
 use crate::{Error, Id, Result};
 
 const BLOB_RECORD_LEN: usize = 46;
@@ -308,6 +308,7 @@ impl Index {
         self.blobs.contains_key(id)
     }
 
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
     /// Number of distinct blobs.
     pub fn blob_count(&self) -> usize {
         self.blobs.len()
@@ -318,6 +319,7 @@ impl Index {
         &self.packs
     }
 
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
     /// Ids of the index objects loaded.
     pub fn files(&self) -> &HashSet<Id> {
         &self.files

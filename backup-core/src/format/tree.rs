@@ -74,7 +74,7 @@ fn is_zero(value: &u64) -> bool {
 /// # Examples
 ///
 /// ```
-/// use backup_core::tree::validate_name;
+/// use backup_core::internals::tree::validate_name;
 /// assert!(validate_name("report.txt").is_ok());
 /// assert!(validate_name("..").is_err());
 /// assert!(validate_name("a/b").is_err());

@@ -1,0 +1,57 @@
+//! Opening the repository key from the key files.
+
+use std::sync::Arc;
+
+use crate::crypto::MasterKey;
+use crate::engine::*;
+use crate::format::config::{KeyFile, CONFIG_KEY, KEYS_PREFIX};
+use crate::sink::Sink;
+use crate::{Error, Result};
+
+/// The key derivation keeps the cores busy for tens of milliseconds and
+/// the storage idle: meanwhile, in a task of its own, hint the sink that
+/// the index objects (read next, by [`Repository::open`]) and the backup
+/// manifests (read by most commands after it) are wanted, so that their
+/// reads find them fetched. Nothing when not on a Tokio runtime.
+pub(crate) fn warm_while_deriving(sink: &Arc<dyn Sink>) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let sink = Arc::clone(sink);
+        runtime.spawn(async move {
+            sink.prefetch(INDEX_PREFIX).await;
+            sink.prefetch(MANIFEST_PREFIX).await;
+        });
+    }
+}
+
+pub(crate) async fn open_key(
+    sink: &dyn Sink,
+    password: &[u8],
+    config_object: &[u8],
+) -> Result<MasterKey> {
+    let keys = sink.list(KEYS_PREFIX).await?;
+    let mut damaged = None;
+    for meta in keys {
+        let file = match get_checked(sink, &meta.key, |bytes| {
+            KeyFile::from_object(&meta.key, bytes)
+        })
+        .await
+        {
+            Ok(file) => file,
+            Err(error) => {
+                damaged = Some(error);
+                continue;
+            }
+        };
+        match file.open(&meta.key, password, config_object) {
+            Ok(Some(master)) => return Ok(master),
+            Ok(None) => {}
+            // The key opened, but the config is not the one it was made
+            // for: that is tampering, not a wrong password.
+            Err(error @ Error::Corrupt { .. }) if error_key(&error) == Some(CONFIG_KEY) => {
+                return Err(error)
+            }
+            Err(error) => damaged = Some(error),
+        }
+    }
+    Err(damaged.unwrap_or(Error::WrongPassword))
+}

@@ -1,0 +1,213 @@
+//! The backup operation: snapshot, archive, manifest last.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::archiver::{Archiver, ChunkArchiver};
+use crate::engine::inflight::InflightGuard;
+use crate::engine::*;
+use crate::format::envelope::ObjectKind;
+use crate::format::manifest::{Backup, BackupStatus, Manifest, MANIFEST_VERSION};
+use crate::progress::{Phase, ProgressSink, Reporter, Tracker};
+use crate::snapshot::Snapshotter;
+use crate::{Error, Id, Result};
+
+/// Which earlier backup to compare files against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ParentSelection {
+    /// The newest completed backup of the same set.
+    #[default]
+    Latest,
+    /// Read every file again.
+    None,
+    /// This backup.
+    Id(Id),
+}
+
+/// Options for [`Repository::backup`](crate::Repository::backup).
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Name of the backup set.
+    pub set: String,
+    /// Tags recorded in the manifest.
+    pub tags: BTreeMap<String, String>,
+    /// The time the backup represents (default: now).
+    pub time: Option<DateTime<Utc>>,
+    /// Writer identity (default: the host name).
+    pub writer: Option<String>,
+    /// The parent used to skip unchanged files.
+    pub parent: ParentSelection,
+    /// Refuse to write when the newest backup of the set was written by
+    /// another writer ([`Error::Collision`]); scheduled backups set this.
+    pub check_collision: bool,
+    /// Where progress events go.
+    pub progress: Option<ProgressSink>,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            set: "default".into(),
+            tags: BTreeMap::new(),
+            time: None,
+            writer: None,
+            parent: ParentSelection::Latest,
+            check_collision: false,
+            progress: None,
+        }
+    }
+}
+
+/// What [`Repository::backup`](crate::Repository::backup) reports.
+#[derive(Debug, Clone)]
+pub struct BackupSummary {
+    /// The new backup's id.
+    pub id: Id,
+    /// Its manifest.
+    pub manifest: Manifest,
+}
+
+/// Runs a backup with `archiver` (the repository's default archiver when
+/// `None`); see [`Repository::backup`](crate::Repository::backup).
+pub(crate) async fn run(
+    engine: &Arc<Engine>,
+    archiver: Option<&Arc<dyn Archiver>>,
+    snapshotter: &dyn Snapshotter,
+    options: BackupOptions,
+) -> Result<BackupSummary> {
+    validate_set_name(&options.set)?;
+    let writer = options.writer.clone().unwrap_or_else(hostname);
+    // Announce the backup before reading the index, so that a prune
+    // running meanwhile never deletes data this backup deduplicates
+    // against (see `crate::prune`).
+    let inflight = InflightGuard::register(engine, &writer).await?;
+    let tracker = Tracker::new("backup");
+    let reporter = Reporter::start(tracker.clone(), options.progress.clone());
+    let outcome = backup_registered(engine, archiver, snapshotter, options, writer, tracker).await;
+    inflight.release().await;
+    reporter.finish(match &outcome {
+        Ok(summary) if summary.manifest.status == BackupStatus::Completed => Phase::Completed,
+        Ok(_) => Phase::PartiallyFailed,
+        Err(_) => Phase::Failed,
+    });
+    outcome
+}
+
+async fn backup_registered(
+    engine: &Arc<Engine>,
+    archiver: Option<&Arc<dyn Archiver>>,
+    snapshotter: &dyn Snapshotter,
+    options: BackupOptions,
+    writer: String,
+    tracker: Arc<Tracker>,
+) -> Result<BackupSummary> {
+    let started = Utc::now();
+    let clock = std::time::Instant::now();
+    let index = engine.load_index().await?;
+    if let Ok(mut slot) = engine.index.write() {
+        *slot = index;
+    }
+    engine.index_unindexed_packs().await?;
+    let newest = engine.latest(Some(&options.set)).await?;
+    if options.check_collision {
+        check_collision(&options.set, &writer, newest.as_ref())?;
+    }
+    let parent = match &options.parent {
+        ParentSelection::None => None,
+        ParentSelection::Id(id) => Some(engine.load_backup(id).await?),
+        ParentSelection::Latest => newest,
+    };
+    let mut snapshot = snapshotter.snapshot().await?;
+    let finisher = snapshot.take_finisher();
+    let entries = std::mem::take(&mut snapshot.entries);
+    let paths: Vec<std::path::PathBuf> = entries
+        .iter()
+        .filter_map(|entry| match entry {
+            crate::snapshot::Entry::Path { path, .. } => Some(path.clone()),
+            crate::snapshot::Entry::Stream { .. } => None,
+        })
+        .collect();
+    // Streams have no size known in advance; trees are counted beside
+    // the backup, so that it starts at once.
+    let scanner = (options.progress.is_some() && paths.len() == entries.len()).then(|| {
+        let tracker = tracker.clone();
+        tokio::spawn(async move {
+            let (files, bytes) = crate::progress::scan_totals(paths).await;
+            tracker.set_totals(files, bytes);
+        })
+    });
+    let parent_root = parent.as_ref().map(|p| p.manifest.root.as_slice());
+    let archived = match archiver {
+        Some(archiver) => archiver.archive(entries, parent_root).await,
+        None => {
+            ChunkArchiver::new(engine.clone())
+                .with_tracker(tracker)
+                .archive(entries, parent_root)
+                .await
+        }
+    };
+    let mut facts = snapshot.facts;
+    let finished_facts = match finisher {
+        Some(finisher) => finisher.finish(archived.is_ok()).await,
+        None => Ok(BTreeMap::new()),
+    };
+    if let Some(scanner) = scanner {
+        scanner.abort();
+    }
+    let archived = archived?;
+    facts.extend(finished_facts?);
+    if options.check_collision {
+        // Another writer may have finished while this one ran.
+        check_collision(
+            &options.set,
+            &writer,
+            engine.latest(Some(&options.set)).await?.as_ref(),
+        )?;
+    }
+    let mut stats = archived.stats;
+    stats.duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let manifest = Manifest {
+        version: MANIFEST_VERSION,
+        set: options.set,
+        time: options.time.unwrap_or(started),
+        started,
+        finished: Utc::now(),
+        writer,
+        hostname: hostname(),
+        source: snapshot.source,
+        tags: options.tags,
+        root: archived.root,
+        parent: parent.map(|p| p.id),
+        facts,
+        stats,
+        status: if archived.errors.is_empty() {
+            BackupStatus::Completed
+        } else {
+            BackupStatus::PartiallyFailed
+        },
+        errors: archived.errors,
+    };
+    let json = serde_json::to_vec(&manifest)
+        .map_err(|error| Error::InvalidArgument(format!("encoding manifest: {error}")))?;
+    let id = engine
+        .put_named(MANIFEST_PREFIX, ObjectKind::Manifest, &json)
+        .await?;
+    Ok(BackupSummary { id, manifest })
+}
+
+/// Fails with [`Error::Collision`] when the newest backup of the set was
+/// written by someone else.
+fn check_collision(set: &str, writer: &str, newest: Option<&Backup>) -> Result<()> {
+    match newest {
+        Some(backup) if backup.manifest.writer != writer => Err(Error::Collision {
+            set: set.to_string(),
+            writer: writer.to_string(),
+            other_writer: backup.manifest.writer.clone(),
+            backup: backup.id.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}

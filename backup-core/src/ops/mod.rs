@@ -1,0 +1,13 @@
+//! The operations on a repository, each in its own module over the engine
+//! and in one pattern: a `run` function that takes the [`Engine`] (and the
+//! archiver where it needs one) with the operation's options, and returns
+//! its report. [`Repository`](crate::Repository)'s methods call them.
+//!
+//! [`Engine`]: crate::engine::Engine
+
+pub(crate) mod backup;
+pub(crate) mod forget;
+pub(crate) mod ls;
+pub(crate) mod prune;
+pub(crate) mod restore;
+pub(crate) mod verify;
