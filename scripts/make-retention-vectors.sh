@@ -161,6 +161,7 @@ if ! new_enough "$(version_of "$restic")"; then
     mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/parts" "$apt_dir/deb"
     # The mirror this machine's own release comes from, as its apt sources
     # name it: only the suite differs.
+    # shellcheck source=/dev/null
     release="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
     # shellcheck disable=SC2016 # $(REPO_URI) is apt's field, not a command
     mirror="$(apt-get indextargets --format '$(REPO_URI)' "Release: $release" \
