@@ -13,12 +13,17 @@
 #                 (default BACKUP_TEST_SERVERS_DIR=$HOME/.cache/backup-test-servers;
 #                 the tests look there and on PATH)
 #   sshd          /usr/sbin/sshd                 (Debian openssh-server)
+#   cargo-deny    ~/.cargo/bin/cargo-deny        (cargo install; the dependency
+#                 policy check of scripts/test.sh, not a server)
 set -euo pipefail
 
 # Versions that build and run on this project's machines: newer s3s-fs needs a
 # newer rustc, newer Azurite needs Node 22.
 S3S_FS_VERSION=0.14.1
 AZURITE_VERSION=3.35.0
+# cargo-deny 0.20.2 needs rustc 1.88 or later (built here with 1.95); deny.toml
+# is written for it, so another installed version is replaced.
+CARGO_DENY_VERSION=0.20.2
 SERVERS_DIR="${BACKUP_TEST_SERVERS_DIR:-$HOME/.cache/backup-test-servers}"
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -67,6 +72,14 @@ else
         apt-get update
         DEBIAN_FRONTEND=noninteractive apt-get install -y openssh-server
     fi
+fi
+
+# --- Dependency policy: cargo-deny -----------------------------------------------
+if [ "$(cargo deny --version 2>/dev/null || true)" = "cargo-deny $CARGO_DENY_VERSION" ]; then
+    echo "cargo-deny: already installed"
+else
+    echo "cargo-deny: installing $CARGO_DENY_VERSION with cargo"
+    cargo install "cargo-deny@$CARGO_DENY_VERSION" --locked
 fi
 
 # --- Peers of the benchmark's quick mode: restic, GNU time, strace ---------------

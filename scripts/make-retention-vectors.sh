@@ -13,12 +13,14 @@
 #      `unlimited` count (`-1` in `KeepPolicy`) and keeping the oldest
 #      snapshot while a bucket still has counts left (both restic 0.16). When
 #      the installed restic is older than 0.16, the script fetches Debian 13
-#      (trixie)'s restic package with apt-get, using a private apt state
-#      directory under the temporary directory (the system's apt sources and
-#      dpkg database are left alone), and unpacks it with `dpkg-deb -x`
-#      (restic is a static Go binary; it runs on bookworm).
+#      (trixie)'s restic package with apt-get from the mirror that the
+#      machine's own apt sources name for its release (the same mirror, suite
+#      trixie), using a private apt state directory under the temporary
+#      directory (the system's apt sources and dpkg database are left alone),
+#      and unpacks it with `dpkg-deb -x` (restic is a static Go binary; it
+#      runs on bookworm).
 #   2. With TZ=UTC, creates a temporary repository and makes one snapshot of
-#      a tiny directory per line of SNAPSHOTS below, with
+#      a tiny directory per time in SNAPSHOTS below, with
 #      `restic backup --time ... --host h --tag ...`. The times are fixed (so
 #      the vectors are reproducible) and irregular over three years, with
 #      same-hour and same-day neighbours, month, leap-day and year
@@ -46,149 +48,56 @@ export TZ=UTC
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-# Snapshot time (UTC) | comma-separated restic tags.
+# The snapshots, a month a line (a month may go on over several lines):
+# YYYY-MM, then one DDTHH:MM:SS (UTC) per snapshot, +TAG,TAG... after the
+# time of one with restic tags.
 SNAPSHOTS='
-2019-06-15 08:00:00|keep
-2019-07-04 12:25:41|
-2019-07-14 15:18:15|
-2019-07-27 02:55:18|
-2019-08-21 08:57:23|
-2019-09-12 22:01:38|
-2019-09-24 15:28:41|
-2019-10-06 23:09:21|
-2019-10-17 17:46:46|
-2019-10-28 00:49:21|
-2019-11-10 10:15:30|
-2019-12-06 13:51:49|
-2019-12-29 22:00:00|
-2019-12-30 09:15:00|
-2019-12-31 23:59:59|env=prod
-2020-01-01 00:00:00|
-2020-01-02 11:02:55|
-2020-01-17 22:09:30|
-2020-01-29 16:13:09|
-2020-02-14 07:56:43|
-2020-02-28 12:00:00|
-2020-02-29 12:00:00|keep
-2020-03-01 00:30:00|
-2020-03-07 18:26:20|
-2020-03-31 05:45:35|
-2020-04-15 04:34:50|
-2020-04-26 22:54:23|
-2020-05-21 09:40:51|
-2020-06-09 04:44:58|
-2020-07-04 17:55:46|
-2020-07-23 22:55:17|
-2020-08-15 00:37:21|
-2020-09-10 19:28:17|
-2020-09-30 06:12:39|
-2020-10-25 01:04:08|
-2020-11-05 03:21:38|
-2020-11-16 05:08:22|
-2020-12-27 18:00:00|
-2020-12-28 07:00:00|
-2020-12-31 23:30:00|keep,env=prod
-2021-01-01 00:30:00|
-2021-01-03 23:00:00|keep
-2021-01-04 00:10:00|
-2021-01-09 03:00:00|
-2021-01-22 12:45:00|
-2021-02-04 10:07:00|
-2021-02-11 00:29:00|
-2021-02-19 19:36:00|
-2021-03-04 20:49:00|
-2021-03-15 01:36:00|
-2021-03-24 14:01:00|
-2021-04-06 16:11:00|
-2021-04-20 04:46:00|
-2021-04-30 09:38:00|
-2021-05-13 02:55:00|
-2021-05-25 14:38:00|
-2021-05-31 12:00:00|
-2021-06-01 00:00:00|env=prod
-2021-06-06 21:47:00|
-2021-06-14 02:56:00|
-2021-06-24 00:10:00|
-2021-06-30 16:03:00|
-2021-07-15 21:19:00|
-2021-07-25 21:28:00|
-2021-08-07 14:51:00|
-2021-08-23 09:11:00|
-2021-09-01 08:05:00|
-2021-09-16 03:46:00|
-2021-10-03 02:49:00|
-2021-10-17 00:40:00|
-2021-10-31 13:05:00|
-2021-11-13 01:11:00|
-2021-11-26 21:36:00|
-2021-11-30 18:00:00|
-2021-12-01 06:00:00|
-2021-12-12 17:50:00|
-2021-12-31 20:00:00|
-2022-01-01 09:00:00|
-2022-01-02 15:00:00|
-2022-01-03 08:00:00|
-2022-01-17 04:00:00|
-2022-02-08 21:00:00|
-2022-02-27 10:00:00|
-2022-02-28 10:00:00|
-2022-02-28 13:00:00|env=prod
-2022-03-01 09:00:00|
-2022-03-02 09:00:00|
-2022-03-03 11:00:00|
-2022-03-03 13:00:00|
-2022-03-04 09:00:00|
-2022-03-21 12:00:00|keep
-2022-03-21 12:00:01|
-2022-04-02 06:00:00|
-2022-04-15 14:20:00|
-2022-04-29 23:10:00|
-2022-05-06 07:45:00|
-2022-05-10 01:00:00|
-2022-05-10 02:06:00|
-2022-05-10 03:42:00|
-2022-05-10 09:16:00|
-2022-05-10 12:39:00|
-2022-05-10 13:43:00|
-2022-05-10 21:22:00|
-2022-05-11 17:31:00|
-2022-05-12 04:53:00|
-2022-05-12 21:23:00|
-2022-05-13 00:30:00|
-2022-05-14 02:59:00|
-2022-05-15 05:29:00|
-2022-05-15 16:34:00|
-2022-05-15 21:40:00|
-2022-05-16 14:27:00|
-2022-05-17 01:57:00|
-2022-05-17 07:30:00|keep
-2022-05-17 08:43:00|
-2022-05-18 15:06:00|
-2022-05-18 20:50:00|
-2022-05-20 03:48:00|
-2022-05-20 05:36:00|
-2022-05-21 11:55:00|
-2022-05-21 15:39:00|
-2022-05-22 03:12:00|
-2022-05-22 20:10:00|
-2022-05-23 01:32:00|
-2022-05-23 09:06:00|
-2022-05-24 15:55:00|
-2022-05-25 22:16:00|
-2022-05-26 05:55:00|
-2022-05-26 13:46:00|keep,env=prod
-2022-05-26 21:38:00|
-2022-05-27 18:25:00|
-2022-05-28 01:37:00|
-2022-05-29 08:08:00|
-2022-05-30 00:54:00|
-2022-05-30 01:55:00|
-2022-05-30 10:05:00|env=prod
-2022-05-30 10:40:00|
-2022-05-30 13:25:00|
-2022-05-31 00:37:00|
-2022-05-31 11:20:00|
-2022-05-31 12:00:00|
+2019-06 15T08:00:00+keep
+2019-07 04T12:25:41 14T15:18:15 27T02:55:18
+2019-08 21T08:57:23
+2019-09 12T22:01:38 24T15:28:41
+2019-10 06T23:09:21 17T17:46:46 28T00:49:21
+2019-11 10T10:15:30
+2019-12 06T13:51:49 29T22:00:00 30T09:15:00 31T23:59:59+env=prod
+2020-01 01T00:00:00 02T11:02:55 17T22:09:30 29T16:13:09
+2020-02 14T07:56:43 28T12:00:00 29T12:00:00+keep
+2020-03 01T00:30:00 07T18:26:20 31T05:45:35
+2020-04 15T04:34:50 26T22:54:23
+2020-05 21T09:40:51
+2020-06 09T04:44:58
+2020-07 04T17:55:46 23T22:55:17
+2020-08 15T00:37:21
+2020-09 10T19:28:17 30T06:12:39
+2020-10 25T01:04:08
+2020-11 05T03:21:38 16T05:08:22
+2020-12 27T18:00:00 28T07:00:00 31T23:30:00+keep,env=prod
+2021-01 01T00:30:00 03T23:00:00+keep 04T00:10:00 09T03:00:00 22T12:45:00
+2021-02 04T10:07:00 11T00:29:00 19T19:36:00
+2021-03 04T20:49:00 15T01:36:00 24T14:01:00
+2021-04 06T16:11:00 20T04:46:00 30T09:38:00
+2021-05 13T02:55:00 25T14:38:00 31T12:00:00
+2021-06 01T00:00:00+env=prod 06T21:47:00 14T02:56:00 24T00:10:00 30T16:03:00
+2021-07 15T21:19:00 25T21:28:00
+2021-08 07T14:51:00 23T09:11:00
+2021-09 01T08:05:00 16T03:46:00
+2021-10 03T02:49:00 17T00:40:00 31T13:05:00
+2021-11 13T01:11:00 26T21:36:00 30T18:00:00
+2021-12 01T06:00:00 12T17:50:00 31T20:00:00
+2022-01 01T09:00:00 02T15:00:00 03T08:00:00 17T04:00:00
+2022-02 08T21:00:00 27T10:00:00 28T10:00:00 28T13:00:00+env=prod
+2022-03 01T09:00:00 02T09:00:00 03T11:00:00 03T13:00:00 04T09:00:00
+2022-03 21T12:00:00+keep 21T12:00:01
+2022-04 02T06:00:00 15T14:20:00 29T23:10:00
+2022-05 06T07:45:00
+2022-05 10T01:00:00 10T02:06:00 10T03:42:00 10T09:16:00 10T12:39:00 10T13:43:00 10T21:22:00
+2022-05 11T17:31:00 12T04:53:00 12T21:23:00 13T00:30:00 14T02:59:00
+2022-05 15T05:29:00 15T16:34:00 15T21:40:00 16T14:27:00
+2022-05 17T01:57:00 17T07:30:00+keep 17T08:43:00 18T15:06:00 18T20:50:00
+2022-05 20T03:48:00 20T05:36:00 21T11:55:00 21T15:39:00 22T03:12:00 22T20:10:00
+2022-05 23T01:32:00 23T09:06:00 24T15:55:00 25T22:16:00
+2022-05 26T05:55:00 26T13:46:00+keep,env=prod 26T21:38:00 27T18:25:00 28T01:37:00 29T08:08:00
+2022-05 30T00:54:00 30T01:55:00 30T10:05:00+env=prod 30T10:40:00 30T13:25:00
+2022-05 31T00:37:00 31T11:20:00 31T12:00:00
 '
 
 # One `restic forget` policy per line (word-split; no quoting needed).
@@ -250,7 +159,19 @@ if ! new_enough "$(version_of "$restic")"; then
     echo "== $restic is $(version_of "$restic") (< 0.16): fetching Debian trixie's restic" >&2
     apt_dir="$work/apt"
     mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/parts" "$apt_dir/deb"
-    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" \
+    # The mirror this machine's own release comes from, as its apt sources
+    # name it: only the suite differs.
+    # shellcheck source=/dev/null
+    release="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
+    # shellcheck disable=SC2016 # $(REPO_URI) is apt's field, not a command
+    mirror="$(apt-get indextargets --format '$(REPO_URI)' "Release: $release" \
+        "Component: main" "Identifier: Packages" "Target-Of: deb" | awk 'NR == 1')"
+    if [ -z "$mirror" ]; then
+        echo "error: no apt source of this machine serves '$release main';" \
+            "install restic >= 0.16 and set RESTIC" >&2
+        exit 1
+    fi
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror trixie main" \
         >"$apt_dir/sources.list"
     apt_opts=(
         -o "Dir::Etc::SourceList=$apt_dir/sources.list"
@@ -282,15 +203,21 @@ echo "hello" >"$work/src/file.txt"
 
 snapshots_json='[]'
 count=0
-while IFS='|' read -r time tags; do
-    [ -n "$time" ] || continue
-    tag_args=()
-    [ -z "$tags" ] || tag_args=(--tag "$tags")
-    "$restic" backup --quiet --time "$time" --host h "${tag_args[@]}" "$work/src" >/dev/null
-    snapshots_json="$(jq -c --arg time "${time/ /T}Z" --arg tags "$tags" \
-        '. + [{time: $time, tags: ($tags | split(",") | map(select(. != "")))}]' \
-        <<<"$snapshots_json")"
-    count=$((count + 1))
+while read -r month stamps; do
+    [ -n "$month" ] || continue
+    read -r -a stamps <<<"$stamps"
+    for stamp in "${stamps[@]}"; do
+        tags=""
+        [ "${stamp#*+}" = "$stamp" ] || tags="${stamp#*+}"
+        time="$month-${stamp%%+*}" # YYYY-MM-DDTHH:MM:SS
+        tag_args=()
+        [ -z "$tags" ] || tag_args=(--tag "$tags")
+        "$restic" backup --quiet --time "${time/T/ }" --host h "${tag_args[@]}" "$work/src" >/dev/null
+        snapshots_json="$(jq -c --arg time "${time}Z" --arg tags "$tags" \
+            '. + [{time: $time, tags: ($tags | split(",") | map(select(. != "")))}]' \
+            <<<"$snapshots_json")"
+        count=$((count + 1))
+    done
 done <<<"$SNAPSHOTS"
 echo "== made $count snapshots" >&2
 

@@ -15,6 +15,25 @@ bash scripts/install-test-servers.sh
 echo "== cargo fmt"
 cargo fmt --all -- --check
 
+# The dependency policy of deny.toml. Licenses, duplicate versions and sources
+# need only crates.io. Advisories need RustSec's advisory database, which is
+# on GitHub, out of reach of this project's machines and CI (no registry
+# package carries it): they are checked when CARGO_DENY_ADVISORY_DB names a
+# checkout of it (a git clone of advisory-db), or when one was fetched
+# before into target/advisory-dbs (deny.toml's db-path).
+echo "== cargo deny"
+cargo deny --locked check bans licenses sources
+advisory_db=target/advisory-dbs/advisory-db-3157b0e258782691 # cargo-deny's name for it
+if [ -n "${CARGO_DENY_ADVISORY_DB:-}" ] && { [ -L "$advisory_db" ] || [ ! -e "$advisory_db" ]; }; then
+    mkdir -p "$(dirname "$advisory_db")"
+    ln -sfn "$(cd "$CARGO_DENY_ADVISORY_DB" && pwd)" "$advisory_db"
+fi
+if [ -d "$advisory_db/crates" ]; then
+    cargo deny --locked --offline check advisories
+else
+    echo "advisories not checked: no advisory database (set CARGO_DENY_ADVISORY_DB to a checkout of RustSec's advisory-db)"
+fi
+
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
