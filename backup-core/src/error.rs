@@ -104,7 +104,7 @@ pub enum Error {
     },
 
     /// There is no repository at the location.
-    #[error("no repository found at {location}: run `backupctl init` first")]
+    #[error("no repository found at {location} (none was initialised there)")]
     NoRepository {
         /// Where it was looked for.
         location: String,

@@ -59,6 +59,12 @@ mod snapshot;
 #[cfg(feature = "conformance")]
 pub use sink::conformance;
 
+// The README's Rust example is compiled as a doc test, so it stays on the
+// public API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 /// The byte codecs and engine records behind the API, for the fuzz targets,
 /// the benchmarks and the golden-repository tests. Not part of the stable
 /// API: enabled by the `internals` feature, and free to change in any

@@ -26,6 +26,7 @@ pub const REPORT_EVERY: Duration = Duration::from_millis(250);
 /// Where an operation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Phase {
     /// Working.
     Running,
@@ -39,6 +40,7 @@ pub enum Phase {
 
 /// One progress event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Progress {
     /// `backup` or `restore`.
     pub operation: &'static str,

@@ -15,6 +15,7 @@ use crate::Id;
 /// Outcome recorded in a manifest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum BackupStatus {
     /// Every item was stored.
     Completed,

@@ -63,6 +63,7 @@ impl Default for BackupOptions {
 
 /// What [`Repository::backup`](crate::Repository::backup) reports.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct BackupSummary {
     /// The new backup's id.
     pub id: Id,

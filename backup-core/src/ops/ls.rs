@@ -11,6 +11,7 @@ use crate::{Error, Result};
 
 /// One entry listed by [`Repository::ls`](crate::Repository::ls).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct LsEntry {
     /// Path relative to the backup's root, `/`-separated.
     pub path: String,

@@ -62,6 +62,7 @@ impl Default for PruneOptions {
 
 /// What a prune did (or, with `dry_run`, would do).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct PruneReport {
     /// Packs in the repository before the prune.
     pub packs_before: u64,

@@ -12,6 +12,7 @@ use crate::{Id, Result};
 /// What [`Repository::restore_sets`](crate::Repository::restore_sets) did
 /// for one set.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct SetRestore {
     /// The backup set.
     pub set: String,

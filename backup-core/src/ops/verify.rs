@@ -34,6 +34,7 @@ pub struct VerifyOptions {
 
 /// One piece of damage found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct Problem {
     /// The damaged (or missing) object's key.
     pub object: String,
@@ -43,6 +44,7 @@ pub struct Problem {
 
 /// The outcome of a verification.
 #[derive(Debug, Clone, Default, serde::Serialize)]
+#[non_exhaustive]
 pub struct VerifyReport {
     /// Damage found; empty when the repository is sound.
     pub errors: Vec<Problem>,

@@ -36,6 +36,7 @@ pub use command::{split_command_line, CommandSnapshotter};
 pub use directory::DirectorySnapshotter;
 
 /// One item of a snapshot, stored as a top-level entry of the backup.
+#[non_exhaustive]
 pub enum Entry {
     /// A file, symlink or directory tree on the local file system, stored
     /// under `name` at the root of the backup.
