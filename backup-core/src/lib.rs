@@ -66,17 +66,18 @@ pub mod verify;
 // re-exported here; the modules behind it are the library's own layout.
 
 // Repositories and the operations on them.
+pub use prune::{PruneOptions, PruneReport};
 pub use repository::{
     hostname, validate_set_name, Backup, BackupOptions, BackupSummary, InitOptions, LsEntry,
     ParentSelection, Repository, SetRestore,
 };
-pub use prune::{PruneOptions, PruneReport};
 pub use restore::{RestoreOptions, RestoreSummary};
 pub use verify::{Problem, VerifyOptions, VerifyReport};
 
 // What a backup records.
 pub use id::Id;
 pub use manifest::{BackupStats, BackupStatus, ItemError, Manifest, SourceInfo};
+pub use tree::NodeKind;
 
 // Sources: snapshotters and what they produce.
 pub use snapshot::{
@@ -94,9 +95,10 @@ pub use sink::{
 };
 
 // Retention.
+#[cfg(any(test, feature = "conformance"))]
+pub use retention::check_policy_contract;
 pub use retention::{
-    check_policy_contract, CalendarDuration, Decision, InvalidPolicy, KeepPolicy,
-    ParseDurationError, RetentionPolicy,
+    CalendarDuration, Decision, InvalidPolicy, KeepPolicy, ParseDurationError, RetentionPolicy,
 };
 
 // Progress reporting.
