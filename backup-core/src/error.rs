@@ -86,7 +86,7 @@ pub enum Error {
 
     /// The repository is encrypted and no password was given.
     #[error(
-        "the repository is encrypted: a password is required (--password-file or BACKUP_PASSWORD)"
+        "the repository is encrypted: a password is required"
     )]
     PasswordRequired,
 

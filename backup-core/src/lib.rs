@@ -125,7 +125,7 @@ pub use sink::{
 };
 
 // Retention.
-#[cfg(feature = "conformance")]
+#[cfg(any(test, feature = "conformance"))]
 pub use retention::check_policy_contract;
 pub use retention::{
     CalendarDuration, Decision, InvalidPolicy, KeepPolicy, ParseDurationError, RetentionPolicy,

@@ -20,9 +20,8 @@ use super::ScheduleError;
 pub const DEFAULT_STALE_GRACE: Duration = Duration::from_secs(3600);
 
 /// One scheduled job: a name, when it runs, and a payload the
-/// [`JobRunner`] interprets (for `backupctl`, a
-/// [`JobConfig`](super::JobConfig) naming the repository, source and
-/// retention).
+/// [`JobRunner`] interprets (for `backupctl schedule`, the job's entry in its
+/// schedule file, naming the repository, source and retention).
 ///
 /// The cron expression is validated when the spec is created.
 #[derive(Debug, Clone)]

@@ -1,9 +1,11 @@
 //! Running backup jobs on cron schedules.
 //!
 //! The [`Scheduler`] runs a set of [`JobSpec`]s on their cron schedules. What
-//! a job *does* is injected through a [`JobRunner`] (for `backupctl` that is a
-//! backup followed by retention and a collision check); the scheduler only
-//! decides *when* jobs run and keeps their [`JobStatus`]. Time comes from a
+//! a job *does* is injected through a [`JobRunner`] (for a backup job, usually
+//! [`run_backup_job`]: a backup with the collision check on, then the job's
+//! retention); the scheduler only decides *when* jobs run and keeps their
+//! [`JobStatus`]. The payload of a job is the runner's: `backupctl schedule`
+//! reads its jobs from a TOML file of its own. Time comes from a
 //! [`Clock`]: [`SystemClock`] in production and [`ManualClock`] in tests,
 //! where a simulated week passes in milliseconds.
 //!
@@ -91,30 +93,26 @@
 //! # }
 //! ```
 
+mod backup_job;
 mod clock;
-mod config;
 mod duration;
 mod expr;
 mod job;
-mod runner;
 mod scheduler;
+mod status;
 
+pub use backup_job::{run_backup_job, BackupJobReport};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{JobConfig, RetentionConfig, ScheduleConfig, SourceConfig};
 pub use duration::{parse_duration, HumanDuration};
 pub use expr::{CronExpr, JobTimeZone};
 pub use job::{
     runner_fn, CancellationToken, FnRunner, JobFailure, JobRunner, JobSpec, RunContext, RunOutcome,
     RunTrigger, DEFAULT_STALE_GRACE,
 };
-pub use runner::{keep_policy, BackupJobRunner, SinkOpener};
-pub use scheduler::{
-    JobStatus, LastOutcome, PauseReason, ScheduleEvents, Scheduler, SchedulerBuilder,
-    SchedulerEvent, ShutdownMode,
-};
+pub use scheduler::{Scheduler, SchedulerBuilder, ShutdownMode};
+pub use status::{JobStatus, LastOutcome, PauseReason, ScheduleEvents, SchedulerEvent};
 
-/// Everything that can go wrong when defining, configuring or driving
-/// scheduled jobs.
+/// Everything that can go wrong when defining or driving scheduled jobs.
 ///
 /// Failures of the jobs themselves are not errors of the scheduler: they are
 /// [`JobFailure`]s, recorded in the job's [`JobStatus`] and reported as
@@ -186,22 +184,4 @@ pub enum ScheduleError {
     /// [`SchedulerBuilder::start`] was called outside a Tokio runtime.
     #[error("the scheduler must be started from within a Tokio runtime")]
     NoRuntime,
-
-    /// A schedule configuration file is not valid TOML or does not have the
-    /// expected shape.
-    #[error("invalid schedule configuration: {message}")]
-    Config {
-        /// The parser's message, with the line and column where known.
-        message: String,
-    },
-
-    /// A setting of one job in a configuration is invalid.
-    #[error("job {job:?}: {source}")]
-    Job {
-        /// Name of the job.
-        job: String,
-        /// What is wrong.
-        #[source]
-        source: Box<ScheduleError>,
-    },
 }

@@ -1,0 +1,136 @@
+//! The command line: the top-level parser, the subcommands, and the options
+//! every subcommand takes. Each subcommand's own options are declared in its
+//! module under `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands::{backup, forget, init, list, ls, prune, restore, schedule, verify};
+
+/// `backupctl` and its subcommand.
+#[derive(Parser, Debug)]
+#[command(name = "backupctl", version, about = "Deduplicated, encrypted, verifiable backups", long_about = None)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands, each run by the module of the same name in `commands/`.
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Create a new repository.
+    Init(init::InitArgs),
+    /// Back up paths, or the output of a command.
+    Backup(backup::BackupArgs),
+    /// List backups.
+    List(list::ListArgs),
+    /// List the files of a backup.
+    Ls(ls::LsArgs),
+    /// Restore a backup, or several sets at once with --select.
+    Restore(restore::RestoreArgs),
+    /// Forget backups a retention policy does not keep (per set, like
+    /// restic's forget); `--prune` then frees their space.
+    Forget(forget::ForgetArgs),
+    /// Free the space of data no backup uses (two-phase: mark, then delete
+    /// after the grace period).
+    Prune(prune::PruneArgs),
+    /// Run backups on cron schedules from a TOML file, until stopped
+    /// (SIGINT/SIGTERM let running backups finish).
+    Schedule(schedule::ScheduleArgs),
+    /// Check the repository for damage.
+    Verify(verify::VerifyArgs),
+}
+
+/// Options every subcommand takes (also accepted after the subcommand's own
+/// arguments).
+#[derive(Args, Debug, Clone)]
+pub(crate) struct Common {
+    /// Repository location: a path or a file:// URL.
+    #[arg(long, env = "BACKUP_REPO", global = true)]
+    pub(crate) repo: Option<String>,
+    /// File holding the repository password (else BACKUP_PASSWORD is used).
+    #[arg(long, env = "BACKUP_PASSWORD_FILE", global = true)]
+    pub(crate) password_file: Option<PathBuf>,
+    /// Print one JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
+    /// Progress display: a bar when stderr is a terminal (auto), JSON lines
+    /// on stderr (json), or none.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto, global = true)]
+    pub(crate) progress: ProgressMode,
+}
+
+/// Options of remote repositories (s3://, az://, gs://, sftp://). Cloud
+/// credentials come from each cloud's usual environment variables
+/// (AWS_ACCESS_KEY_ID, AZURE_STORAGE_ACCOUNT_NAME, GOOGLE_SERVICE_ACCOUNT, ...).
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct StoreArgs {
+    /// Object store endpoint, for S3-compatible servers and emulators.
+    #[arg(long, env = "BACKUP_ENDPOINT", global = true, value_name = "URL")]
+    pub(crate) endpoint: Option<String>,
+    /// Object store region.
+    #[arg(long, env = "BACKUP_REGION", global = true)]
+    pub(crate) region: Option<String>,
+    /// Allow plain HTTP to the endpoint (tests and local emulators only).
+    #[arg(long, env = "BACKUP_ALLOW_HTTP", global = true)]
+    pub(crate) allow_http: bool,
+    /// S3 server-side encryption with this KMS key id (SSE-KMS).
+    #[arg(
+        long,
+        env = "BACKUP_SSE_KMS_KEY_ID",
+        global = true,
+        value_name = "KEY_ID"
+    )]
+    pub(crate) sse_kms_key_id: Option<String>,
+    /// S3 server-side encryption with a customer key (SSE-C): a file holding
+    /// the base64 of a 256-bit key.
+    #[arg(
+        long,
+        env = "BACKUP_SSE_C_KEY_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub(crate) sse_c_key_file: Option<PathBuf>,
+    /// Use the Azure storage emulator (Azurite).
+    #[arg(long, env = "BACKUP_AZURE_EMULATOR", global = true)]
+    pub(crate) azure_emulator: bool,
+    /// SSH private key for sftp:// (ed25519 or RSA, OpenSSH format).
+    #[arg(long, env = "BACKUP_SSH_KEY", global = true, value_name = "FILE")]
+    pub(crate) ssh_key: Option<PathBuf>,
+    /// File holding the SSH key's passphrase.
+    #[arg(
+        long,
+        env = "BACKUP_SSH_KEY_PASSPHRASE_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub(crate) ssh_key_passphrase_file: Option<PathBuf>,
+    /// known_hosts file checked for the server's host key (default ~/.ssh/known_hosts).
+    #[arg(long, env = "BACKUP_KNOWN_HOSTS", global = true, value_name = "FILE")]
+    pub(crate) known_hosts: Option<PathBuf>,
+    /// Pinned SHA-256 host key fingerprint (as `ssh-keygen -lf` prints it),
+    /// instead of known_hosts.
+    #[arg(
+        long,
+        env = "BACKUP_HOST_KEY_FINGERPRINT",
+        global = true,
+        value_name = "SHA256:..."
+    )]
+    pub(crate) host_key_fingerprint: Option<String>,
+}
+
+/// How progress is shown.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProgressMode {
+    /// A bar when stderr is a terminal, nothing otherwise.
+    Auto,
+    /// Always a bar.
+    Bar,
+    /// One JSON object per line on stderr.
+    Json,
+    /// Nothing.
+    None,
+}

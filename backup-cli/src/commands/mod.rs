@@ -1,0 +1,15 @@
+//! One module per subcommand: its options (a clap `Args` struct) and the
+//! function that runs it and prints its result.
+
+pub(crate) mod backup;
+pub(crate) mod forget;
+pub(crate) mod init;
+pub(crate) mod list;
+pub(crate) mod ls;
+pub(crate) mod prune;
+pub(crate) mod restore;
+pub(crate) mod schedule;
+pub(crate) mod verify;
+
+/// Exit status when a backup or restore succeeded only in part.
+pub(crate) const EXIT_PARTIAL: u8 = 3;

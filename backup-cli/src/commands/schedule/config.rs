@@ -1,0 +1,428 @@
+//! The schedule file of `backupctl schedule --config FILE`: a list of
+//! `[[job]]` tables, each naming when it runs, what it backs up, where to,
+//! and which backups it keeps.
+//!
+//! ```toml
+//! [[job]]
+//! name = "etcd"
+//! cron = "0 */2 * * *"
+//! set = "etcd"                       # backup set; defaults to the job name
+//! repository = "file:///backups"
+//! source = { type = "command", command = "etcdctl snapshot save /dev/stdout", file_name = "etcd.db" }
+//! retention = { keep_last = 3, keep_daily = 7, ttl = "720h" }
+//! time_zone = "Europe/Berlin"        # default UTC; or "+02:00"
+//! jitter = "5m"                      # random delay in [0, 5m) per run
+//! stale_grace = "30m"                # default 1h
+//! tags = { env = "prod" }
+//! writer = "backup-host-1"
+//!
+//! [[job]]
+//! name = "data"
+//! cron = "30 3 * * *"
+//! repository = "s3://bucket/prefix"
+//! source = { type = "directory", paths = ["/data"] }
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+
+use backup_core::schedule::{HumanDuration, JobSpec, JobTimeZone, ScheduleError};
+use backup_core::{CalendarDuration, KeepPolicy};
+use serde::Deserialize;
+
+/// What is wrong with a schedule file.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ScheduleFileError {
+    /// The file is not valid TOML or does not have the expected shape.
+    #[error("invalid schedule configuration: {message}")]
+    Syntax {
+        /// The parser's message, with the line and column where known.
+        message: String,
+    },
+    /// A setting of one job is missing or empty.
+    #[error("job {job:?}: invalid schedule configuration: {message}")]
+    Job {
+        /// Name of the job.
+        job: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A job's name, cron expression or time settings are invalid, or two
+    /// jobs have the same name.
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+}
+
+/// A parsed schedule configuration: a list of `[[job]]` tables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScheduleConfig {
+    /// The jobs, in file order.
+    #[serde(default, rename = "job")]
+    pub(crate) jobs: Vec<JobConfig>,
+}
+
+/// One `[[job]]` of a [`ScheduleConfig`]; it is also the payload of the
+/// [`JobSpec`]s made from it, for the [runner](super::runner) to interpret.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JobConfig {
+    /// Unique name of the job.
+    pub(crate) name: String,
+    /// When it runs (see [`CronExpr`](backup_core::schedule::CronExpr)).
+    pub(crate) cron: String,
+    /// The backup set written; the job's name if not given.
+    #[serde(default)]
+    pub(crate) set: Option<String>,
+    /// Where backups go (a repository URL or path, as `backupctl` reads it).
+    pub(crate) repository: String,
+    /// What is backed up.
+    pub(crate) source: SourceConfig,
+    /// Which backups are kept after each successful run.
+    #[serde(default)]
+    pub(crate) retention: RetentionConfig,
+    /// Time zone of the cron expression; UTC if not given.
+    #[serde(default)]
+    pub(crate) time_zone: Option<JobTimeZone>,
+    /// Maximum random delay added to each scheduled run.
+    #[serde(default)]
+    pub(crate) jitter: Option<HumanDuration>,
+    /// Grace past one interval without success before the job is stale;
+    /// [one hour](backup_core::schedule::DEFAULT_STALE_GRACE) if not given.
+    #[serde(default)]
+    pub(crate) stale_grace: Option<HumanDuration>,
+    /// Tags recorded on each backup.
+    #[serde(default)]
+    pub(crate) tags: BTreeMap<String, String>,
+    /// Name this writer records on its backups, for collision checks.
+    #[serde(default)]
+    pub(crate) writer: Option<String>,
+}
+
+impl JobConfig {
+    /// The backup set: [`set`](JobConfig::set), or the job's name.
+    pub(crate) fn set_name(&self) -> &str {
+        self.set.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The scheduler's job for this entry, carrying the entry as payload.
+    /// Fails if the name or cron expression is invalid.
+    fn to_job_spec(&self) -> Result<JobSpec<JobConfig>, ScheduleError> {
+        let mut spec = JobSpec::new(self.name.clone(), &self.cron, self.clone())?
+            .with_time_zone(self.time_zone.unwrap_or_default());
+        if let Some(jitter) = self.jitter {
+            spec = spec.with_jitter(jitter.get());
+        }
+        if let Some(grace) = self.stale_grace {
+            spec = spec.with_stale_after_grace(grace.get());
+        }
+        Ok(spec)
+    }
+
+    fn validate(&self) -> Result<(), ScheduleFileError> {
+        let invalid = |message: &str| ScheduleFileError::Job {
+            job: self.name.clone(),
+            message: message.to_owned(),
+        };
+        if self.repository.trim().is_empty() {
+            return Err(invalid("`repository` is empty"));
+        }
+        if self.set.as_deref().is_some_and(|set| set.trim().is_empty()) {
+            return Err(invalid("`set` is empty"));
+        }
+        match &self.source {
+            SourceConfig::Directory { paths } if paths.is_empty() => {
+                Err(invalid("the directory source has no `paths`"))
+            }
+            SourceConfig::Command { command, .. } if command.trim().is_empty() => {
+                Err(invalid("the command source has an empty `command`"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What a job backs up.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum SourceConfig {
+    /// Files and directories.
+    Directory {
+        /// The paths backed up.
+        paths: Vec<PathBuf>,
+    },
+    /// The standard output of a command, such as `etcdctl snapshot save
+    /// /dev/stdout` or `pg_dump`.
+    Command {
+        /// The command line (split like a shell would, without running a
+        /// shell).
+        command: String,
+        /// Name of the file the output is stored as.
+        #[serde(default)]
+        file_name: Option<String>,
+    },
+}
+
+/// Which backups to keep, mirroring restic's `forget` options. Unset fields
+/// keep nothing by that rule; with no field set, nothing is forgotten.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetentionConfig {
+    /// Keep the newest `n` backups.
+    #[serde(default)]
+    pub(crate) keep_last: Option<u32>,
+    /// Keep the newest backup of each of the last `n` hours that have one.
+    #[serde(default)]
+    pub(crate) keep_hourly: Option<u32>,
+    /// Keep the newest backup of each of the last `n` days that have one.
+    #[serde(default)]
+    pub(crate) keep_daily: Option<u32>,
+    /// Keep the newest backup of each of the last `n` weeks that have one.
+    #[serde(default)]
+    pub(crate) keep_weekly: Option<u32>,
+    /// Keep the newest backup of each of the last `n` months that have one.
+    #[serde(default)]
+    pub(crate) keep_monthly: Option<u32>,
+    /// Keep the newest backup of each of the last `n` years that have one.
+    #[serde(default)]
+    pub(crate) keep_yearly: Option<u32>,
+    /// Keep every backup younger than this, relative to the newest backup.
+    #[serde(default)]
+    pub(crate) keep_within: Option<HumanDuration>,
+    /// Forget backups older than this, whatever the other rules say (the
+    /// newest backup of a set is always kept).
+    #[serde(default)]
+    pub(crate) ttl: Option<HumanDuration>,
+}
+
+impl RetentionConfig {
+    /// The [`KeepPolicy`] of these settings. Durations are rounded up to
+    /// whole hours, the finest unit of a policy's durations.
+    pub(crate) fn keep_policy(&self) -> KeepPolicy {
+        let hours = |duration: &HumanDuration| CalendarDuration {
+            years: 0,
+            months: 0,
+            days: 0,
+            hours: u32::try_from(duration.get().as_secs().div_ceil(3600)).unwrap_or(u32::MAX),
+        };
+        KeepPolicy {
+            keep_last: self.keep_last.map(i64::from),
+            keep_hourly: self.keep_hourly.map(i64::from),
+            keep_daily: self.keep_daily.map(i64::from),
+            keep_weekly: self.keep_weekly.map(i64::from),
+            keep_monthly: self.keep_monthly.map(i64::from),
+            keep_yearly: self.keep_yearly.map(i64::from),
+            keep_within: self.keep_within.as_ref().map(hours),
+            ttl: self.ttl.as_ref().map(hours),
+            ..KeepPolicy::default()
+        }
+    }
+}
+
+impl ScheduleConfig {
+    /// Parses and validates a TOML configuration: names unique and valid,
+    /// cron expressions, time zones and durations valid, each job with a
+    /// repository and a non-empty source. Unknown keys are errors, so typos
+    /// do not pass silently.
+    ///
+    /// YAML is not supported.
+    pub(crate) fn from_toml_str(text: &str) -> Result<ScheduleConfig, ScheduleFileError> {
+        let config: ScheduleConfig =
+            toml::from_str(text).map_err(|error| ScheduleFileError::Syntax {
+                message: error.to_string().trim_end().to_owned(),
+            })?;
+        config.job_specs()?;
+        Ok(config)
+    }
+
+    /// The scheduler's jobs, each carrying its [`JobConfig`] as payload.
+    pub(crate) fn job_specs(&self) -> Result<Vec<JobSpec<JobConfig>>, ScheduleFileError> {
+        let mut names = HashSet::new();
+        self.jobs
+            .iter()
+            .map(|job| {
+                if !names.insert(job.name.as_str()) {
+                    return Err(ScheduleError::DuplicateJob {
+                        name: job.name.clone(),
+                    }
+                    .into());
+                }
+                let spec = job.to_job_spec()?;
+                job.validate()?;
+                Ok(spec)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use backup_core::schedule::{JobTimeZone, ScheduleError};
+    use backup_core::{CalendarDuration, KeepPolicy};
+    use chrono::{TimeZone, Utc};
+
+    use super::{RetentionConfig, ScheduleConfig, ScheduleFileError, SourceConfig};
+
+    const MINUTE: Duration = Duration::from_secs(60);
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    const CONFIG: &str = r#"
+[[job]]
+name = "etcd"
+cron = "0 */2 * * *"
+set = "etcd"
+repository = "file:///backups"
+source = { type = "command", command = "etcdctl snapshot save /dev/stdout", file_name = "etcd.db" }
+retention = { keep_last = 3, keep_daily = 7, ttl = "720h" }
+time_zone = "Europe/Berlin"
+jitter = "5m"
+stale_grace = "30m"
+tags = { env = "prod", cluster = "main" }
+writer = "backup-host-1"
+
+[[job]]
+name = "data"
+cron = "*/30 * * * * *"
+repository = "s3://bucket/prefix"
+source = { type = "directory", paths = ["/data", "/etc/app"] }
+"#;
+
+    fn error_of(text: &str) -> String {
+        ScheduleConfig::from_toml_str(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn config_with_two_jobs_parses_into_job_specs() {
+        let config = ScheduleConfig::from_toml_str(CONFIG).unwrap();
+        assert_eq!(config.jobs.len(), 2);
+        let etcd = &config.jobs[0];
+        assert_eq!(etcd.name, "etcd");
+        assert_eq!(etcd.set_name(), "etcd");
+        assert_eq!(etcd.repository, "file:///backups");
+        assert_eq!(
+            etcd.source,
+            SourceConfig::Command {
+                command: "etcdctl snapshot save /dev/stdout".into(),
+                file_name: Some("etcd.db".into()),
+            }
+        );
+        assert_eq!(etcd.retention.keep_last, Some(3));
+        assert_eq!(etcd.retention.keep_daily, Some(7));
+        assert_eq!(etcd.retention.keep_hourly, None);
+        assert_eq!(etcd.retention.ttl.map(|ttl| ttl.get()), Some(720 * HOUR));
+        assert_eq!(etcd.tags.get("env").map(String::as_str), Some("prod"));
+        assert_eq!(etcd.writer.as_deref(), Some("backup-host-1"));
+
+        let data = &config.jobs[1];
+        assert_eq!(data.set_name(), "data");
+        assert_eq!(
+            data.source,
+            SourceConfig::Directory {
+                paths: vec!["/data".into(), "/etc/app".into()]
+            }
+        );
+        assert_eq!(data.retention, RetentionConfig::default());
+
+        let specs = config.job_specs().unwrap();
+        assert_eq!(specs[0].name(), "etcd");
+        assert_eq!(specs[0].cron(), "0 */2 * * *");
+        assert_eq!(
+            specs[0].time_zone(),
+            "Europe/Berlin".parse::<JobTimeZone>().unwrap()
+        );
+        assert_ne!(specs[0].time_zone(), JobTimeZone::Utc);
+        assert_eq!(specs[0].jitter(), Some(5 * MINUTE));
+        assert_eq!(specs[0].stale_after_grace(), 30 * MINUTE);
+        assert_eq!(specs[0].payload(), etcd);
+        assert_eq!(specs[1].time_zone(), JobTimeZone::Utc);
+        assert_eq!(specs[1].jitter(), None);
+        assert_eq!(specs[1].stale_after_grace(), HOUR);
+        let start = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(
+            specs[1].upcoming(start, 2),
+            vec![
+                start + chrono::Duration::seconds(30),
+                start + chrono::Duration::seconds(60)
+            ]
+        );
+    }
+
+    #[test]
+    fn config_errors_are_clear() {
+        let message = error_of(&CONFIG.replace("0 */2 * * *", "0 */2 * *"));
+        assert!(
+            message.contains("job \"etcd\": invalid cron expression \"0 */2 * *\""),
+            "{message}"
+        );
+
+        let message = error_of(&CONFIG.replace("jitter = \"5m\"", "jitter = \"5 mins\""));
+        assert!(message.contains("invalid duration \"5 mins\""), "{message}");
+        assert!(message.contains("line 10"), "{message}");
+
+        let message = error_of(&CONFIG.replace("Europe/Berlin", "Europe/Atlantis"));
+        assert!(
+            message.contains("unknown time zone \"Europe/Atlantis\""),
+            "{message}"
+        );
+
+        let message = error_of(&CONFIG.replace("keep_daily", "keep_dayly"));
+        assert!(
+            message.starts_with("invalid schedule configuration: "),
+            "{message}"
+        );
+        assert!(message.contains("keep_dayly"), "{message}");
+
+        let duplicate = CONFIG.replace("name = \"data\"", "name = \"etcd\"");
+        match ScheduleConfig::from_toml_str(&duplicate).unwrap_err() {
+            ScheduleFileError::Schedule(ScheduleError::DuplicateJob { name }) => {
+                assert_eq!(name, "etcd")
+            }
+            other => panic!("expected a duplicate job, got {other:?}"),
+        }
+
+        let message = error_of(&CONFIG.replace("paths = [\"/data\", \"/etc/app\"]", "paths = []"));
+        assert_eq!(
+            message,
+            "job \"data\": invalid schedule configuration: the directory source has no `paths`"
+        );
+
+        let message =
+            error_of(&CONFIG.replace("repository = \"s3://bucket/prefix\"", "repository = \" \""));
+        assert_eq!(
+            message,
+            "job \"data\": invalid schedule configuration: `repository` is empty"
+        );
+
+        let message = error_of(&CONFIG.replace("type = \"directory\"", "type = \"tape\""));
+        assert!(message.contains("tape"), "{message}");
+    }
+
+    #[test]
+    fn retention_becomes_a_keep_policy_with_durations_in_whole_hours() {
+        let config = ScheduleConfig::from_toml_str(
+            "[[job]]\nname = \"a\"\ncron = \"0 * * * *\"\nrepository = \"/r\"\n\
+             source = { type = \"directory\", paths = [\"/d\"] }\n\
+             retention = { keep_last = 2, keep_weekly = 4, keep_within = \"90m\", ttl = \"30d\" }\n",
+        )
+        .unwrap();
+        let hours = |hours| CalendarDuration {
+            years: 0,
+            months: 0,
+            days: 0,
+            hours,
+        };
+        assert_eq!(
+            config.jobs[0].retention.keep_policy(),
+            KeepPolicy {
+                keep_last: Some(2),
+                keep_weekly: Some(4),
+                keep_within: Some(hours(2)),
+                ttl: Some(hours(720)),
+                ..KeepPolicy::default()
+            }
+        );
+        assert!(RetentionConfig::default().keep_policy().is_empty());
+    }
+}

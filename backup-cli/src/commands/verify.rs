@@ -1,0 +1,83 @@
+//! `backupctl verify`: check the repository for damage.
+
+use std::process::ExitCode;
+
+use backup_core::{Error, VerifyOptions};
+use clap::Args;
+use serde_json::json;
+
+use crate::cli::Common;
+use crate::output::{human_bytes, out, print_json};
+use crate::repository::open;
+
+/// Options of `verify`.
+#[derive(Args, Debug)]
+pub(crate) struct VerifyArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Also download and check all data.
+    #[arg(long)]
+    read_data: bool,
+    /// Check only this share of the data, e.g. 10%.
+    #[arg(long, value_name = "PERCENT")]
+    read_data_subset: Option<String>,
+}
+
+/// Verifies and prints what was checked; every problem goes to stderr and
+/// makes the exit status a failure.
+pub(crate) async fn run(args: VerifyArgs) -> Result<ExitCode, Error> {
+    let VerifyArgs {
+        common,
+        read_data,
+        read_data_subset,
+    } = args;
+    let share = read_data_subset
+        .map(|text| {
+            text.trim_end_matches('%')
+                .parse::<f64>()
+                .ok()
+                .filter(|p| *p > 0.0 && *p <= 100.0)
+                .map(|p| p / 100.0)
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "--read-data-subset {text:?}: give a percentage like 10%"
+                    ))
+                })
+        })
+        .transpose()?;
+    let repo = open(&common).await?;
+    let report = repo
+        .verify(&VerifyOptions {
+            read_data: read_data || share.is_some(),
+            read_data_share: share,
+        })
+        .await?;
+    if common.json {
+        print_json(&json!({ "ok": report.is_ok(), "report": report }));
+    } else {
+        out!(
+            "checked {} backups, {} indexes, {} packs ({} read, {}), {} blobs",
+            report.backups,
+            report.indexes,
+            report.packs,
+            report.packs_read,
+            human_bytes(report.bytes_read),
+            report.blobs_checked
+        );
+        for warning in &report.warnings {
+            out!("note: {warning}");
+        }
+    }
+    for problem in &report.errors {
+        eprintln!("damaged: {}: {}", problem.object, problem.message);
+    }
+    if report.is_ok() {
+        if !common.json {
+            out!("no errors found");
+        }
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: {} problem(s) found", report.errors.len());
+        Ok(ExitCode::FAILURE)
+    }
+}
