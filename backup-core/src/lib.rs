@@ -66,11 +66,11 @@ pub mod verify;
 // re-exported here; the modules behind it are the library's own layout.
 
 // Repositories and the operations on them.
+pub use prune::{PruneOptions, PruneReport};
 pub use repository::{
     hostname, validate_set_name, Backup, BackupOptions, BackupSummary, InitOptions, LsEntry,
     ParentSelection, Repository, SetRestore,
 };
-pub use prune::{PruneOptions, PruneReport};
 pub use restore::{RestoreOptions, RestoreSummary};
 pub use verify::{Problem, VerifyOptions, VerifyReport};
 
@@ -88,6 +88,9 @@ pub use snapshot::{
 pub use archiver::{Archived, Archiver, ChunkArchiver};
 
 // Storage locations.
+/// Helpers for implementing a [`Sink`]: temporary names, range clamping,
+/// listing walks, retries.
+pub use sink::support as sink_support;
 pub use sink::{
     validate_key, FaultCounts, FaultPlan, FaultSink, LocalSink, MemorySink, ObjectMeta, PutMode,
     RetryPolicy, RetrySink, Sink, SinkExt, StagedObject,
