@@ -6,6 +6,7 @@ use backup_core::Error;
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::StatusCode;
 
+use super::target::Target;
 use super::SftpSink;
 
 /// Why one attempt of an operation failed.
@@ -90,6 +91,16 @@ pub(super) fn sink_error(
         temporary,
         source: Box::new(SftpSinkError(message)),
     }
+}
+
+/// The failure of an operation that found the base directory gone.
+pub(super) fn base_gone(target: &Target) -> Failure {
+    Failure::Message(format!(
+        "the base directory {} no longer exists on {} (was it removed, or is its volume \
+         unmounted?)",
+        target.base,
+        target.host_port()
+    ))
 }
 
 impl SftpSink {

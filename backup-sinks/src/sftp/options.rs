@@ -66,7 +66,7 @@ pub struct SftpOptions {
     pub max_retries: u32,
     /// Operations of the sink running at once. Default 8.
     pub max_concurrency: usize,
-    /// Whether [`SftpSink::connect`] creates the base directory (and its
+    /// Whether [`SftpSink::connect`](super::SftpSink::connect) creates the base directory (and its
     /// parents) when it is missing. Default `false`: a missing base
     /// directory is an error, since it usually means a wrong path or an
     /// unmounted volume on the server.

@@ -9,7 +9,7 @@ use futures::stream::{self, FuturesUnordered, StreamExt};
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 
 use super::connection::Connection;
-use super::failure::{failure, is_status, Failure, Step};
+use super::failure::{base_gone, failure, is_status, Failure, Step};
 use super::{kind, Kind, SftpSink, IO_PIPELINE, LIST_CONCURRENCY};
 
 impl SftpSink {
@@ -164,12 +164,7 @@ impl SftpSink {
                 // A missing base is an unmounted volume or a wrong path,
                 // not an empty repository.
                 if dir_path == target.base {
-                    return Err(Failure::Message(format!(
-                        "the base directory {} no longer exists on {} (was it removed, or is \
-                         its volume unmounted?)",
-                        target.base,
-                        target.host_port()
-                    )));
+                    return Err(base_gone(target));
                 }
                 // Missing (or removed meanwhile, or a file): nothing below it.
                 continue;

@@ -12,7 +12,7 @@ use russh_sftp::client::RawSftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 
 use super::connection::Connection;
-use super::failure::{failure, is_status, write_failure, Failure, StatusFailure, Step};
+use super::failure::{base_gone, failure, is_status, write_failure, Failure, StatusFailure, Step};
 use super::{kind, Kind, SftpSink, DIRECTORY_IN_THE_WAY, IO_PIPELINE};
 
 /// One put, across its attempts.
@@ -66,12 +66,7 @@ impl SftpSink {
                 Err(stat_error) if depth == 0 && is_status(&stat_error, StatusCode::NoSuchFile) => {
                     if matches!(connection.sftp.stat(target.base.clone()).await, Err(ref e) if is_status(e, StatusCode::NoSuchFile))
                     {
-                        return Err(Failure::Message(format!(
-                            "the base directory {} no longer exists on {} (was it removed, or is \
-                             its volume unmounted?)",
-                            target.base,
-                            target.host_port()
-                        )));
+                        return Err(base_gone(target));
                     }
                     return Err(write_failure(error, "creating directory", &path));
                 }

@@ -53,13 +53,7 @@ pub async fn list_by_prefix(sink: &dyn Sink) {
         "q/ab",
     ] {
         let prefix = check.key(prefix);
-        let expected: BTreeMap<String, u64> = stored
-            .iter()
-            .filter(|(key, _)| key.starts_with(&prefix))
-            .map(|(key, size)| (key.clone(), *size))
-            .collect();
-        let listed = check.list_map(&prefix).await;
-        check.assert_eq(&format!("list({prefix:?})"), listed, expected);
+        check.assert_lists(&prefix, &stored).await;
     }
     check.finish().await;
 }
@@ -88,12 +82,6 @@ pub async fn list_many(sink: &dyn Sink) {
     check.assert_eq(&format!("list of {MANY_KEYS} keys"), listed, stored.clone());
     // A prefix inside the key names: keys 1000 to 1199.
     let prefix = check.key("1");
-    let expected: BTreeMap<String, u64> = stored
-        .iter()
-        .filter(|(key, _)| key.starts_with(&prefix))
-        .map(|(key, size)| (key.clone(), *size))
-        .collect();
-    let listed = check.list_map(&prefix).await;
-    check.assert_eq(&format!("list({prefix:?})"), listed, expected);
+    check.assert_lists(&prefix, &stored).await;
     check.finish().await;
 }

@@ -151,6 +151,32 @@ impl<'a> Check<'a> {
         );
     }
 
+    /// Asserts that `list(prefix)` returns exactly the objects of `stored`
+    /// (keys and sizes) whose keys start with `prefix`.
+    async fn assert_lists(&self, prefix: &str, stored: &BTreeMap<String, u64>) {
+        let expected: BTreeMap<String, u64> = stored
+            .iter()
+            .filter(|(key, _)| key.starts_with(prefix))
+            .map(|(key, size)| (key.clone(), *size))
+            .collect();
+        let listed = self.list_map(prefix).await;
+        self.assert_eq(&format!("list({prefix:?})"), listed, expected);
+    }
+
+    /// Puts a small object `file` and returns its key with three keys that
+    /// name no object: absent, below a missing "directory", below `file`.
+    async fn missing_keys_near(&self) -> (String, [String; 3]) {
+        let file = self.key("file");
+        self.put(&file, Bytes::from("x"), PutMode::Overwrite).await;
+        let missing = [
+            self.key("absent"),
+            self.key("no/such/directory/absent"),
+            format!("{file}/below-an-object"),
+        ];
+        (file, missing)
+    }
+
+    /// The key `rest` under this check's prefix.
     fn key(&self, rest: &str) -> String {
         format!("{}{rest}", self.prefix)
     }

@@ -215,13 +215,8 @@ pub async fn concurrent_create_only(sink: &dyn Sink) {
 /// On a contract violation.
 pub async fn missing_keys(sink: &dyn Sink) {
     let check = Check::start(sink, "missing").await;
-    let file = check.key("file");
-    check.put(&file, Bytes::from("x"), PutMode::Overwrite).await;
-    for key in [
-        check.key("absent"),
-        check.key("no/such/directory/absent"),
-        format!("{file}/below-an-object"),
-    ] {
+    let (_, missing) = check.missing_keys_near().await;
+    for key in missing {
         check.assert_not_found(&format!("get of missing {key:?}"), sink.get(&key).await);
         check.assert_not_found(
             &format!("get_range(None) of missing {key:?}"),
@@ -247,13 +242,8 @@ pub async fn missing_keys(sink: &dyn Sink) {
 /// On a contract violation.
 pub async fn delete_missing(sink: &dyn Sink) {
     let check = Check::start(sink, "delete-missing").await;
-    let file = check.key("file");
-    check.put(&file, Bytes::from("x"), PutMode::Overwrite).await;
-    for key in [
-        check.key("absent"),
-        check.key("no/such/directory/absent"),
-        format!("{file}/below-an-object"),
-    ] {
+    let (file, missing) = check.missing_keys_near().await;
+    for key in missing {
         check.delete(&key).await;
     }
     check.assert_bytes(
