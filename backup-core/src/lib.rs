@@ -119,6 +119,9 @@ pub use snapshot::{
 pub use archiver::{Archived, Archiver, ChunkArchiver};
 
 // Storage locations.
+/// Helpers for implementing a [`Sink`]: temporary names, range clamping,
+/// listing walks, retries.
+pub use sink::support as sink_support;
 pub use sink::{
     validate_key, FaultCounts, FaultPlan, FaultSink, LocalSink, MemorySink, ObjectMeta, PutMode,
     RetryPolicy, RetrySink, Sink, SinkExt, StagedObject,

@@ -24,7 +24,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-pub use backup_core::sink::{LocalSink, MemorySink};
+pub use backup_core::{LocalSink, MemorySink};
 
 #[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
 pub mod object_store;

@@ -12,8 +12,8 @@ mod common;
 
 use std::sync::Arc;
 
-use backup_core::sink::conformance;
-use backup_core::snapshot::DirectorySnapshotter;
+use backup_core::conformance;
+use backup_core::DirectorySnapshotter;
 use backup_core::{
     BackupOptions, Error, InitOptions, KdfParams, PutMode, Repository, RestoreOptions, Sink,
     SinkExt, VerifyOptions,

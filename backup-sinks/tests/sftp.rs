@@ -11,8 +11,8 @@ use std::fs;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backup_core::sink::{PutMode, Sink, SinkExt};
-use backup_core::snapshot::DirectorySnapshotter;
+use backup_core::{PutMode, Sink, SinkExt};
+use backup_core::DirectorySnapshotter;
 use backup_core::{
     BackupOptions, Error, InitOptions, KdfParams, Repository, RestoreOptions, VerifyOptions,
 };
@@ -63,7 +63,7 @@ fn error_text(error: &Error) -> String {
 async fn conforms_to_the_sink_contract() {
     let server = Server::start();
     let sink = connect(&server, &server.data_url(), server.options()).await;
-    backup_core::sink::conformance::run_all(&sink).await;
+    backup_core::conformance::run_all(&sink).await;
     assert_eq!(temp_files(&server.data()), Vec::<String>::new());
 }
 

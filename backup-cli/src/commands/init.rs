@@ -55,9 +55,9 @@ pub(crate) async fn run(args: InitArgs) -> Result<ExitCode, Error> {
     if common.json {
         print_json(&json!({
             "location": location,
-            "id": repo.config().id.to_hex(),
+            "id": repo.id().to_hex(),
             "encrypted": repo.is_encrypted(),
-            "format_version": repo.config().version,
+            "format_version": repo.format_version(),
         }));
     } else {
         out!(
@@ -67,7 +67,7 @@ pub(crate) async fn run(args: InitArgs) -> Result<ExitCode, Error> {
             } else {
                 "unencrypted"
             },
-            repo.config().id.short()
+            repo.id().short()
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::support::clamp_range;
 use super::{validate_key, ObjectMeta, PutMode, Sink};
 use crate::{Error, Result};
 
@@ -136,51 +137,11 @@ impl Sink for MemorySink {
     }
 }
 
-/// Applies the contract's range rules to an object of `len` bytes.
-///
-/// An empty range (`start == end`) returns nothing as long as `start` is
-/// within the object; a range ending past the end is truncated.
-///
-/// # Errors
-///
-/// [`Error::InvalidArgument`] when `start > end`, or when `start` is at or
-/// past the end of the object for a non-empty range.
-pub(super) fn clamp_range(key: &str, range: Range<u64>, len: u64) -> Result<Range<u64>> {
-    if range.start > range.end {
-        return Err(Error::InvalidArgument(format!(
-            "invalid range {range:?} for {key}: start after end"
-        )));
-    }
-    if range.start == range.end && range.start <= len {
-        return Ok(range);
-    }
-    if range.start >= len {
-        return Err(Error::InvalidArgument(format!(
-            "range {range:?} starts at or past the end of {key} ({len} bytes)"
-        )));
-    }
-    Ok(range.start..range.end.min(len))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::sink::SinkExt;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(clamp_range("k", 0..5, 10).unwrap(), 0..5);
-        assert_eq!(clamp_range("k", 5..50, 10).unwrap(), 5..10);
-        assert_eq!(clamp_range("k", 9..10, 10).unwrap(), 9..10);
-        assert_eq!(clamp_range("k", 10..10, 10).unwrap(), 10..10);
-        assert!(clamp_range("k", 10..11, 10).is_err());
-        assert!(clamp_range("k", 11..11, 10).is_err());
-        assert!(clamp_range("k", 0..1, 0).is_err());
-        #[allow(clippy::reversed_empty_ranges)]
-        let reversed = 5..4;
-        assert!(clamp_range("k", reversed, 10).is_err());
-    }
 
     #[tokio::test]
     async fn clones_share_objects_and_raw_access_bypasses_checks() {

@@ -6,7 +6,9 @@
 //! in memory, in S3 or on an SSH server.
 //!
 //! Implementors write the small required trait; callers use the conveniences
-//! of [`SinkExt`], which every sink gets for free.
+//! of [`SinkExt`], which every sink gets for free. What implementations
+//! share (temporary names, range rules, retries) is in [`support`], which
+//! the crate root re-exports as `sink_support`.
 
 use std::fmt::Debug;
 use std::ops::Range;
@@ -20,6 +22,7 @@ mod fault;
 mod local;
 mod memory;
 mod retry;
+pub mod support;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
