@@ -51,7 +51,8 @@ impl CommandSnapshotter {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] for an empty line or unbalanced quotes.
+    /// [`Error::InvalidArgument`] for an empty line or a quote that is never
+    /// closed.
     pub fn from_command_line(line: &str) -> Result<Self> {
         let mut words = split_command_line(line)?.into_iter();
         let program = words
@@ -79,87 +80,27 @@ impl CommandSnapshotter {
     }
 }
 
-/// Splits a command line into words: whitespace separates, single quotes
-/// keep text literally, double quotes keep text with `\"` and `\\` escapes,
-/// and a backslash outside quotes escapes the next character.
+/// Splits a command line into words as a POSIX shell does, without
+/// expanding anything: spaces, tabs and newlines separate words, single
+/// quotes keep text literally, double quotes keep text with `\"`, `\\`,
+/// `\$` and `` \` `` escapes, a backslash outside quotes escapes the next
+/// character, and a `#` at the start of a word begins a comment.
 ///
 /// # Errors
 ///
-/// [`Error::InvalidArgument`] for unbalanced quotes.
+/// [`Error::InvalidArgument`] for a quote that is never closed.
 ///
 /// # Examples
 ///
 /// ```
 /// use backup_core::split_command_line;
 /// assert_eq!(split_command_line(r#"a 'b c' "d\"e" f\ g"#).unwrap(), ["a", "b c", "d\"e", "f g"]);
+/// assert!(split_command_line("pg_dump 'my db").is_err());
 /// ```
 pub fn split_command_line(line: &str) -> Result<Vec<String>> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut in_word = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(c) => word.push(c),
-                        None => {
-                            return Err(Error::InvalidArgument(format!("unbalanced ' in {line:?}")))
-                        }
-                    }
-                }
-            }
-            '"' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(c @ ('"' | '\\')) => word.push(c),
-                            Some(c) => {
-                                word.push('\\');
-                                word.push(c);
-                            }
-                            None => {
-                                return Err(Error::InvalidArgument(format!(
-                                    "unbalanced \" in {line:?}"
-                                )))
-                            }
-                        },
-                        Some(c) => word.push(c),
-                        None => {
-                            return Err(Error::InvalidArgument(format!(
-                                "unbalanced \" in {line:?}"
-                            )))
-                        }
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                if let Some(c) = chars.next() {
-                    word.push(c);
-                }
-            }
-            c if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            c => {
-                in_word = true;
-                word.push(c);
-            }
-        }
-    }
-    if in_word {
-        words.push(word);
-    }
-    Ok(words)
+    shell_words::split(line).map_err(|error| {
+        Error::InvalidArgument(format!("unterminated quote in {line:?} ({error})"))
+    })
 }
 
 #[async_trait]
@@ -295,5 +236,57 @@ impl Finisher for CommandFinisher {
                 detail: "could not get the command's exit status".into(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines_split_into_words_as_a_shell_splits_them() {
+        assert_eq!(
+            split_command_line("pg_dump  --format=custom\t'my db'").unwrap(),
+            ["pg_dump", "--format=custom", "my db"]
+        );
+        assert_eq!(
+            split_command_line(r#"echo "a \"quoted\" \\ word" it\'s '' x"#).unwrap(),
+            ["echo", r#"a "quoted" \ word"#, "it's", "", "x"]
+        );
+        // Nothing is expanded: no variables, no globs.
+        assert_eq!(
+            split_command_line("echo $HOME *.sql").unwrap(),
+            ["echo", "$HOME", "*.sql"]
+        );
+        assert!(split_command_line("   ").unwrap().is_empty());
+        // A word starting with `#` begins a comment, as in a shell.
+        assert_eq!(
+            split_command_line("pg_dump app # nightly").unwrap(),
+            ["pg_dump", "app"]
+        );
+    }
+
+    #[test]
+    fn an_unterminated_quote_is_refused_with_its_line() {
+        for line in ["pg_dump 'my db", r#"pg_dump "my db"#, r#"echo "a\"#] {
+            match split_command_line(line) {
+                Err(Error::InvalidArgument(message)) => {
+                    assert!(message.contains("unterminated quote"), "{message}");
+                    assert!(message.contains(&format!("{line:?}")), "{message}");
+                }
+                other => panic!("{line:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_snapshotter_from_an_empty_line_is_refused() {
+        assert!(matches!(
+            CommandSnapshotter::from_command_line("  "),
+            Err(Error::InvalidArgument(_))
+        ));
+        let dump = CommandSnapshotter::from_command_line("pg_dump 'my db'").unwrap();
+        assert_eq!(dump.program, "pg_dump");
+        assert_eq!(dump.args, ["my db"]);
     }
 }
