@@ -17,8 +17,6 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::{Error, Id, Result};
 
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-
 /// Nonce length of XChaCha20-Poly1305.
 pub const NONCE_LEN: usize = 24;
 /// Authentication tag length of XChaCha20-Poly1305.

@@ -85,9 +85,7 @@ pub enum Error {
     },
 
     /// The repository is encrypted and no password was given.
-    #[error(
-        "the repository is encrypted: a password is required"
-    )]
+    #[error("the repository is encrypted: a password is required")]
     PasswordRequired,
 
     /// The repository uses a format version this build does not read.

@@ -2,6 +2,8 @@
 //! restores run with: a wrapper around the default archiver that records
 //! what it saw, and one that fails, through the public API only.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -11,11 +11,11 @@ use std::fs;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backup_core::{PutMode, Sink, SinkExt};
 use backup_core::DirectorySnapshotter;
 use backup_core::{
     BackupOptions, Error, InitOptions, KdfParams, Repository, RestoreOptions, VerifyOptions,
 };
+use backup_core::{PutMode, Sink, SinkExt};
 use backup_sinks::sftp::{SftpOptions, SftpSink};
 use bytes::Bytes;
 use sftp_support::{fingerprint, read_tree, running_as_root, temp_files, Server, Tweaks};
