@@ -251,15 +251,8 @@ impl RunContext {
     /// cancellation token: for testing a runner outside a scheduler.
     pub fn new(job: impl Into<String>, trigger: RunTrigger, clock: Arc<dyn Clock>) -> RunContext {
         let now = clock.now();
-        RunContext {
-            job: job.into(),
-            trigger,
-            scheduled_for: now,
-            started_at: now,
-            run_number: 1,
-            cancel: CancellationToken::new(),
-            clock,
-        }
+        let cancel = CancellationToken::new();
+        RunContext::for_run(job.into(), trigger, now, now, 1, cancel, clock)
     }
 
     pub(crate) fn for_run(

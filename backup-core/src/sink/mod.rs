@@ -199,6 +199,22 @@ pub trait SinkExt: Sink {
     async fn put_new(&self, key: &str, data: Bytes) -> Result<()> {
         self.put(key, data, PutMode::Create).await
     }
+
+    /// The keys under `prefix`, sorted, without their sizes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sink::list`].
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut keys: Vec<String> = self
+            .list(prefix)
+            .await?
+            .into_iter()
+            .map(|meta| meta.key)
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
 }
 
 impl<S: Sink + ?Sized> SinkExt for S {}

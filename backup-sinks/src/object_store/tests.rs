@@ -82,13 +82,7 @@ async fn keys_live_under_the_prefix() {
         .put(&Path::from("backups/webby/data/y"), "y".into())
         .await
         .unwrap();
-    let keys: Vec<_> = sink
-        .list("")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
+    let keys = sink.list_keys("").await.unwrap();
     assert_eq!(keys, ["data/x"]);
 }
 
@@ -104,13 +98,7 @@ async fn temporary_objects_are_hidden_and_reserved() {
     sink.put("d/x", "x".into(), PutMode::Overwrite)
         .await
         .unwrap();
-    let keys: Vec<_> = sink
-        .list("d/")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
+    let keys = sink.list_keys("d/").await.unwrap();
     assert_eq!(keys, ["d/x"]);
     let error = sink
         .put(&temp, "x".into(), PutMode::Overwrite)

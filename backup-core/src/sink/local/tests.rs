@@ -256,13 +256,7 @@ async fn puts_leave_no_temporary_files() {
         .join("d")
         .join(format!("{TEMP_PREFIX}{:032x}", 7));
     fs::write(&stray, "partial").unwrap();
-    let keys: Vec<_> = sink
-        .list("d/")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
+    let keys = sink.list_keys("d/").await.unwrap();
     assert_eq!(keys, ["d/0", "d/1", "d/2", "d/3"]);
     // Keys that would be hidden like it are refused.
     let hidden = format!("d/{TEMP_PREFIX}{:032x}", 8);
