@@ -89,8 +89,8 @@ pub use archiver::{Archived, Archiver, ChunkArchiver};
 
 // Storage locations.
 pub use sink::{
-    validate_key, FaultCounts, FaultPlan, FaultSink, LocalSink, MemorySink, ObjectMeta, PutMode,
-    RetryPolicy, RetrySink, Sink, SinkExt, StagedObject,
+    validate_key, LocalSink, MemorySink, ObjectMeta, PutMode, RetryPolicy, RetrySink, Sink,
+    SinkExt, StagedObject,
 };
 
 // Retention.

@@ -16,7 +16,6 @@ use bytes::Bytes;
 
 use crate::Result;
 
-mod fault;
 mod local;
 mod memory;
 mod retry;
@@ -24,7 +23,6 @@ mod retry;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
-pub use fault::{FaultCounts, FaultPlan, FaultSink};
 pub use local::LocalSink;
 pub use memory::MemorySink;
 pub use retry::{RetryPolicy, RetrySink};

@@ -1,32 +1,17 @@
 //! Storage that fails, stalls and truncates: every backup either completes
 //! and verifies or fails with a clear error, and the repository stays valid.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
-use common::copy_tree;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backup_core::sink::{FaultPlan, FaultSink, LocalSink, RetryPolicy, RetrySink};
 use backup_core::{
-    BackupOptions, DirectorySnapshotter, Error, InitOptions, Repository, RestoreOptions, Sink,
-    VerifyOptions,
+    BackupOptions, DirectorySnapshotter, Error, InitOptions, LocalSink, Repository,
+    RestoreOptions, RetryPolicy, RetrySink, Sink, VerifyOptions,
 };
-
-fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
+use backup_testkit::rng::random_bytes;
+use backup_testkit::tree::{assert_same_contents, copy_tree};
+use backup_testkit::{FaultPlan, FaultSink, TestRng};
 
 /// A tree of `files` files of varied sizes; `round` changes some of them.
 fn write_tree(root: &Path, files: usize, round: u64) {
@@ -46,40 +31,9 @@ fn write_tree(root: &Path, files: usize, round: u64) {
         } + 1;
         std::fs::write(
             dir.join(format!("file-{index}.bin")),
-            pseudo_random(size, seed),
+            random_bytes(seed, size),
         )
         .unwrap();
-    }
-}
-
-fn assert_same_tree(expected: &Path, actual: &Path) {
-    let mut expected_entries: Vec<_> = std::fs::read_dir(expected)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    let mut actual_entries: Vec<_> = std::fs::read_dir(actual)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    expected_entries.sort();
-    actual_entries.sort();
-    assert_eq!(
-        expected_entries,
-        actual_entries,
-        "entries of {}",
-        actual.display()
-    );
-    for name in expected_entries {
-        let (e, a) = (expected.join(&name), actual.join(&name));
-        if e.is_dir() {
-            assert_same_tree(&e, &a);
-        } else {
-            assert!(
-                std::fs::read(&e).unwrap() == std::fs::read(&a).unwrap(),
-                "content of {}",
-                a.display()
-            );
-        }
     }
 }
 
@@ -139,7 +93,7 @@ async fn backups_complete_and_verify_when_one_operation_in_ten_fails() {
         repo.restore(&backup, &target, &RestoreOptions::default())
             .await
             .unwrap();
-        assert_same_tree(&source, &target.join("source"));
+        assert_same_contents(&source, &target.join("source"));
     }
     let counts = faulty.counts();
     println!("fault trials: {rounds} backups and restores; {counts:?}");
@@ -253,7 +207,7 @@ async fn storage_gone_for_good_fails_clearly_and_leaves_the_repository_valid() {
         .await
         .unwrap();
     write_tree(&source, 30, 99);
-    assert_same_tree(&source, &target.join("source"));
+    assert_same_contents(&source, &target.join("source"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,7 +256,7 @@ async fn a_damaged_index_is_named_by_verify_blocks_prune_and_blocks_nothing_else
         repo.restore(&backup, &target, &RestoreOptions::default())
             .await
             .unwrap();
-        assert_same_tree(&source, &target.join("source"));
+        assert_same_contents(&source, &target.join("source"));
     }
     // Verify names it; prune refuses to decide anything on partial knowledge.
     let report = repo.verify(&VerifyOptions::default()).await.unwrap();
@@ -341,13 +295,8 @@ async fn random_faults_never_leave_a_broken_repository() {
     .await
     .unwrap();
     let source = place.path().join("source");
-    let mut state = 0x5EED_u64;
-    let mut draw = move |n: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % n
-    };
+    let mut rng = TestRng::new(0x5EED);
+    let mut draw = move |n: u64| rng.below(n);
     let trials = 24;
     let (mut completed, mut failed, mut restore_failed) = (0, 0, 0);
     let mut injected = 0;
@@ -399,7 +348,7 @@ async fn random_faults_never_leave_a_broken_repository() {
                             .restore(&backup, &target, &RestoreOptions::default())
                             .await
                         {
-                            Ok(_) => assert_same_tree(&source, &target.join("source")),
+                            Ok(_) => assert_same_contents(&source, &target.join("source")),
                             Err(error) => {
                                 restore_failed += 1;
                                 assert!(
@@ -453,7 +402,7 @@ async fn random_faults_never_leave_a_broken_repository() {
                 .restore(&backup, &target, &RestoreOptions::default())
                 .await
                 .unwrap();
-            assert_same_tree(expected, &target.join("source"));
+            assert_same_contents(expected, &target.join("source"));
             std::fs::remove_dir_all(&target).unwrap();
         }
     }

@@ -2,8 +2,6 @@
 //! drop, and a wrong password, a tampered key file or a tampered config
 //! refused with clear errors.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::sync::Arc;
 
 use backup_core::config::{KeyFile, RepoConfig};

@@ -7,8 +7,6 @@
 //! writer's own checks: an unencrypted repository is one that anybody with
 //! write access to the storage can forge consistently.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -496,7 +494,7 @@ async fn huge_declared_sizes_are_refused_before_writing() {
 }
 
 #[tokio::test]
-async fn exponential_deep_and_cyclic_trees_are_refused_quickly() {
+async fn exponential_deep_and_cyclic_trees_are_refused_before_the_walk() {
     let scene = Scene::new().await;
     let data = scene.store(&[(BlobKind::Data, b"x".to_vec())]).await[0];
 
@@ -509,14 +507,10 @@ async fn exponential_deep_and_cyclic_trees_are_refused_quickly() {
             .await;
     }
     let bomb = scene.manifest(level).await;
-    let started = std::time::Instant::now();
+    // Refused from the count of paths, before walking any of them (a walk
+    // would never end).
     let text = message(&scene.restore(&bomb, &scene.root.join("t-bomb")).await);
     assert!(text.contains("expands to more than"), "{text}");
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(30),
-        "refused only after {:?}",
-        started.elapsed()
-    );
     assert!(contents(&scene.root.join("t-bomb")).is_empty());
     let repo = Repository::open(scene.sink.clone(), None).await.unwrap();
     let backup = repo.find_backup(&bomb.to_hex(), None).await.unwrap();

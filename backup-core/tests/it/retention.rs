@@ -11,14 +11,13 @@
 //!
 //! With the `conformance` feature, every decision made here is also checked
 //! with `backup_core::retention::check_policy_contract`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use backup_core::manifest::SourceInfo;
 use backup_core::retention::{CalendarDuration, Decision, KeepPolicy, RetentionPolicy};
 use backup_core::{Backup, BackupStats, BackupStatus, Id, Manifest};
+use backup_testkit::TestRng;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use serde::Deserialize;
 
@@ -881,27 +880,9 @@ fn weekly_buckets_use_iso_weeks() {
 // Properties over seeded random inputs
 // ---------------------------------------------------------------------------
 
-/// xorshift64: small, seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, one_in: u64) -> bool {
-        self.below(one_in) == 0
-    }
-}
-
 const CASES: u64 = 3000;
 
-fn random_backups(rng: &mut Rng, unique_times: bool) -> Vec<Backup> {
+fn random_backups(rng: &mut TestRng, unique_times: bool) -> Vec<Backup> {
     let base = Utc.with_ymd_and_hms(2019, 1, 1, 0, 0, 0).unwrap();
     let count = rng.below(40);
     let mut used = BTreeSet::new();
@@ -923,23 +904,23 @@ fn random_backups(rng: &mut Rng, unique_times: bool) -> Vec<Backup> {
             }
         }
         let set = ["a", "b", "c"][rng.below(3) as usize];
-        let status = if rng.chance(5) {
+        let status = if rng.one_in(5) {
             BackupStatus::PartiallyFailed
         } else {
             BackupStatus::Completed
         };
         let mut tags = Vec::new();
         for tag in ["keep", "env=prod", "env=dev"] {
-            if rng.chance(4) {
+            if rng.one_in(4) {
                 tags.push(tag);
             }
         }
-        backups.push(backup(rng.next() ^ i, set, time, status, &tags));
+        backups.push(backup(rng.next_u64() ^ i, set, time, status, &tags));
     }
     backups
 }
 
-fn random_count(rng: &mut Rng) -> Option<i64> {
+fn random_count(rng: &mut TestRng) -> Option<i64> {
     match rng.below(8) {
         0 => Some(KeepPolicy::UNLIMITED),
         1 => Some(0),
@@ -947,7 +928,7 @@ fn random_count(rng: &mut Rng) -> Option<i64> {
     }
 }
 
-fn random_duration(rng: &mut Rng) -> CalendarDuration {
+fn random_duration(rng: &mut TestRng) -> CalendarDuration {
     let mut d = CalendarDuration::ZERO;
     match rng.below(5) {
         0 => d.years = rng.below(3) as u32,
@@ -964,7 +945,7 @@ fn random_duration(rng: &mut Rng) -> CalendarDuration {
     d
 }
 
-fn random_tags(rng: &mut Rng) -> Vec<String> {
+fn random_tags(rng: &mut TestRng) -> Vec<String> {
     let all = ["keep", "env=prod", "env", "env=dev", "keep="];
     (0..1 + rng.below(2))
         .map(|_| all[rng.below(all.len() as u64) as usize].to_string())
@@ -975,7 +956,7 @@ fn random_tags(rng: &mut Rng) -> Vec<String> {
 const RULES: u64 = 13;
 
 /// Sets rule `which` (if it is not set yet) to a random value.
-fn add_rule(rng: &mut Rng, policy: &mut KeepPolicy, which: u64) {
+fn add_rule(rng: &mut TestRng, policy: &mut KeepPolicy, which: u64) {
     match which {
         0 => policy.keep_last = policy.keep_last.or_else(|| random_count(rng)),
         1 => policy.keep_hourly = policy.keep_hourly.or_else(|| random_count(rng)),
@@ -1013,19 +994,19 @@ fn add_rule(rng: &mut Rng, policy: &mut KeepPolicy, which: u64) {
     }
 }
 
-fn random_policy(rng: &mut Rng) -> KeepPolicy {
+fn random_policy(rng: &mut TestRng) -> KeepPolicy {
     let mut policy = KeepPolicy::default();
     for _ in 0..rng.below(4) {
         let which = rng.below(RULES);
         add_rule(rng, &mut policy, which);
     }
-    if rng.chance(3) {
+    if rng.one_in(3) {
         policy.ttl = Some(random_duration(rng));
     }
     policy
 }
 
-fn random_now(rng: &mut Rng) -> DateTime<Utc> {
+fn random_now(rng: &mut TestRng) -> DateTime<Utc> {
     // Mostly after every backup, sometimes among them.
     let base = Utc.with_ymd_and_hms(2019, 1, 1, 0, 0, 0).unwrap();
     base + TimeDelta::seconds(rng.below(5 * 366 * 86400) as i64)
@@ -1033,7 +1014,7 @@ fn random_now(rng: &mut Rng) -> DateTime<Utc> {
 
 #[test]
 fn property_contract_holds() {
-    let mut rng = Rng(0x0123_4567_89ab_cdef);
+    let mut rng = TestRng::new(0x0123_4567_89ab_cdef);
     for case in 0..CASES {
         let backups = random_backups(&mut rng, false);
         let policy = random_policy(&mut rng);
@@ -1077,7 +1058,7 @@ fn property_contract_holds() {
 
 #[test]
 fn property_decisions_do_not_depend_on_input_order() {
-    let mut rng = Rng(0xfeed_f00d_dead_beef);
+    let mut rng = TestRng::new(0xfeed_f00d_dead_beef);
     for case in 0..CASES {
         let backups = random_backups(&mut rng, true);
         let policy = random_policy(&mut rng);
@@ -1099,7 +1080,7 @@ fn property_decisions_do_not_depend_on_input_order() {
 
 #[test]
 fn property_keep_last_keeps_exactly_the_newest() {
-    let mut rng = Rng(0x5eed_5eed_5eed_5eed);
+    let mut rng = TestRng::new(0x5eed_5eed_5eed_5eed);
     for case in 0..CASES {
         let backups = random_backups(&mut rng, false);
         let now = random_now(&mut rng);
@@ -1148,7 +1129,7 @@ fn property_keep_last_keeps_exactly_the_newest() {
 
 #[test]
 fn property_adding_a_rule_forgets_nothing_kept_before() {
-    let mut rng = Rng(0xabcd_ef01_2345_6789);
+    let mut rng = TestRng::new(0xabcd_ef01_2345_6789);
     let mut checked = 0;
     for case in 0..CASES {
         let backups = random_backups(&mut rng, false);
@@ -1175,7 +1156,7 @@ fn property_adding_a_rule_forgets_nothing_kept_before() {
 
 #[test]
 fn property_ttl_never_keeps_an_expired_backup_but_the_floor() {
-    let mut rng = Rng(0x1357_9bdf_2468_ace0);
+    let mut rng = TestRng::new(0x1357_9bdf_2468_ace0);
     for case in 0..CASES {
         let backups = random_backups(&mut rng, false);
         let now = random_now(&mut rng);
@@ -1201,7 +1182,7 @@ fn property_ttl_never_keeps_an_expired_backup_but_the_floor() {
 /// newest backup of each bucket (chrono's own formatting) plus the oldest.
 #[test]
 fn property_unlimited_buckets_keep_the_newest_of_each_bucket() {
-    let mut rng = Rng(0x0f0f_0f0f_f0f0_f0f0);
+    let mut rng = TestRng::new(0x0f0f_0f0f_f0f0_f0f0);
     let formats = ["%Y%m%d%H", "%Y%m%d", "%G%V", "%Y%m", "%Y"];
     for case in 0..CASES {
         let backups: Vec<Backup> = random_backups(&mut rng, false)

@@ -1,8 +1,6 @@
 //! The scheduled-backup runner against a real repository: backups,
 //! retention in the job's own set, and a collision that pauses the job.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::sync::Arc;
 
 use backup_core::schedule::{

@@ -13,11 +13,9 @@
 //! - what is undamaged is restored, and restoring only undamaged files
 //!   succeeds.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
-use common::copy_tree;
+use backup_testkit::rng::{random_bytes, text_bytes};
+use backup_testkit::tree::{copy_tree, read_tree};
+use backup_testkit::TestRng;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -31,44 +29,6 @@ use backup_core::{
 
 const PASSWORD: &[u8] = b"corruption campaign";
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut rng = Rng(seed | 1);
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        out.extend_from_slice(&rng.next().to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn text_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let words = [
-        "backup", "chunk", "pack", "index", "restore", "verify", "log",
-    ];
-    let mut rng = Rng(seed | 1);
-    let mut out = Vec::with_capacity(len + 16);
-    while out.len() < len {
-        out.extend_from_slice(words[rng.below(words.len() as u64) as usize].as_bytes());
-        out.push(if rng.below(8) == 0 { b'\n' } else { b' ' });
-    }
-    out.truncate(len);
-    out
-}
-
 /// Version 1 of the source: three directories, text, logs and binaries
 /// (several chunks each), about 14 MiB.
 fn write_source(root: &Path, version: u64) {
@@ -78,14 +38,14 @@ fn write_source(root: &Path, version: u64) {
     for i in 0..24u64 {
         std::fs::write(
             root.join(format!("docs/note-{i:02}.txt")),
-            text_bytes(200 + (i as usize) * 900, i + 10),
+            text_bytes(i + 10, 200 + (i as usize) * 900),
         )
         .unwrap();
     }
     for i in 0..4u64 {
         std::fs::write(
             root.join(format!("logs/app-{i}.log")),
-            text_bytes(300_000 + (i as usize) * 50_000, i + 100),
+            text_bytes(i + 100, 300_000 + (i as usize) * 50_000),
         )
         .unwrap();
     }
@@ -93,43 +53,19 @@ fn write_source(root: &Path, version: u64) {
         let seed = if version > 1 && i == 3 { 999 } else { i + 1000 };
         std::fs::write(
             root.join(format!("bin/blob-{i}.bin")),
-            random_bytes(1_500_000 + (i as usize) * 700_000, seed),
+            random_bytes(seed, 1_500_000 + (i as usize) * 700_000),
         )
         .unwrap();
     }
     if version > 1 {
-        std::fs::write(root.join("docs/added.txt"), text_bytes(5000, 77)).unwrap();
-        std::fs::write(root.join("docs/note-03.txt"), text_bytes(1234, 78)).unwrap();
+        std::fs::write(root.join("docs/added.txt"), text_bytes(77, 5000)).unwrap();
+        std::fs::write(root.join("docs/note-03.txt"), text_bytes(78, 1234)).unwrap();
     }
     let _ = std::fs::remove_file(root.join("docs/link"));
     std::os::unix::fs::symlink("note-00.txt", root.join("docs/link")).unwrap();
 }
 
 /// Relative path -> content (files), or the link target (symlinks).
-fn read_tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    if !root.exists() {
-        return out;
-    }
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let rel = path.strip_prefix(root).unwrap().display().to_string();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            if meta.is_dir() {
-                stack.push(path);
-            } else if meta.is_symlink() {
-                let target = std::fs::read_link(&path).unwrap();
-                out.insert(rel, target.display().to_string().into_bytes());
-            } else {
-                out.insert(rel, std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    out
-}
-
 struct Fixture {
     _place: tempfile::TempDir,
     place: PathBuf,
@@ -243,14 +179,14 @@ fn size_of(repo: &Path, key: &str) -> u64 {
 }
 
 /// The damages of the campaign, with what each should break.
-async fn damages(fixture: &Fixture, rng: &mut Rng) -> Vec<(String, Damage)> {
+async fn damages(fixture: &Fixture, rng: &mut TestRng) -> Vec<(String, Damage)> {
     let repo_dir = &fixture.pristine;
     let sink: Arc<dyn Sink> = Arc::new(LocalSink::create(repo_dir).unwrap());
     let repo = Repository::open(sink, fixture.encrypted.then_some(PASSWORD))
         .await
         .unwrap();
     let mut out: Vec<(String, Damage)> = Vec::new();
-    let mut three = |label: &str, key: &str, other: &str, rng: &mut Rng| {
+    let mut three = |label: &str, key: &str, other: &str, rng: &mut TestRng| {
         let size = size_of(repo_dir, key);
         out.push((
             format!("{label}: flipped byte"),
@@ -401,7 +337,7 @@ fn check_restore(
 
 async fn campaign(encrypted: bool) -> usize {
     let fixture = fixture(encrypted).await;
-    let mut rng = Rng(if encrypted { 0xC0FFEE } else { 0xBADC0DE });
+    let mut rng = TestRng::new(if encrypted { 0xC0FFEE } else { 0xBADC0DE });
     let damages = damages(&fixture, &mut rng).await;
     let mode = if encrypted { "encrypted" } else { "plain" };
     let mut tally: BTreeMap<String, (usize, usize)> = BTreeMap::new();

@@ -1,17 +1,15 @@
 //! Forget and prune: space is freed, kept backups stay whole, and data a
 //! running backup may use is never deleted.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::Path;
 use std::sync::Arc;
 
-use backup_core::retention::{Decision, RetentionPolicy};
-use backup_core::sink::{LocalSink, Sink};
 use backup_core::{
-    Backup, BackupOptions, DirectorySnapshotter, InitOptions, PruneOptions, Repository,
-    RestoreOptions, VerifyOptions,
+    Backup, BackupOptions, Decision, DirectorySnapshotter, InitOptions, LocalSink, PruneOptions,
+    Repository, RestoreOptions, RetentionPolicy, Sink, VerifyOptions,
 };
+use backup_testkit::rng::random_bytes;
+use backup_testkit::tree::disk_usage;
 use chrono::{DateTime, Utc};
 
 /// Keeps the newest `n` backups (a stand-in policy for these tests).
@@ -32,43 +30,18 @@ impl RetentionPolicy for KeepNewest {
     }
 }
 
-fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
 /// Each generation replaces most of the data.
 fn write_generation(root: &Path, generation: u64) {
     let _ = std::fs::remove_dir_all(root);
     std::fs::create_dir_all(root).unwrap();
-    std::fs::write(root.join("constant.bin"), pseudo_random(300_000, 7)).unwrap();
+    std::fs::write(root.join("constant.bin"), random_bytes(7, 300_000)).unwrap();
     for index in 0..6u64 {
         std::fs::write(
             root.join(format!("g{generation}-{index}.bin")),
-            pseudo_random(1_500_000, generation * 100 + index + 1),
+            random_bytes(generation * 100 + index + 1, 1_500_000),
         )
         .unwrap();
     }
-}
-
-fn repo_bytes(root: &Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(root).unwrap() {
-        let entry = entry.unwrap();
-        let metadata = entry.metadata().unwrap();
-        total += if metadata.is_dir() {
-            repo_bytes(&entry.path())
-        } else {
-            metadata.len()
-        };
-    }
-    total
 }
 
 async fn backup_generations(repo: &Repository, source: &Path, generations: u64) -> Vec<Backup> {
@@ -108,7 +81,7 @@ async fn forget_then_prune_shrinks_and_keeps_what_is_kept() {
     let all = backup_generations(&repo, &source, 5).await;
     // Pack size is 16 MiB: make small packs visible by forcing a repack of
     // the shared pack as well as deleting whole ones.
-    let before = repo_bytes(&repo_dir);
+    let before = disk_usage(&repo_dir);
 
     let decisions = repo
         .forget(&KeepNewest(2), Utc::now(), false)
@@ -122,7 +95,7 @@ async fn forget_then_prune_shrinks_and_keeps_what_is_kept() {
         })
         .await
         .unwrap();
-    let after = repo_bytes(&repo_dir);
+    let after = disk_usage(&repo_dir);
     println!("prune: {report:?}; repository {before} -> {after} bytes");
     assert!(report.packs_deleted > 0, "{report:?}");
     assert!(

@@ -1,5 +1,6 @@
 //! A sink that injects faults, for testing what happens when storage
-//! misbehaves.
+//! misbehaves: failures before or after the write, stalls, truncated reads,
+//! storage gone for good.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,8 +12,7 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{ObjectMeta, PutMode, Sink};
-use crate::{Error, Result};
+use backup_core::{Error, ObjectMeta, PutMode, Result, Sink};
 
 /// Which faults [`FaultSink`] injects, each as a probability per operation.
 #[derive(Debug, Clone, Copy, PartialEq)]

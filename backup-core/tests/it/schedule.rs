@@ -1,11 +1,9 @@
 //! The job scheduler, driven through simulated time by a `ManualClock`: no
 //! test waits for real time.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backup_core::schedule::{
     runner_fn, JobFailure, JobSpec, JobStatus, JobTimeZone, LastOutcome, ManualClock, PauseReason,
@@ -124,11 +122,8 @@ async fn a_simulated_week_of_two_hourly_runs_with_retention_after_each() {
     let mut events = builder.subscribe();
     let scheduler = builder.start().unwrap();
 
-    let wall = Instant::now();
+    // A simulated week: it ends only because no run waits for real time.
     clock.run_until(start() + hours(7 * 24) + hours(1)).await;
-    let elapsed = wall.elapsed();
-    println!("simulated week of 2-hourly runs: {elapsed:?} of wall time");
-    assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
 
     let log = log.lock().unwrap();
     let expected: Vec<_> = (1..=84).map(|k| start() + hours(2 * k)).collect();

@@ -2,11 +2,7 @@
 //! what earlier builds wrote (format version 1), and must refuse a newer
 //! format version with a version error. The repositories and the script
 //! that made them are in `tests/golden/`; they are never regenerated.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
-use common::copy_tree;
+use backup_testkit::tree::copy_tree;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
