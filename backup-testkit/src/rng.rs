@@ -167,8 +167,8 @@ pub fn text_bytes(seed: u64, len: usize) -> Vec<u8> {
 /// a mebibyte at a time (for files too large to build in memory).
 pub fn write_random_file(path: &Path, seed: u64, len: u64) {
     let mut rng = TestRng::new(seed);
-    let mut file = File::create(path)
-        .unwrap_or_else(|error| panic!("creating {}: {error}", path.display()));
+    let mut file =
+        File::create(path).unwrap_or_else(|error| panic!("creating {}: {error}", path.display()));
     let mut buffer = vec![0u8; MIB as usize];
     let mut left = len;
     while left > 0 {

@@ -772,9 +772,8 @@ pub fn copy_tree(from: &Path, to: &Path) {
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             copy_tree(&entry.path(), &target);
         } else {
-            fs::copy(entry.path(), &target).unwrap_or_else(|error| {
-                panic!("copying {}: {error}", entry.path().display())
-            });
+            fs::copy(entry.path(), &target)
+                .unwrap_or_else(|error| panic!("copying {}: {error}", entry.path().display()));
         }
     }
 }
@@ -831,7 +830,10 @@ mod tests {
         bytes[0] ^= 1;
         fs::write(&path, bytes).expect("writing");
         let diffs = diff_trees(&a, &b);
-        assert!(diffs.iter().any(|d| d.contains("content differs")), "{diffs:?}");
+        assert!(
+            diffs.iter().any(|d| d.contains("content differs")),
+            "{diffs:?}"
+        );
         assert!(diffs.iter().any(|d| d.contains("mtime")), "{diffs:?}");
         // Contents only: still the changed byte, not the mtime.
         let contents = diff_trees_with(&a, &b, &Comparison::default());

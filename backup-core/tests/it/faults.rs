@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backup_core::{
-    BackupOptions, DirectorySnapshotter, Error, InitOptions, LocalSink, Repository,
-    RestoreOptions, RetryPolicy, RetrySink, Sink, VerifyOptions,
+    BackupOptions, DirectorySnapshotter, Error, InitOptions, LocalSink, Repository, RestoreOptions,
+    RetryPolicy, RetrySink, Sink, VerifyOptions,
 };
 use backup_testkit::rng::random_bytes;
 use backup_testkit::tree::{assert_same_contents, copy_tree};

@@ -159,7 +159,10 @@ impl ServerProcess {
         let deadline = Instant::now() + STARTUP_HANG_GUARD;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("{} exited with {status} before answering", self.name));
+                return Err(format!(
+                    "{} exited with {status} before answering",
+                    self.name
+                ));
             }
             let ours = process::listening_ports(self.child.id());
             let port = match wanted {
@@ -255,8 +258,8 @@ impl RefusedPort {
     /// When no socket can be bound.
     pub fn new() -> RefusedPort {
         use rustix::net::{bind, getsockname, socket, AddressFamily, SocketType};
-        let socket = socket(AddressFamily::INET, SocketType::STREAM, None)
-            .expect("creating a TCP socket");
+        let socket =
+            socket(AddressFamily::INET, SocketType::STREAM, None).expect("creating a TCP socket");
         bind(&socket, &SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("binding 127.0.0.1:0");
         let address = getsockname(&socket).expect("the bound address");
         let port = SocketAddrV4::try_from(address)

@@ -73,7 +73,16 @@ fn require(tool: &str) -> PathBuf {
 /// `path.pub`, encrypted with `passphrase` unless it is empty.
 pub fn keygen(path: &Path, kind: &str, passphrase: &str) {
     let mut command = Command::new(require("ssh-keygen"));
-    command.args(["-q", "-t", kind, "-N", passphrase, "-C", "backup-test", "-f"]);
+    command.args([
+        "-q",
+        "-t",
+        kind,
+        "-N",
+        passphrase,
+        "-C",
+        "backup-test",
+        "-f",
+    ]);
     command.arg(path);
     if kind == "rsa" {
         command.args(["-b", "3072"]);

@@ -1,24 +1,42 @@
 //! The SFTP sink against a real OpenSSH server on 127.0.0.1.
 //!
-//! Every test starts its own `sshd` (see `sftp_support`); they fail, never
+//! Every test starts its own `sshd` (backup-testkit's); they fail, never
 //! skip, when OpenSSH is not installed.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod sftp_support;
-
 use std::fs;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backup_core::sink::{PutMode, Sink, SinkExt};
 use backup_core::snapshot::DirectorySnapshotter;
 use backup_core::{
-    BackupOptions, Error, InitOptions, KdfParams, Repository, RestoreOptions, VerifyOptions,
+    BackupOptions, Error, InitOptions, KdfParams, PutMode, Repository, RestoreOptions, Sink,
+    SinkExt, VerifyOptions,
 };
 use backup_sinks::sftp::{SftpOptions, SftpSink};
+use backup_testkit::server::sshd::{
+    current_user, fingerprint, running_as_root, Sshd as Server, Tweaks, RSA_PASSPHRASE,
+};
+use backup_testkit::tree::{assert_same_tree, find_files_named, generate_tree, TreeSpec};
 use bytes::Bytes;
-use sftp_support::{fingerprint, read_tree, running_as_root, temp_files, Server, Tweaks};
+
+use crate::{error_text, is_permanent_sink_error};
+
+/// Options that log in to `server` with its ed25519 client key and trust
+/// its `known_hosts`.
+fn options(server: &Server) -> SftpOptions {
+    let mut options = SftpOptions::default()
+        .with_private_key(server.path("client_ed25519"))
+        .with_known_hosts(server.path("known_hosts"))
+        .with_connect_timeout(Duration::from_secs(20));
+    options.request_timeout = Duration::from_secs(30);
+    options
+}
+
+/// The temporary files of interrupted writes below `dir`.
+fn temp_files(dir: &Path) -> Vec<String> {
+    find_files_named(dir, ".tmp-")
+}
 
 /// Connects, panicking with the server's log on failure.
 async fn connect(server: &Server, url: &str, options: SftpOptions) -> SftpSink {
@@ -42,27 +60,10 @@ async fn connect_error(url: &str, options: SftpOptions) -> (Error, String) {
     }
 }
 
-/// An error's message with its sources.
-fn error_text(error: &Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    // Shown with --nocapture, to read the messages users get.
-    eprintln!("error message: {text}");
-    text
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn conforms_to_the_sink_contract() {
     let server = Server::start();
-    let sink = connect(&server, &server.data_url(), server.options()).await;
+    let sink = connect(&server, &server.data_url(), options(&server)).await;
     backup_core::sink::conformance::run_all(&sink).await;
     assert_eq!(temp_files(&server.data()), Vec::<String>::new());
 }
@@ -70,10 +71,9 @@ async fn conforms_to_the_sink_contract() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rsa_key_with_passphrase() {
     let server = Server::start();
-    let options = server
-        .options()
+    let options = options(&server)
         .with_private_key(server.path("client_rsa"))
-        .with_passphrase(sftp_support::RSA_PASSPHRASE);
+        .with_passphrase(RSA_PASSPHRASE);
     let sink = connect(&server, &server.data_url(), options.clone()).await;
     sink.put("rsa/object", Bytes::from("via RSA"), PutMode::Create)
         .await
@@ -90,7 +90,7 @@ async fn rsa_key_with_passphrase() {
     ));
     // Neither the passphrase nor the key material is ever printed.
     let shown = format!("{sink:?} {options:?}");
-    assert!(!shown.contains(sftp_support::RSA_PASSPHRASE), "{shown}");
+    assert!(!shown.contains(RSA_PASSPHRASE), "{shown}");
     let private_key = fs::read_to_string(server.path("client_rsa")).unwrap();
     for line in private_key.lines().filter(|l| !l.starts_with("-----")) {
         assert!(!shown.contains(line), "Debug shows key material: {shown}");
@@ -124,7 +124,7 @@ async fn host_keys_are_verified() {
     // known_hosts with another key for this host.
     let other_key = fs::read_to_string(server.path("other_host_ed25519.pub")).unwrap();
     let wrong = server.write_known_hosts("wrong_known_hosts", &other_key);
-    let (error, text) = connect_error(&url, server.options().with_known_hosts(&wrong)).await;
+    let (error, text) = connect_error(&url, options(&server).with_known_hosts(&wrong)).await;
     assert!(
         matches!(
             error,
@@ -151,22 +151,13 @@ async fn host_keys_are_verified() {
     fs::write(&empty, "").unwrap();
     for known_hosts in [empty.clone(), server.path("no_such_known_hosts")] {
         let (error, text) =
-            connect_error(&url, server.options().with_known_hosts(&known_hosts)).await;
-        assert!(
-            matches!(
-                error,
-                Error::Sink {
-                    temporary: false,
-                    ..
-                }
-            ),
-            "{error:?}"
-        );
+            connect_error(&url, options(&server).with_known_hosts(&known_hosts)).await;
+        assert!(is_permanent_sink_error(&error), "{error:?}");
         assert!(text.contains("not in known_hosts"), "{text}");
         assert!(text.contains(&presented), "{text}");
         let advice = format!(
             "ssh-keyscan -p {} 127.0.0.1 >> {}",
-            server.port,
+            server.port(),
             known_hosts.display()
         );
         assert!(text.contains(&advice), "{text}");
@@ -178,8 +169,7 @@ async fn host_keys_are_verified() {
     let pinned = connect(
         &server,
         &url,
-        server
-            .options()
+        options(&server)
             .with_known_hosts(&empty)
             .with_host_key_fingerprint(&presented),
     )
@@ -189,21 +179,12 @@ async fn host_keys_are_verified() {
         .await
         .unwrap();
     let (error, text) =
-        connect_error(&url, server.options().with_host_key_fingerprint(&other)).await;
-    assert!(
-        matches!(
-            error,
-            Error::Sink {
-                temporary: false,
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+        connect_error(&url, options(&server).with_host_key_fingerprint(&other)).await;
+    assert!(is_permanent_sink_error(&error), "{error:?}");
     assert!(text.contains(&other) && text.contains(&presented), "{text}");
     let (error, _) = connect_error(
         &url,
-        server.options().with_host_key_fingerprint("MD5:aa:bb"),
+        options(&server).with_host_key_fingerprint("MD5:aa:bb"),
     )
     .await;
     assert!(matches!(error, Error::InvalidArgument(_)), "{error:?}");
@@ -212,7 +193,7 @@ async fn host_keys_are_verified() {
     // here its RSA key rather than the ed25519 key it prefers.
     let rsa_key = fs::read_to_string(server.path("host_rsa.pub")).unwrap();
     let rsa_only = server.write_known_hosts("rsa_known_hosts", &rsa_key);
-    connect(&server, &url, server.options().with_known_hosts(&rsa_only)).await;
+    connect(&server, &url, options(&server).with_known_hosts(&rsa_only)).await;
 
     // Hashed known_hosts entries (ssh-keygen -H) are understood.
     let hashed = server.path("known_hosts");
@@ -228,7 +209,7 @@ async fn host_keys_are_verified() {
         contents.contains("|1|") && !contents.contains("127.0.0.1"),
         "{contents}"
     );
-    let sink = connect(&server, &url, server.options()).await;
+    let sink = connect(&server, &url, options(&server)).await;
     assert_eq!(sink.get("pinned").await.unwrap(), "ok");
     let hashed_wrong = server.path("hashed_wrong");
     fs::copy(&wrong, &hashed_wrong).unwrap();
@@ -240,7 +221,7 @@ async fn host_keys_are_verified() {
         .unwrap()
         .status
         .success());
-    let (_, text) = connect_error(&url, server.options().with_known_hosts(&hashed_wrong)).await;
+    let (_, text) = connect_error(&url, options(&server).with_known_hosts(&hashed_wrong)).await;
     assert!(text.contains(&other) && text.contains(&presented), "{text}");
 }
 
@@ -250,7 +231,7 @@ async fn refused_key_is_a_clear_error() {
     let stranger = server.path("stranger_ed25519");
     let (error, text) = connect_error(
         &server.data_url(),
-        server.options().with_private_key(&stranger),
+        options(&server).with_private_key(&stranger),
     )
     .await;
     assert!(
@@ -275,9 +256,7 @@ async fn refused_key_is_a_clear_error() {
     // A missing key file names the path.
     let (_, text) = connect_error(
         &server.data_url(),
-        server
-            .options()
-            .with_private_key(server.path("no_such_key")),
+        options(&server).with_private_key(server.path("no_such_key")),
     )
     .await;
     assert!(text.contains("no_such_key"), "{text}");
@@ -289,23 +268,14 @@ async fn missing_base_directory() {
     let missing = server.data().join("not/yet");
     let url = server.url(&missing);
     // Checked at connect time.
-    let (error, text) = connect_error(&url, server.options()).await;
-    assert!(
-        matches!(
-            error,
-            Error::Sink {
-                temporary: false,
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    let (error, text) = connect_error(&url, options(&server)).await;
+    assert!(is_permanent_sink_error(&error), "{error:?}");
     assert!(text.contains("does not exist"), "{text}");
     assert!(text.contains(&missing.display().to_string()), "{text}");
     assert!(!missing.exists());
 
     // Created on request.
-    let sink = connect(&server, &url, server.options().with_create_base_dir(true)).await;
+    let sink = connect(&server, &url, options(&server).with_create_base_dir(true)).await;
     assert!(missing.is_dir());
     sink.put("k", Bytes::from("v"), PutMode::Create)
         .await
@@ -330,7 +300,7 @@ async fn missing_base_directory() {
 
     // A file in the way of a key's directory.
     let base = server.data();
-    let sink = connect(&server, &server.data_url(), server.options()).await;
+    let sink = connect(&server, &server.data_url(), options(&server)).await;
     sink.put("file", Bytes::from("x"), PutMode::Create)
         .await
         .unwrap();
@@ -352,7 +322,7 @@ async fn permission_denied_names_the_path() {
     let user = if as_root {
         "nobody".to_owned()
     } else {
-        sftp_support::current_user()
+        current_user()
     };
     let server = Server::start_with(user, Tweaks::default());
     let locked = server.data().join("locked");
@@ -369,7 +339,7 @@ async fn permission_denied_names_the_path() {
         fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
     }
 
-    let sink = connect(&server, &server.url(&locked), server.options()).await;
+    let sink = connect(&server, &server.url(&locked), options(&server)).await;
     for key in ["object", "sub/dir/object"] {
         let error = sink
             .put(key, Bytes::from("data"), PutMode::Overwrite)
@@ -394,7 +364,7 @@ async fn permission_denied_names_the_path() {
     // Reads still work.
     assert_eq!(sink.get("existing").await.unwrap(), "x");
 
-    let sink = connect(&server, &server.data_url(), server.options()).await;
+    let sink = connect(&server, &server.data_url(), options(&server)).await;
     let error = sink.get("secret").await.unwrap_err();
     let text = error_text(&error);
     assert!(text.contains("permission denied"), "{text}");
@@ -407,12 +377,12 @@ async fn full_disk_is_reported_with_the_path() {
     // The server may write files of at most 64 KiB: a larger write fails
     // the way it fails on a full disk.
     let server = Server::start_with(
-        sftp_support::current_user(),
+        current_user(),
         Tweaks {
             file_size_limit_kib: Some(64),
         },
     );
-    let sink = connect(&server, &server.data_url(), server.options()).await;
+    let sink = connect(&server, &server.data_url(), options(&server)).await;
     sink.put("small", Bytes::from(vec![1; 1000]), PutMode::Create)
         .await
         .unwrap();
@@ -450,7 +420,7 @@ async fn reconnects_after_the_server_restarts() {
     let sink = connect(
         &server,
         &server.data_url(),
-        server.options().with_max_retries(6),
+        options(&server).with_max_retries(6),
     )
     .await;
     sink.put("before", Bytes::from("one"), PutMode::Create)
@@ -491,7 +461,7 @@ async fn reconnects_after_the_server_restarts() {
 
     // Reconnections verify the host key again: an impostor on the same
     // address is refused.
-    let checked = connect(&server, &server.data_url(), server.options()).await;
+    let checked = connect(&server, &server.data_url(), options(&server)).await;
     server.restart_with_other_host_key();
     let error = checked.get("before").await.unwrap_err();
     let text = error_text(&error);
@@ -510,7 +480,7 @@ async fn reconnects_after_the_server_restarts() {
     let impatient = connect(
         &server,
         &server.data_url(),
-        server.options().with_max_retries(0),
+        options(&server).with_max_retries(0),
     )
     .await;
     server.kill();
@@ -527,29 +497,19 @@ async fn repository_round_trip() {
         connect(
             &server,
             &server.url(&server.data().join("repo")),
-            server.options().with_create_base_dir(true),
+            options(&server).with_create_base_dir(true),
         )
         .await,
     );
 
-    // A small tree: nested directories, an empty file, and a few MiB of
-    // varied data so that several chunks and packs are written.
+    // A hostile tree with a few MiB of incompressible data, so that
+    // several chunks and packs are written.
     let place = tempfile::tempdir().unwrap();
     let source = place.path().join("source");
-    fs::create_dir_all(source.join("nested/deeper")).unwrap();
-    fs::write(source.join("notes.txt"), "remember the milk").unwrap();
-    fs::write(source.join("empty"), "").unwrap();
-    fs::write(source.join("nested/deeper/日本語.txt"), "unicode name").unwrap();
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let noise: Vec<u8> = (0..3 * 1024 * 1024 + 17)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect();
-    fs::write(source.join("nested/noise.bin"), &noise).unwrap();
+    generate_tree(
+        &source,
+        &TreeSpec::new(12, 30).with_big_file(3 * 1024 * 1024 + 17),
+    );
 
     let repo = Repository::init(
         sink.clone(),
@@ -573,7 +533,7 @@ async fn repository_round_trip() {
             connect(
                 &server,
                 &server.url(&server.data().join("repo")),
-                server.options(),
+                options(&server),
             )
             .await,
         ),
@@ -587,7 +547,7 @@ async fn repository_round_trip() {
         .restore(&latest, &restored, &RestoreOptions::default())
         .await
         .unwrap();
-    assert_eq!(read_tree(&restored.join("source")), read_tree(&source));
+    assert_same_tree(&source, &restored.join("source"));
     let report = reopened
         .verify(&VerifyOptions {
             read_data: true,

@@ -2,26 +2,26 @@
 //!
 //! Every test builds its own trees and repositories in temporary
 //! directories and runs the real binary. Numbers worth reading (bytes added,
-//! timings, kill trials) are printed; run with `--nocapture` to see them.
-
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+//! kill trials) are printed; run with `--nocapture` to see them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{
-    all_paths, assert_same_tree, assert_same_tree_except, copy_dir, diff_trees, find_all,
-    find_temp_files, flip_byte, generate_bulk, generate_tree, is_pack_key, num, packs,
-    random_bytes, repo_objects, sha256_file, text_bytes, write_random_file, Repo, TreeSpec, KIB,
-    MIB,
+use backup_testkit::backupctl::num;
+use backup_testkit::repo::{find_all, flip_byte, is_pack_key, packs, repo_objects};
+use backup_testkit::rng::{random_bytes, text_bytes, write_random_file};
+use backup_testkit::tree::{
+    all_paths, assert_same_tree, assert_same_tree_except, copy_tree, diff_trees, find_files_named,
+    generate_bulk, generate_tree, sha256_file, TreeSpec,
 };
+use backup_testkit::{KIB, MIB};
 use serde_json::Value;
+
+use crate::Repo;
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -47,38 +47,27 @@ fn kind_of(path: &Path) -> &'static str {
 // 1. Round trips.
 
 fn round_trip(encrypted: bool) {
-    let clock = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let source = tmp.path().join("source");
-    let stats = generate_tree(
-        &source,
-        &TreeSpec {
-            seed: if encrypted { 2 } else { 1 },
-            files: 3000,
-            large: true,
-            // Encryption runs at a few MB/s in a debug build of backup-core
-            // (see the report); the 200 MiB file goes in the unencrypted run.
-            big_file: (!encrypted).then_some(200 * MIB),
-        },
-    );
+    let mut spec = TreeSpec::new(if encrypted { 2 } else { 1 }, 3000).with_large_files();
+    // Encryption is slower in a debug build of backup-core: the 200 MiB
+    // file goes in the unencrypted run.
+    if !encrypted {
+        spec = spec.with_big_file(200 * MIB);
+    }
+    let stats = generate_tree(&source, &spec);
     println!(
-        "generated {} files, {} dirs, {} symlinks, {:.1} MiB in {:.1?}",
+        "generated {} files, {} dirs, {} symlinks, {:.1} MiB",
         stats.files,
         stats.dirs,
         stats.symlinks,
         stats.bytes as f64 / MIB as f64,
-        clock.elapsed()
     );
     let repo = Repo::new(tmp.path().join("repo"), encrypted.then_some(PASSWORD));
     repo.init();
 
-    let clock = Instant::now();
     let summary = repo.backup([&source]);
-    println!(
-        "backup: {:.1?}, bytes_added {}",
-        clock.elapsed(),
-        num(&summary, "bytes_added")
-    );
+    println!("backup: bytes_added {}", num(&summary, "bytes_added"));
     assert_eq!(num(&summary, "files"), stats.files, "{summary}");
     assert_eq!(num(&summary, "dirs"), stats.dirs, "{summary}");
     assert_eq!(num(&summary, "bytes_read"), stats.bytes, "{summary}");
@@ -131,14 +120,10 @@ fn round_trip(encrypted: bool) {
         }
     }
 
-    let clock = Instant::now();
     let target = tmp.path().join("restored");
     repo.restore("latest", &target, &[]).ok();
-    println!("restore: {:.1?}", clock.elapsed());
     assert_eq!(names_in(&target), BTreeSet::from(["source".to_string()]));
-    let clock = Instant::now();
     assert_same_tree(&source, &target.join("source"));
-    println!("compare: {:.1?}", clock.elapsed());
 }
 
 #[test]
@@ -160,29 +145,23 @@ fn second_backup_of_unchanged_tree_adds_under_one_percent() {
     let source = tmp.path().join("source");
     let stats = generate_tree(
         &source,
-        &TreeSpec {
-            seed: 3,
-            files: 3000,
-            large: true,
-            big_file: Some(150 * MIB),
-        },
+        &TreeSpec::new(3, 3000)
+            .with_large_files()
+            .with_big_file(150 * MIB),
     );
     assert!(stats.bytes > 150 * MIB);
     let repo = Repo::new(tmp.path().join("repo"), None);
     repo.init();
     let first = repo.backup([&source]);
     let second = repo.backup([&source]);
-    let duration = |v: &Value| v["duration_seconds"].as_f64().unwrap();
     println!(
-        "first: {} bytes added, {} read, {:.3}s; second: {} bytes added, {} read, {} unchanged of {}, {:.3}s",
+        "first: {} bytes added, {} read; second: {} bytes added, {} read, {} unchanged of {}",
         num(&first, "bytes_added"),
         num(&first, "bytes_read"),
-        duration(&first),
         num(&second, "bytes_added"),
         num(&second, "bytes_read"),
         num(&second, "files_unchanged"),
         num(&second, "files"),
-        duration(&second),
     );
     assert_eq!(num(&second, "files"), stats.files);
     assert_eq!(num(&second, "files_unchanged"), stats.files, "{second}");
@@ -192,12 +171,6 @@ fn second_backup_of_unchanged_tree_adds_under_one_percent() {
         "second backup added {} bytes, first {}",
         num(&second, "bytes_added"),
         num(&first, "bytes_added")
-    );
-    assert!(
-        duration(&second) < duration(&first) / 2.0,
-        "second backup took {}s, first {}s: were the files read again?",
-        duration(&second),
-        duration(&first)
     );
     assert_eq!(repo.list().len(), 2);
 }
@@ -274,9 +247,10 @@ fn encrypted_repository_contains_no_plaintext() {
     let password_file = tmp.path().join("password.txt");
     fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
     let with_password_file = |args: &[&str]| {
-        let mut command = Repo::new(tmp.path().join("repo"), None).command(args);
+        let repo = Repo::new(tmp.path().join("repo"), None);
+        let mut command = repo.command(args);
         command.arg("--password-file").arg(&password_file);
-        common::run_command(command)
+        repo.run_command(command)
     };
     with_password_file(&["init"]).ok();
     let tag = format!("{tag_key}={tag_value}");
@@ -393,15 +367,7 @@ fn positions(key: &str, bytes: &[u8]) -> Vec<usize> {
 fn verify_read_data_finds_any_flipped_byte() {
     let tmp = tempfile::tempdir().unwrap();
     let first = tmp.path().join("first");
-    generate_tree(
-        &first,
-        &TreeSpec {
-            seed: 5,
-            files: 40,
-            large: false,
-            big_file: None,
-        },
-    );
+    generate_tree(&first, &TreeSpec::new(5, 40));
     let second = tmp.path().join("second");
     fs::create_dir(&second).unwrap();
     fs::write(second.join("a.txt"), text_bytes(51, 50_000)).unwrap();
@@ -450,14 +416,14 @@ fn verify_read_data_finds_any_flipped_byte() {
                 if work.exists() {
                     fs::remove_dir_all(&work).unwrap();
                 }
-                copy_dir(&pristine, &work);
+                copy_tree(&pristine, &work);
                 flip_byte(&work.join(key), position);
                 let out = damaged_repo.run(["verify", "--read-data"]);
                 checked += 1;
                 let named = out.stderr.contains(key.as_str());
                 let specific = (key == "config" || key.starts_with("keys/"))
                     && out.stderr.contains("was modified");
-                if out.code == 0 || !(named || specific) {
+                if out.code == Some(0) || !(named || specific) {
                     failures.push(format!(
                         "{label} {key} byte {position} of {}: {}",
                         bytes.len(),
@@ -486,15 +452,7 @@ fn verify_read_data_finds_any_flipped_byte() {
 fn restore_never_writes_corrupted_data() {
     let tmp = tempfile::tempdir().unwrap();
     let source = tmp.path().join("source");
-    generate_tree(
-        &source,
-        &TreeSpec {
-            seed: 6,
-            files: 200,
-            large: false,
-            big_file: None,
-        },
-    );
+    generate_tree(&source, &TreeSpec::new(6, 200));
     let victim_dir = source.join("victim");
     fs::create_dir(&victim_dir).unwrap();
     let victim = random_bytes(66, 3 * MIB as usize);
@@ -519,7 +477,7 @@ fn restore_never_writes_corrupted_data() {
     let target = tmp.path().join("restored");
     let out = repo.restore("latest", &target, &[]);
     println!("{}", out.stderr.trim());
-    assert_eq!(out.code, 3, "{}", out.describe());
+    assert_eq!(out.code, Some(3), "{}", out.describe());
     assert!(
         out.stderr.contains("source/victim/victim.bin"),
         "{}",
@@ -529,9 +487,9 @@ fn restore_never_writes_corrupted_data() {
         fs::symlink_metadata(target.join("source/victim/victim.bin")).is_err(),
         "the damaged file was written"
     );
-    let leftovers: Vec<_> = find_temp_files(&target, ".restore-")
+    let leftovers: Vec<_> = find_files_named(&target, ".restore-")
         .into_iter()
-        .chain(find_temp_files(&target, ".tmp"))
+        .chain(find_files_named(&target, ".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     assert_same_tree_except(&source, &target.join("source"), &["victim/victim.bin"]);
@@ -547,15 +505,7 @@ fn restore_never_writes_corrupted_data() {
 fn killed_backup_leaves_repository_valid() {
     let tmp = tempfile::tempdir().unwrap();
     let small = tmp.path().join("small");
-    generate_tree(
-        &small,
-        &TreeSpec {
-            seed: 7,
-            files: 100,
-            large: false,
-            big_file: None,
-        },
-    );
+    generate_tree(&small, &TreeSpec::new(7, 100));
     let big = tmp.path().join("big");
     let total = generate_bulk(&big.join("large"), 7000, 60, 5 * MIB)
         + generate_bulk(&big.join("small"), 8000, 200, 16 * KIB);
@@ -569,7 +519,6 @@ fn killed_backup_leaves_repository_valid() {
         let first_id = first["id"].as_str().unwrap().to_string();
         let base = packs(&repo.path);
 
-        let clock = Instant::now();
         let mut child = repo
             .command(["backup", "--json", "--set", "big"])
             .arg(&big)
@@ -577,14 +526,11 @@ fn killed_backup_leaves_repository_valid() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // Until the packs appear; a backup finishing first fails the trial.
         loop {
             assert!(
                 child.try_wait().unwrap().is_none(),
                 "trial {trial}: the backup finished before {kill_after_packs} packs were seen"
-            );
-            assert!(
-                clock.elapsed() < Duration::from_secs(300),
-                "no packs appear"
             );
             if packs(&repo.path).len() >= base.len() + kill_after_packs {
                 break;
@@ -593,7 +539,6 @@ fn killed_backup_leaves_repository_valid() {
         }
         child.kill().unwrap();
         child.wait().unwrap();
-        let killed_at = clock.elapsed();
         let after = packs(&repo.path);
         let orphan_packs = after.len() - base.len();
         let orphan_bytes: u64 = after
@@ -601,7 +546,7 @@ fn killed_backup_leaves_repository_valid() {
             .filter(|(key, _)| !base.contains_key(*key))
             .map(|(_, size)| size)
             .sum();
-        let temp_left = find_temp_files(&repo.path, ".tmp-").len();
+        let temp_left = find_files_named(&repo.path, ".tmp-").len();
 
         let verify = repo.run(["verify", "--read-data"]).ok();
         let backups = repo.list();
@@ -614,7 +559,7 @@ fn killed_backup_leaves_repository_valid() {
         let rerun = repo.backup(["--set", "big", big.to_str().unwrap()]);
         let added = num(&rerun, "bytes_added");
         let line = format!(
-            "trial {trial}: killed after {killed_at:.1?} with {orphan_packs} new packs ({orphan_bytes} bytes, {temp_left} temp files); rerun added {added} of {total} bytes ({:.0}% reused)",
+            "trial {trial}: killed after {kill_after_packs} packs, leaving {orphan_packs} new packs ({orphan_bytes} bytes, {temp_left} temp files); rerun added {added} of {total} bytes ({:.0}% reused)",
             100.0 * (1.0 - added as f64 / total as f64)
         );
         println!("{line}\n  verify after kill: {}", verify.stdout.trim());
@@ -742,15 +687,7 @@ fn stdin_from_command_round_trip() {
 fn restore_include_glob_and_single_file() {
     let tmp = tempfile::tempdir().unwrap();
     let source = tmp.path().join("source");
-    let stats = generate_tree(
-        &source,
-        &TreeSpec {
-            seed: 9,
-            files: 300,
-            large: false,
-            big_file: None,
-        },
-    );
+    let stats = generate_tree(&source, &TreeSpec::new(9, 500));
     let repo = Repo::new(tmp.path().join("repo"), None);
     repo.init();
     repo.backup([&source]);
@@ -859,7 +796,7 @@ fn hostile_restore_target_symlink_is_not_followed() {
     std::os::unix::fs::symlink(&outside, target.join("source")).unwrap();
     let out = repo.restore("latest", &target, &[]);
     assert_empty(&outside);
-    assert_ne!(out.code, 0, "{}", out.describe());
+    assert_ne!(out.code, Some(0), "{}", out.describe());
     assert!(out.stderr.contains("source"), "{}", out.describe());
     assert!(fs::symlink_metadata(target.join("source"))
         .unwrap()
@@ -874,7 +811,7 @@ fn hostile_restore_target_symlink_is_not_followed() {
     std::os::unix::fs::symlink("../../outside-2", target.join("source/sub")).unwrap();
     let out = repo.restore("latest", &target, &[]);
     assert_empty(&outside);
-    assert_eq!(out.code, 3, "{}", out.describe());
+    assert_eq!(out.code, Some(3), "{}", out.describe());
     assert!(out.stderr.contains("source/sub"), "{}", out.describe());
     assert_eq!(fs::read(target.join("source/top.txt")).unwrap(), b"top");
 
@@ -893,7 +830,7 @@ fn hostile_restore_target_symlink_is_not_followed() {
         names_in(&outside),
         BTreeSet::from(["existing.txt".to_string()])
     );
-    if out.code == 0 {
+    if out.code == Some(0) {
         assert_eq!(kind_of(&target.join("source/top.txt")), "file");
         assert_eq!(fs::read(target.join("source/top.txt")).unwrap(), b"top");
     } else {
@@ -917,7 +854,7 @@ fn errors_are_clear() {
     assert!(out.stderr.contains("init"), "{}", out.describe());
     let mut command = missing.command(["backup"]);
     command.arg(&source);
-    let out = common::run_command(command).fails();
+    let out = missing.run_command(command).fails();
     assert!(out.stderr.contains("init"), "{}", out.describe());
     assert!(
         !missing.path.exists(),
@@ -977,7 +914,7 @@ fn errors_are_clear() {
     // A password file that does not exist is named.
     let mut command = repo.command(["list", "--password-file"]);
     command.arg(tmp.path().join("no-such-password-file"));
-    let out = common::run_command(command).fails();
+    let out = repo.run_command(command).fails();
     assert!(
         out.stderr.contains("no-such-password-file"),
         "{}",
@@ -987,7 +924,7 @@ fn errors_are_clear() {
     // Bad arguments.
     let mut command = repo.command(["backup", "--tag", "novalue"]);
     command.arg(&source);
-    let out = common::run_command(command).fails();
+    let out = repo.run_command(command).fails();
     assert!(out.stderr.contains("KEY=VALUE"), "{}", out.describe());
     let out = repo.run(["verify", "--read-data-subset", "abc"]).fails();
     assert!(out.stderr.contains("abc"), "{}", out.describe());
@@ -1016,7 +953,7 @@ fn non_utf8_name_is_reported_not_silently_skipped() {
     repo.init();
     let mut command = repo.command(["backup", "--json"]);
     command.arg(&source);
-    let out = common::run_command(command);
+    let out = repo.run_command(command);
     let summary = out.json();
     println!("{summary}");
     // `latest` means the newest *completed* backup: name this one by id.
@@ -1025,12 +962,12 @@ fn non_utf8_name_is_reported_not_silently_skipped() {
     let stored = listed["entries"].as_array().unwrap().len();
     // Either the file is stored (2 entries under the root), or the backup
     // says it is incomplete: exit status 3 and the path in its errors.
-    let reported = out.code == 3
+    let reported = out.code == Some(3)
         && summary["status"] == "partially_failed"
         && summary["errors"].to_string().contains("bad-");
     assert!(
         stored == 3 || reported,
-        "a file was left out of the backup but the backup says {} with exit status {} and errors {}",
+        "a file was left out of the backup but the backup says {} with exit status {:?} and errors {}",
         summary["status"],
         out.code,
         summary["errors"]

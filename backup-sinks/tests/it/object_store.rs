@@ -6,10 +6,6 @@
 //! Every server-backed test fails, never skips, when its server is not
 //! installed: run scripts/install-test-servers.sh.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::sync::Arc;
 
 use backup_core::sink::conformance;
@@ -23,21 +19,59 @@ use backup_sinks::object_store::upstream::memory::InMemory;
 use backup_sinks::object_store::upstream::path::Path as StorePath;
 use backup_sinks::object_store::upstream::ObjectStoreExt;
 use backup_sinks::object_store::{ObjectStoreOptions, ObjectStoreSink};
+use backup_testkit::rng::random_bytes;
+use backup_testkit::server::azure::{start_azurite, AzureServer, AZURITE_KEY};
+use backup_testkit::server::s3::{start_moto, start_s3s_fs, S3Server};
+use backup_testkit::server::RefusedPort;
+use backup_testkit::tree::{assert_same_tree, generate_tree, TreeSpec};
 use bytes::Bytes;
+
+use crate::is_permanent_sink_error;
 
 const MIB: usize = 1024 * 1024;
 
 /// Non-repeating bytes, so that a misplaced part shows.
-fn pseudo_random(len: usize, mut seed: u64) -> Bytes {
-    let mut data = Vec::with_capacity(len + 8);
-    while data.len() < len {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        data.extend_from_slice(&seed.to_le_bytes());
+fn pseudo_random(len: usize, seed: u64) -> Bytes {
+    Bytes::from(random_bytes(seed, len))
+}
+
+/// Options that reach `s3`.
+fn s3_options(s3: &S3Server) -> ObjectStoreOptions {
+    ObjectStoreOptions {
+        endpoint: Some(s3.endpoint()),
+        region: Some("us-east-1".into()),
+        allow_http: Some(true),
+        access_key_id: Some(s3.access_key.clone()),
+        secret_access_key: Some(s3.secret_key.clone()),
+        // Fail fast in tests rather than retrying for minutes.
+        max_retries: 2,
+        ..Default::default()
     }
-    data.truncate(len);
-    Bytes::from(data)
+}
+
+/// Options that reach `azure`.
+fn azure_options(azure: &AzureServer) -> ObjectStoreOptions {
+    ObjectStoreOptions {
+        endpoint: Some(azure.endpoint()),
+        azure_use_emulator: true,
+        max_retries: 2,
+        ..Default::default()
+    }
+}
+
+/// A sink on `url` with `options`.
+fn sink(url: &str, options: &ObjectStoreOptions) -> ObjectStoreSink {
+    ObjectStoreSink::from_url(url, options).unwrap_or_else(|error| panic!("opening {url}: {error}"))
+}
+
+/// A sink on `s3://bucket/prefix` of `s3`.
+fn s3_sink(s3: &S3Server, prefix: &str, options: ObjectStoreOptions) -> ObjectStoreSink {
+    sink(&format!("s3://{}/{prefix}", s3.bucket), &options)
+}
+
+/// A sink on `az://container/prefix` of `azure`.
+fn azure_sink(azure: &AzureServer, prefix: &str, options: ObjectStoreOptions) -> ObjectStoreSink {
+    sink(&format!("az://{}/{prefix}", azure.container), &options)
 }
 
 // ---------------------------------------------------------------------------
@@ -45,24 +79,24 @@ fn pseudo_random(len: usize, mut seed: u64) -> Bytes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_s3_on_s3s_fs() {
-    let s3 = common::start_s3s_fs();
-    let sink = s3.sink("conformance-root", s3.options());
+    let s3 = start_s3s_fs();
+    let sink = s3_sink(&s3, "conformance-root", s3_options(&s3));
     conformance::run_all(&sink).await;
     assert!(sink.multipart_uploads() >= 1, "{:?}", sink.stats());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_s3_on_moto() {
-    let s3 = common::start_moto();
-    let sink = s3.sink("", s3.options());
+    let s3 = start_moto();
+    let sink = s3_sink(&s3, "", s3_options(&s3));
     conformance::run_all(&sink).await;
     assert!(sink.multipart_uploads() >= 1, "{:?}", sink.stats());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_azure_on_azurite() {
-    let azure = common::start_azurite();
-    let sink = azure.sink("some/prefix", azure.options());
+    let azure = start_azurite();
+    let sink = azure_sink(&azure, "some/prefix", azure_options(&azure));
     conformance::run_all(&sink).await;
     assert!(sink.multipart_uploads() >= 1, "{:?}", sink.stats());
 }
@@ -93,13 +127,13 @@ async fn conformance_object_store_local_file_system() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn large_object_is_uploaded_in_parts_on_s3s_fs() {
-    let s3 = common::start_s3s_fs();
+    let s3 = start_s3s_fs();
     let options = ObjectStoreOptions {
         multipart_threshold: 16 * MIB as u64,
         multipart_part_size: 8 * MIB as u64,
-        ..s3.options()
+        ..s3_options(&s3)
     };
-    let sink = s3.sink("multipart", options);
+    let sink = s3_sink(&s3, "multipart", options);
     let data = pseudo_random(40 * MIB, 7);
     sink.put("packs/big", data.clone(), PutMode::Overwrite)
         .await
@@ -200,29 +234,29 @@ async fn check_large_create(sink: &ObjectStoreSink) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn large_create_only_put_on_s3s_fs() {
-    let s3 = common::start_s3s_fs();
-    check_large_create(&s3.sink("p", s3.options())).await;
+    let s3 = start_s3s_fs();
+    check_large_create(&s3_sink(&s3, "p", s3_options(&s3))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn large_create_only_put_on_moto() {
-    let s3 = common::start_moto();
-    check_large_create(&s3.sink("p", s3.options())).await;
+    let s3 = start_moto();
+    check_large_create(&s3_sink(&s3, "p", s3_options(&s3))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn large_create_only_put_on_azurite() {
-    let azure = common::start_azurite();
-    check_large_create(&azure.sink("p", azure.options())).await;
+    let azure = start_azurite();
+    check_large_create(&azure_sink(&azure, "p", azure_options(&azure))).await;
 }
 
 /// Writers in different processes each have their own sink: their
 /// create-only puts are arbitrated by the store's conditional write alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn create_only_races_between_sinks_on_azurite() {
-    let azure = common::start_azurite();
+    let azure = start_azurite();
     let writers: Vec<ObjectStoreSink> = (0..8)
-        .map(|_| azure.sink("race", azure.options()))
+        .map(|_| azure_sink(&azure, "race", azure_options(&azure)))
         .collect();
     for round in 0..5 {
         let key = format!("config-{round}");
@@ -252,8 +286,9 @@ async fn create_only_races_between_sinks_on_azurite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_server_is_a_temporary_error() {
+    let refused = RefusedPort::new();
     let options = ObjectStoreOptions {
-        endpoint: Some(format!("http://127.0.0.1:{}", common::free_port())),
+        endpoint: Some(refused.endpoint()),
         allow_http: Some(true),
         region: Some("us-east-1".into()),
         access_key_id: Some("k".into()),
@@ -279,12 +314,12 @@ async fn unreachable_server_is_a_temporary_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_credentials_are_a_permanent_error() {
-    let s3 = common::start_s3s_fs();
+    let s3 = start_s3s_fs();
     let options = ObjectStoreOptions {
         secret_access_key: Some("not-the-secret".into()),
-        ..s3.options()
+        ..s3_options(&s3)
     };
-    let sink = s3.sink("p", options);
+    let sink = s3_sink(&s3, "p", options);
     let error = sink
         .put("x", Bytes::from_static(b"x"), PutMode::Overwrite)
         .await
@@ -309,7 +344,7 @@ async fn wrong_credentials_are_a_permanent_error() {
 async fn repository_round_trip(sink: ObjectStoreSink) {
     let place = tempfile::tempdir().unwrap();
     let source = place.path().join("source");
-    common::write_sample_tree(&source);
+    let tree = generate_tree(&source, &TreeSpec::new(11, 40));
 
     let sink: Arc<dyn Sink> = Arc::new(sink);
     let password = b"correct horse battery staple".to_vec();
@@ -332,7 +367,7 @@ async fn repository_round_trip(sink: ObjectStoreSink) {
         )
         .await
         .unwrap();
-    assert_eq!(backup.manifest.stats.files, 10);
+    assert_eq!(backup.manifest.stats.files, tree.files);
 
     // Open again, as a later process would, and restore.
     let repo = Repository::open(Arc::clone(&sink), Some(&password))
@@ -344,11 +379,7 @@ async fn repository_round_trip(sink: ObjectStoreSink) {
     repo.restore(&latest, &target, &RestoreOptions::default())
         .await
         .unwrap();
-    assert_eq!(
-        common::read_tree(&target.join("source")),
-        common::read_tree(&source),
-        "the restored tree differs from the source"
-    );
+    assert_same_tree(&source, &target.join("source"));
 
     let report = repo
         .verify(&VerifyOptions {
@@ -367,14 +398,14 @@ async fn repository_round_trip(sink: ObjectStoreSink) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn repository_round_trip_on_s3s_fs() {
-    let s3 = common::start_s3s_fs();
-    repository_round_trip(s3.sink("backups/web", s3.options())).await;
+    let s3 = start_s3s_fs();
+    repository_round_trip(s3_sink(&s3, "backups/web", s3_options(&s3))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn repository_round_trip_on_azurite() {
-    let azure = common::start_azurite();
-    repository_round_trip(azure.sink("backups/web", azure.options())).await;
+    let azure = start_azurite();
+    repository_round_trip(azure_sink(&azure, "backups/web", azure_options(&azure))).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -389,7 +420,7 @@ fn urls_name_the_location_and_prefix() {
         access_key_id: Some("AKIDEXAMPLE".into()),
         secret_access_key: Some("wJalrXUtnFEMI".into()),
         azure_account: Some("account".into()),
-        azure_access_key: Some(common::AZURITE_KEY.into()),
+        azure_access_key: Some(AZURITE_KEY.into()),
         ..Default::default()
     };
     for (url, location, prefix) in [
@@ -555,8 +586,9 @@ async fn create_only_without_conditional_put_needs_the_opt_in() {
     // An S3 store with conditional put disabled cannot create atomically; the
     // sink refuses rather than silently emulating. Nothing is sent to the
     // (unreachable) endpoint before the refusal.
+    let refused = RefusedPort::new();
     let options = ObjectStoreOptions {
-        endpoint: Some(format!("http://127.0.0.1:{}", common::free_port())),
+        endpoint: Some(refused.endpoint()),
         allow_http: Some(true),
         access_key_id: Some("id".into()),
         secret_access_key: Some("secret".into()),
@@ -569,28 +601,19 @@ async fn create_only_without_conditional_put_needs_the_opt_in() {
         .put("k", Bytes::from_static(b"x"), PutMode::Create)
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            Error::Sink {
-                temporary: false,
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    assert!(is_permanent_sink_error(&error), "{error:?}");
     assert!(error.to_string().contains("conditional put"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_atomic_create_emulation_when_allowed() {
-    let s3 = common::start_s3s_fs();
+    let s3 = start_s3s_fs();
     let options = ObjectStoreOptions {
         s3_conditional_put: Some("disabled".into()),
         allow_non_atomic_create: true,
-        ..s3.options()
+        ..s3_options(&s3)
     };
-    let sink = s3.sink("emulated", options);
+    let sink = s3_sink(&s3, "emulated", options);
     sink.put("k", Bytes::from_static(b"first"), PutMode::Create)
         .await
         .unwrap();

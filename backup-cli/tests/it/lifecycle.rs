@@ -1,57 +1,34 @@
 //! Lifecycle through `backupctl`: forget and prune, prune beside running
 //! backups, collisions between writers, progress output, the scheduler.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-fn backupctl() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_backupctl"));
-    command
-        .env_remove("BACKUP_PASSWORD")
-        .env_remove("BACKUP_REPO")
-        .env("BACKUP_LOG", "warn");
-    command
+use backup_testkit::backupctl::Out;
+use backup_testkit::process::wait_for;
+use backup_testkit::rng::random_bytes;
+use backup_testkit::tree::{assert_same_contents, disk_usage};
+
+use crate::Repo;
+
+/// `backupctl ARGS` on the repository at `repo`.
+fn run(args: &[&str], repo: &Path) -> Out {
+    Repo::new(repo.to_path_buf(), None).run(args)
 }
 
-fn run(args: &[&str], repo: &Path) -> Output {
-    let output = backupctl()
-        .args(args)
-        .arg("--repo")
-        .arg(repo)
-        .output()
-        .unwrap();
-    output
-}
-
+/// [`run`], asserting success; its stdout.
 fn ok(args: &[&str], repo: &Path) -> String {
-    let output = run(args, repo);
-    assert!(
-        output.status.success(),
-        "backupctl {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        String::from_utf8_lossy(&output.stdout)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    run(args, repo).ok().stdout
 }
 
+/// [`ok`] with `--json`, parsed.
 fn json(args: &[&str], repo: &Path) -> serde_json::Value {
     let mut args = args.to_vec();
     args.push("--json");
-    serde_json::from_str(&ok(&args, repo)).unwrap()
-}
-
-fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
+    run(&args, repo).ok().json()
 }
 
 /// A small tree whose content depends on `generation`.
@@ -62,50 +39,9 @@ fn write_generation(root: &Path, generation: u64, files: u64, size: usize) {
     for index in 0..files {
         std::fs::write(
             root.join(format!("file-{index}.bin")),
-            pseudo_random(size, generation * 1000 + index + 1),
+            random_bytes(generation * 1000 + index + 1, size),
         )
         .unwrap();
-    }
-}
-
-fn dir_size(root: &Path) -> u64 {
-    std::fs::read_dir(root)
-        .unwrap()
-        .map(|entry| {
-            let entry = entry.unwrap();
-            let metadata = entry.metadata().unwrap();
-            if metadata.is_dir() {
-                dir_size(&entry.path())
-            } else {
-                metadata.len()
-            }
-        })
-        .sum()
-}
-
-fn assert_same_tree(expected: &Path, actual: &Path) {
-    let mut names: Vec<_> = std::fs::read_dir(expected)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    let mut restored: Vec<_> = std::fs::read_dir(actual)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    names.sort();
-    restored.sort();
-    assert_eq!(names, restored, "entries of {}", actual.display());
-    for name in names {
-        let (e, a) = (expected.join(&name), actual.join(&name));
-        if e.is_dir() {
-            assert_same_tree(&e, &a);
-        } else {
-            assert!(
-                std::fs::read(&e).unwrap() == std::fs::read(&a).unwrap(),
-                "content of {}",
-                a.display()
-            );
-        }
     }
 }
 
@@ -133,7 +69,7 @@ fn assert_every_backup_restores(repo: &Path, place: &Path) -> usize {
             .unwrap()
             .unwrap()
             .path();
-        assert_same_tree(&expected, &restored_root);
+        assert_same_contents(&expected, &restored_root);
         std::fs::remove_dir_all(&target).unwrap();
     }
     backups.len()
@@ -161,7 +97,7 @@ fn forget_with_prune_shrinks_and_kept_backups_restore() {
             &repo,
         );
     }
-    let before = dir_size(&repo);
+    let before = disk_usage(&repo);
     let decisions = json(
         &["forget", "--keep-last", "2", "--prune", "--grace", "0s"],
         &repo,
@@ -179,7 +115,7 @@ fn forget_with_prune_shrinks_and_kept_backups_restore() {
             .all(|d| !d["reasons"].as_array().unwrap().is_empty()),
         "every decision has a reason"
     );
-    let after = dir_size(&repo);
+    let after = disk_usage(&repo);
     println!("forget --keep-last 2 --prune: repository {before} -> {after} bytes");
     assert!(
         after * 2 < before,
@@ -204,15 +140,9 @@ fn prune_beside_running_backups_never_breaks_a_backup() {
             ok(&["forget", "--keep-last", "2"], &repo);
         }
         let tag = format!("generation={round}");
-        let mut backup = backupctl()
-            .args([
-                "backup",
-                "--repo",
-                repo.to_str().unwrap(),
-                "--tag",
-                &tag,
-                source.to_str().unwrap(),
-            ])
+        let writer = Repo::new(repo.clone(), None);
+        let mut backup = writer
+            .command(["backup", "--tag", &tag, source.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -262,9 +192,9 @@ fn several_writers_and_prunes_at_once() {
             let tag = format!("generation={generation}");
             let set = format!("writer-{writer}");
             children.push(
-                backupctl()
-                    .args(["backup", "--repo", repo.to_str().unwrap(), "--set", &set])
-                    .args(["--writer", &set, "--tag", &tag, source.to_str().unwrap()])
+                Repo::new(repo.clone(), None)
+                    .command(["backup", "--set", &set, "--writer", &set, "--tag", &tag])
+                    .arg(&source)
                     .stdout(Stdio::null())
                     .stderr(Stdio::piped())
                     .spawn()
@@ -346,8 +276,12 @@ fn second_writer_of_a_set_stops_with_a_collision_naming_both() {
         ],
         &repo,
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let stderr = &output.stderr;
+    assert!(
+        output.code.is_some_and(|code| code != 0),
+        "{}",
+        output.describe()
+    );
     assert!(
         stderr.contains("collision")
             && stderr.contains("cluster-a")
@@ -375,8 +309,9 @@ fn progress_is_json_lines_or_a_live_bar() {
         &["backup", "--progress", "json", source.to_str().unwrap()],
         &repo,
     );
-    assert!(output.status.success());
-    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stderr)
+    let output = output.ok();
+    let events: Vec<serde_json::Value> = output
+        .stderr
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
         .collect();
@@ -441,59 +376,79 @@ fn schedule_runs_backups_applies_retention_and_stops_cleanly() {
         ),
     )
     .unwrap();
-    let scheduler = backupctl()
-        .args(["schedule", "--config", config.to_str().unwrap()])
+    let mut scheduler = crate::backupctl()
+        .command(["schedule", "--config", config.to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait for at least four successful runs (every 2 s).
-    let deadline = Instant::now() + Duration::from_secs(40);
+    // Its events, as they come.
+    let stdout = scheduler.stdout.take().unwrap();
+    let events: Arc<Mutex<Vec<String>>> = Arc::default();
+    let reader = {
+        let events = Arc::clone(&events);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                events.lock().unwrap().push(line);
+            }
+        })
+    };
+    let succeeded = || {
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| line.contains("\"run_succeeded\""))
+            .count()
+    };
     let manifests = |repo: &PathBuf| {
         std::fs::read_dir(repo.join("manifests"))
             .map(|d| d.count())
             .unwrap_or(0)
     };
+    // Until four runs (every 2 s) succeeded and retention was seen at
+    // work; the repository never holds more than one backup too many.
+    let lister = Repo::new(repo.clone(), None);
     let mut saw_retention = false;
-    while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-        let status = backupctl()
-            .args(["list", "--json", "--repo", repo.to_str().unwrap()])
-            .output()
-            .unwrap();
-        if let Ok(list) = serde_json::from_slice::<serde_json::Value>(&status.stdout) {
-            let count = list.as_array().map(Vec::len).unwrap_or(0);
+    wait_for(
+        "four successful scheduled runs with retention applied",
+        Duration::from_secs(600),
+        || {
+            std::thread::sleep(Duration::from_millis(500));
             assert!(
-                count <= 3,
-                "retention keeps 2 (3 while a run is between backup and forget)"
+                scheduler.try_wait().unwrap().is_none(),
+                "the scheduler stopped: {:?}",
+                events.lock().unwrap()
             );
-            if count == 2 && manifests(&repo) == 2 {
-                saw_retention = true;
+            let list = lister.run(["list", "--json"]);
+            if let Ok(list) = serde_json::from_str::<serde_json::Value>(&list.stdout) {
+                let count = list.as_array().map(Vec::len).unwrap_or(0);
+                assert!(
+                    count <= 3,
+                    "retention keeps 2 (3 while a run is between backup and forget)"
+                );
+                if count == 2 && manifests(&repo) == 2 {
+                    saw_retention = true;
+                }
             }
-        }
-        if saw_retention && Instant::now() + Duration::from_secs(30) > deadline {
-            break;
-        }
-    }
+            (saw_retention && succeeded() >= 4).then_some(())
+        },
+    );
     // SIGTERM: the running backup finishes, then the process exits 0.
     let pid = scheduler.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let output = scheduler.wait_with_output().unwrap();
-    let events = String::from_utf8_lossy(&output.stdout);
+    reader.join().unwrap();
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let succeeded = events
-        .lines()
-        .filter(|line| line.contains("\"run_succeeded\""))
-        .count();
-    println!("scheduler: {succeeded} successful runs");
-    assert!(succeeded >= 4, "{events}");
+    let events = events.lock().unwrap().join("\n");
+    println!("scheduler: {} successful runs", succeeded());
     assert!(
-        saw_retention,
-        "retention kept the repository at 2 backups: {events}"
+        events.contains("\"run_succeeded\""),
+        "the events name the successful runs: {events}"
     );
     ok(&["verify"], &repo);
 }
@@ -525,11 +480,7 @@ fn restore_selects_latest_completed_a_named_backup_or_skips_per_set() {
         &["backup", "--set", "alpha", source.to_str().unwrap()],
         &repo,
     );
-    assert_eq!(
-        output.status.code(),
-        Some(3),
-        "partially failed backup exits 3"
-    );
+    assert_eq!(output.code, Some(3), "partially failed backup exits 3");
 
     let target = place.path().join("restored");
     let beta_first = &ids[&3][..10];
@@ -562,7 +513,7 @@ fn restore_selects_latest_completed_a_named_backup_or_skips_per_set() {
     for (set, generation) in [("alpha", 2u64), ("beta", 3)] {
         let expected = place.path().join(format!("expected-{set}"));
         write_generation(&expected, generation, 2, 50_000);
-        assert_same_tree(&expected, &target.join(set).join(format!("src-{set}")));
+        assert_same_contents(&expected, &target.join(set).join(format!("src-{set}")));
     }
     assert!(!target.join("gamma").exists());
     // A selection naming another set's backup restores nothing.
@@ -576,6 +527,6 @@ fn restore_selects_latest_completed_a_named_backup_or_skips_per_set() {
         ],
         &repo,
     );
-    assert!(!wrong.status.success());
+    wrong.fails();
     assert!(!place.path().join("none").exists());
 }

@@ -1,13 +1,13 @@
 //! No password, key or credential in `backupctl`'s output or logs, at the
 //! most verbose log level, on success and on every kind of failure.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod remote_support;
-
 use std::fs;
 
-use remote_support::{start_s3s_fs, Backupctl, Out};
+use backup_testkit::backupctl::Out;
+use backup_testkit::server::s3::start_s3s_fs;
+use backup_testkit::server::RefusedPort;
+
+use crate::backupctl;
 
 const PASSWORD: &str = "Correct-Horse-Battery-Staple-42";
 
@@ -34,7 +34,7 @@ fn no_secret_in_output_or_trace_logs() {
     fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
     let secrets = [PASSWORD, s3.secret_key.as_str()];
     let repo = format!("s3://{}/repo", s3.bucket);
-    let base = Backupctl::new(scratch.path())
+    let base = backupctl()
         .env("AWS_ACCESS_KEY_ID", &s3.access_key)
         .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key)
         .env("AWS_REGION", "us-east-1")
@@ -42,7 +42,7 @@ fn no_secret_in_output_or_trace_logs() {
         .global(["--repo", &repo]);
     let cli = base.clone().env("BACKUP_PASSWORD", PASSWORD).global([
         "--endpoint",
-        &s3.server.endpoint(),
+        &s3.endpoint(),
         "--allow-http",
     ]);
     let target = scratch.path().join("restored");
@@ -73,7 +73,7 @@ fn no_secret_in_output_or_trace_logs() {
     let wrong = base
         .clone()
         .env("BACKUP_PASSWORD", "wrong-password-value")
-        .global(["--endpoint", &s3.server.endpoint(), "--allow-http"]);
+        .global(["--endpoint", &s3.endpoint(), "--allow-http"]);
     let out = wrong.run(["list"]);
     assert_eq!(out.code, Some(1));
     assert!(out.stderr.contains("wrong password"), "{}", out.stderr);
@@ -85,12 +85,12 @@ fn no_secret_in_output_or_trace_logs() {
     runs.push(out);
     let from_file = base
         .clone()
-        .global(["--endpoint", &s3.server.endpoint(), "--allow-http"])
+        .global(["--endpoint", &s3.endpoint(), "--allow-http"])
         .global(["--password-file".as_ref(), password_file.as_os_str()]);
     let out = from_file.run(["list"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     runs.push(out);
-    let bad_secret = Backupctl::new(scratch.path())
+    let bad_secret = backupctl()
         .env("AWS_ACCESS_KEY_ID", &s3.access_key)
         .env(
             "AWS_SECRET_ACCESS_KEY",
@@ -100,28 +100,27 @@ fn no_secret_in_output_or_trace_logs() {
         .env("BACKUP_LOG", "trace")
         .env("BACKUP_PASSWORD", PASSWORD)
         .global(["--repo", &repo])
-        .global(["--endpoint", &s3.server.endpoint(), "--allow-http"]);
+        .global(["--endpoint", &s3.endpoint(), "--allow-http"]);
     let out = bad_secret.run(["list"]);
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     runs.push(out);
+    let refused = RefusedPort::new();
     let unreachable = base.clone().env("BACKUP_PASSWORD", PASSWORD).global([
         "--endpoint",
-        "http://127.0.0.1:9",
+        &refused.endpoint(),
         "--allow-http",
     ]);
-    let mut unreachable = unreachable;
-    unreachable.time_limit = std::time::Duration::from_secs(120);
     let out = unreachable.run(["list"]);
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     runs.push(out);
-    let missing = Backupctl::new(scratch.path())
+    let missing = backupctl()
         .env("AWS_ACCESS_KEY_ID", &s3.access_key)
         .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key)
         .env("AWS_REGION", "us-east-1")
         .env("BACKUP_LOG", "trace")
         .env("BACKUP_PASSWORD", PASSWORD)
         .global(["--repo", &format!("s3://{}/nothing-here", s3.bucket)])
-        .global(["--endpoint", &s3.server.endpoint(), "--allow-http"]);
+        .global(["--endpoint", &s3.endpoint(), "--allow-http"]);
     let out = missing.run(["list"]);
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     runs.push(out);

@@ -1,5 +1,6 @@
-//! The crash test: `backupctl backup` killed with SIGKILL at random moments,
-//! many times, on a local repository and on S3 (s3s-fs on 127.0.0.1).
+//! The crash test: `backupctl backup` killed with SIGKILL at random moments
+//! of its progress, many times, on a local repository and on S3 (s3s-fs on
+//! 127.0.0.1).
 //!
 //! After each kill: the repository verifies (`verify --read-data`), the
 //! earlier backup restores exactly, the killed backup is not listed, and a
@@ -7,59 +8,17 @@
 //! stored: after a kill past the halfway point, the rerun uploads less than
 //! half the data again.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod remote_support;
-
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use remote_support::{assert_same_tree, num, start_s3s_fs, Backupctl, MIB};
+use backup_testkit::backupctl::{num, Backupctl};
+use backup_testkit::repo::pack_bytes;
+use backup_testkit::server::s3::start_s3s_fs;
+use backup_testkit::tree::{assert_same_tree, generate_bulk};
+use backup_testkit::{TestRng, KIB, MIB};
 
-/// Incompressible files: `count` files of `size` bytes from `seed`.
-fn write_bulk(dir: &Path, seed: u64, count: u64, size: u64) -> u64 {
-    fs::create_dir_all(dir).unwrap();
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut buffer = vec![0u8; size as usize];
-    for index in 0..count {
-        for word in buffer.chunks_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            word.copy_from_slice(&state.to_le_bytes()[..word.len()]);
-        }
-        fs::File::create(dir.join(format!("part-{index:03}.bin")))
-            .unwrap()
-            .write_all(&buffer)
-            .unwrap();
-    }
-    count * size
-}
-
-/// Bytes of pack objects under `root` (a local repository or a bucket's
-/// repository directory).
-fn pack_bytes(root: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![root.join("data")];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries {
-            let entry = entry.unwrap();
-            let meta = entry.metadata().unwrap();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else if name.len() == 64 {
-                total += meta.len();
-            }
-        }
-    }
-    total
-}
+use crate::backupctl;
 
 struct Target {
     name: &'static str,
@@ -71,28 +30,13 @@ struct Target {
 /// The trials of one target. Returns a line per trial.
 fn trials(target: &Target, scratch: &Path, count: u64, seed: u64) -> Vec<String> {
     let small = scratch.join("small");
-    write_bulk(&small, seed ^ 0xABCD, 3, 64 * 1024);
-    let big = scratch.join("big");
-    let total = write_bulk(&big, seed, 24, 4 * MIB);
+    generate_bulk(&small, seed ^ 0xABCD, 3, 64 * KIB);
     let cli = &target.cli;
+    cli.init(false);
+    let first = cli.backup([small.as_os_str()]);
+    let first_id = first["id"].as_str().unwrap().to_string();
 
-    // A clean run, to know how long a whole backup takes.
-    let out = cli.run(["init", "--no-encryption"]);
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
-    let first = cli.run(["backup".as_ref(), "--json".as_ref(), small.as_os_str()]);
-    let first_id = first.json()["id"].as_str().unwrap().to_string();
-    let clock = Instant::now();
-    let reference = cli.run([
-        "backup".as_ref(),
-        "--json".as_ref(),
-        "--set".as_ref(),
-        "reference".as_ref(),
-        big.as_os_str(),
-    ]);
-    assert_eq!(reference.code, Some(0), "{}", reference.stderr);
-    let full = clock.elapsed();
-
-    let mut rng = seed | 1;
+    let mut rng = TestRng::new(seed);
     let mut lines = Vec::new();
     let mut past_half = 0;
     let mut seen = std::collections::HashSet::new();
@@ -100,42 +44,33 @@ fn trials(target: &Target, scratch: &Path, count: u64, seed: u64) -> Vec<String>
         // Fresh content each trial, so the rerun's reuse comes only from
         // what the killed run stored.
         let version = scratch.join(format!("big-{trial}"));
-        let _ = fs::remove_dir_all(&big);
-        let total = total.min(write_bulk(&version, seed + 1000 + trial, 24, 4 * MIB));
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        // Odd trials: a random moment within the time a whole backup
-        // takes. Even trials: the moment the stored data first passes a
-        // random share between half and all of it.
-        let share = (rng % 1000) as f64 / 1000.0;
+        let total = generate_bulk(&version, seed + 1000 + trial, 24, 4 * MIB);
+        // The backup is killed when the data it stored first passes a
+        // random share of the whole: below half in odd trials (from the
+        // very start, before anything is stored), above half in even ones
+        // (up to the end, while the manifest is written or the process
+        // exits).
+        let share = rng.below(1000) as f64 / 1000.0;
+        let share = if trial % 2 == 1 {
+            share / 2.0
+        } else {
+            0.5 + share / 2.0
+        };
         let before = pack_bytes(&target.objects);
         let listed_before = cli.run(["list", "--json"]).json().as_array().unwrap().len();
 
+        let threshold = before + (total as f64 * share) as u64;
         let mut child = cli.spawn([
             "backup".as_ref(),
             "--set".as_ref(),
             "big".as_ref(),
             version.as_os_str(),
         ]);
-        let started = Instant::now();
-        let (deadline, threshold) = if trial % 2 == 1 {
-            (full.mul_f64(share * 1.1), u64::MAX)
-        } else {
-            (
-                Duration::from_secs(120),
-                before + (total as f64 * (0.5 + share / 2.0)) as u64,
-            )
-        };
-        while started.elapsed() < deadline
-            && pack_bytes(&target.objects) < threshold
-            && child.try_wait().unwrap().is_none()
-        {
+        while pack_bytes(&target.objects) < threshold && child.try_wait().unwrap().is_none() {
             std::thread::sleep(Duration::from_millis(2));
         }
         child.kill().ok();
         child.wait().unwrap();
-        let delay = started.elapsed();
         let stored = pack_bytes(&target.objects) - before;
 
         let verify = cli.run(["verify", "--read-data", "--json"]);
@@ -229,8 +164,9 @@ fn trials(target: &Target, scratch: &Path, count: u64, seed: u64) -> Vec<String>
             );
         }
         let line = format!(
-            "{} trial {trial}: killed after {delay:.2?}{} with {:.1} MiB of {:.0} MiB stored; verify ok; rerun added {:.1} MiB",
+            "{} trial {trial}: killed at {:.0}%{} with {:.1} MiB of {:.0} MiB stored; verify ok; rerun added {:.1} MiB",
             target.name,
+            share * 100.0,
             if finished { " (its manifest was already stored)" } else { "" },
             stored as f64 / MIB as f64,
             total as f64 / MIB as f64,
@@ -241,7 +177,7 @@ fn trials(target: &Target, scratch: &Path, count: u64, seed: u64) -> Vec<String>
         fs::remove_dir_all(&version).unwrap();
     }
     println!(
-        "{}: {count} kills at random moments (a whole backup takes {full:.2?}), {past_half} past halfway",
+        "{}: {count} kills at random moments, {past_half} past halfway",
         target.name
     );
     lines
@@ -253,7 +189,7 @@ fn killed_at_random_moments_on_a_local_repository() {
     let repo = scratch.path().join("repo");
     let target = Target {
         name: "local",
-        cli: Backupctl::new(scratch.path()).global(["--repo".as_ref(), repo.as_os_str()]),
+        cli: backupctl().global(["--repo".as_ref(), repo.as_os_str()]),
         objects: repo.clone(),
     };
     let lines = trials(&target, scratch.path(), 12, 0x10CA1);
@@ -266,12 +202,12 @@ fn killed_at_random_moments_on_s3() {
     let scratch = tempfile::tempdir().unwrap();
     let target = Target {
         name: "s3",
-        cli: Backupctl::new(scratch.path())
+        cli: backupctl()
             .env("AWS_ACCESS_KEY_ID", &s3.access_key)
             .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key)
             .env("AWS_REGION", "us-east-1")
             .global(["--repo", &format!("s3://{}/repo", s3.bucket)])
-            .global(["--endpoint", &s3.server.endpoint(), "--allow-http"]),
+            .global(["--endpoint", &s3.endpoint(), "--allow-http"]),
         objects: s3.bucket_dir().join("repo"),
     };
     let lines = trials(&target, scratch.path(), 8, 0x53);
