@@ -407,3 +407,65 @@ pub(crate) fn write_file(path: &Path, contents: &[u8], mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .unwrap_or_else(|error| panic!("chmod {}: {error}", path.display()));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Python's HTTP file server, which binds the port it is given.
+    struct PythonHttp(PortChoice);
+
+    impl ServerKind for PythonHttp {
+        fn name(&self) -> &str {
+            "python-http"
+        }
+
+        fn port_choice(&self) -> PortChoice {
+            self.0
+        }
+
+        fn command(&self, port: u16, _dir: &Path) -> Command {
+            let mut command = Command::new("python3");
+            command.args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ]);
+            command
+        }
+
+        fn is_ready(&self, port: u16) -> bool {
+            http_request(port, "GET", "/", &[]).is_ok_and(|response| response.status == 200)
+        }
+    }
+
+    #[test]
+    fn a_server_on_port_0_is_found_where_the_kernel_put_it_and_killed_on_drop() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let server = ServerProcess::start(&PythonHttp(PortChoice::Ephemeral), dir.path());
+        let (port, pid) = (server.port(), server.pid());
+        assert_ne!(port, 0);
+        assert!(process::listening_ports(pid).contains(&port));
+        let other = ServerProcess::start(&PythonHttp(PortChoice::Candidate), dir.path());
+        assert_ne!(other.port(), port);
+        drop(server);
+        assert!(!process::port_is_listened_on(port), "killed with its port");
+    }
+
+    #[test]
+    #[should_panic(expected = "python-http did not start")]
+    fn a_port_held_by_someone_else_is_never_taken_for_the_server() {
+        let holder = TcpListener::bind("127.0.0.1:0").expect("binding");
+        let port = holder.local_addr().expect("address").port();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        ServerProcess::start(&PythonHttp(PortChoice::Fixed(port)), dir.path());
+    }
+
+    #[test]
+    fn a_refused_port_refuses() {
+        let refused = RefusedPort::new();
+        assert!(TcpStream::connect(("127.0.0.1", refused.port())).is_err());
+    }
+}
