@@ -1,11 +1,29 @@
 //! Looking at (and damaging) a repository's objects on disk: a local
-//! repository, or the directory of a server that keeps objects as files.
+//! repository, or the directory of a server that keeps objects as files;
+//! and verifying a repository through the library.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use backup_core::{Repository, VerifyOptions, VerifyReport};
+
 use crate::tree::all_paths;
+
+/// Verifies `repo` reading every pack's data, and returns the report.
+///
+/// # Panics
+///
+/// When verifying fails to run at all (a problem found is in the report).
+pub async fn verify_data(repo: &Repository) -> VerifyReport {
+    let options = VerifyOptions {
+        read_data: true,
+        ..Default::default()
+    };
+    repo.verify(&options)
+        .await
+        .unwrap_or_else(|error| panic!("verify --read-data could not run: {error}"))
+}
 
 /// Every object below `repo`: (key, file path), sorted by key. Temporary
 /// files of interrupted puts are included, keyed as they are.

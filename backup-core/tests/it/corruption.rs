@@ -13,6 +13,7 @@
 //! - what is undamaged is restored, and restoring only undamaged files
 //!   succeeds.
 
+use backup_testkit::repo::verify_data;
 use backup_testkit::rng::{random_bytes, text_bytes};
 use backup_testkit::tree::{copy_tree, read_tree};
 use backup_testkit::TestRng;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use backup_core::pack::BlobKind;
 use backup_core::{
     BackupOptions, DirectorySnapshotter, Error, Id, InitOptions, KdfParams, LocalSink, Repository,
-    RestoreOptions, Sink, VerifyOptions,
+    RestoreOptions, Sink,
 };
 
 const PASSWORD: &[u8] = b"corruption campaign";
@@ -366,13 +367,7 @@ async fn campaign(encrypted: bool) -> usize {
                 continue;
             }
         };
-        let report = repo
-            .verify(&VerifyOptions {
-                read_data: true,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let report = verify_data(&repo).await;
         let named: BTreeSet<&str> = report.errors.iter().map(|p| p.object.as_str()).collect();
         assert!(
             damage.keys().iter().any(|key| named.contains(key)),

@@ -9,6 +9,7 @@ use backup_core::{
     BackupOptions, DirectorySnapshotter, Error, InitOptions, LocalSink, Repository, RestoreOptions,
     RetryPolicy, RetrySink, Sink, VerifyOptions,
 };
+use backup_testkit::repo::verify_data;
 use backup_testkit::rng::random_bytes;
 use backup_testkit::tree::{assert_same_contents, copy_tree};
 use backup_testkit::{FaultPlan, FaultSink, TestRng};
@@ -103,13 +104,7 @@ async fn backups_complete_and_verify_when_one_operation_in_ten_fails() {
     );
 
     let clean = Repository::open(local, password.as_deref()).await.unwrap();
-    let report = clean
-        .verify(&VerifyOptions {
-            read_data: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let report = verify_data(&clean).await;
     assert!(report.is_ok(), "{:?}", report.errors);
     assert_eq!(clean.list().await.unwrap().len(), rounds as usize);
 }
@@ -186,13 +181,7 @@ async fn storage_gone_for_good_fails_clearly_and_leaves_the_repository_valid() {
     }
 
     let repo = Repository::open(local, None).await.unwrap();
-    let report = repo
-        .verify(&VerifyOptions {
-            read_data: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let report = verify_data(&repo).await;
     assert!(report.is_ok(), "{:?}", report.errors);
     let backups = repo.list().await.unwrap();
     println!("storage vanished at {trials} points of a {operations}-operation backup");
@@ -386,13 +375,7 @@ async fn random_faults_never_leave_a_broken_repository() {
         let clean = Repository::open(local.clone(), password.as_deref())
             .await
             .unwrap();
-        let report = clean
-            .verify(&VerifyOptions {
-                read_data: true,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let report = verify_data(&clean).await;
         assert!(report.is_ok(), "trial {trial}: {:?}", report.errors);
         assert_eq!(clean.list().await.unwrap().len(), kept.len());
         if let Some((id, expected)) = kept.first() {

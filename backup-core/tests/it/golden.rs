@@ -2,6 +2,7 @@
 //! what earlier builds wrote (format version 1), and must refuse a newer
 //! format version with a version error. The repositories and the script
 //! that made them are in `tests/golden/`; they are never regenerated.
+use backup_testkit::repo::verify_data;
 use backup_testkit::tree::copy_tree;
 
 use std::collections::BTreeMap;
@@ -9,7 +10,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use backup_core::{Error, LocalSink, Repository, RestoreOptions, VerifyOptions};
+use backup_core::{Error, LocalSink, Repository, RestoreOptions};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -153,13 +154,7 @@ async fn restore_and_check(name: &str) {
         "{name}: restored paths"
     );
 
-    let report = repo
-        .verify(&VerifyOptions {
-            read_data: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let report = verify_data(&repo).await;
     assert!(report.is_ok(), "{name}: {:?}", report.errors);
     assert_eq!(report.backups, 1);
     assert!(report.packs_read > 0);

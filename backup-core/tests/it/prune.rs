@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use backup_core::{
     Backup, BackupOptions, Decision, DirectorySnapshotter, InitOptions, LocalSink, PruneOptions,
-    Repository, RestoreOptions, RetentionPolicy, Sink, VerifyOptions,
+    Repository, RestoreOptions, RetentionPolicy, Sink,
 };
+use backup_testkit::repo::verify_data;
 use backup_testkit::rng::random_bytes;
 use backup_testkit::tree::disk_usage;
 use chrono::{DateTime, Utc};
@@ -103,13 +104,7 @@ async fn forget_then_prune_shrinks_and_keeps_what_is_kept() {
         "the repository shrank from {before} to {after}"
     );
 
-    let verify = repo
-        .verify(&VerifyOptions {
-            read_data: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let verify = verify_data(&repo).await;
     assert!(verify.is_ok(), "{:?}", verify.errors);
     assert!(verify.warnings.is_empty(), "{:?}", verify.warnings);
     let kept = repo.list().await.unwrap();
@@ -158,14 +153,7 @@ async fn deletion_waits_for_the_grace_period_and_for_running_backups() {
         first.packs_marked > 0 && first.packs_deleted == 0 && first.marks_waiting == 1,
         "{first:?}"
     );
-    assert!(repo
-        .verify(&VerifyOptions {
-            read_data: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .is_ok());
+    assert!(verify_data(&repo).await.is_ok());
 
     // A backup that started before the mark is still running (its marker
     // is live): past the grace period, deletion is postponed.
@@ -213,13 +201,7 @@ async fn deletion_waits_for_the_grace_period_and_for_running_backups() {
         .await
         .unwrap();
     assert!(done.packs_deleted > 0, "{done:?}");
-    let verify = repo
-        .verify(&VerifyOptions {
-            read_data: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let verify = verify_data(&repo).await;
     assert!(verify.is_ok(), "{:?}", verify.errors);
     let kept = repo.list().await.unwrap();
     assert_restores(&repo, &kept, place.path(), &source).await;

@@ -12,13 +12,14 @@ use backup_core::sink::conformance;
 use backup_core::snapshot::DirectorySnapshotter;
 use backup_core::{
     BackupOptions, Error, InitOptions, KdfParams, PutMode, Repository, RestoreOptions, Sink,
-    SinkExt, VerifyOptions,
+    SinkExt,
 };
 use backup_sinks::object_store::upstream::local::LocalFileSystem;
 use backup_sinks::object_store::upstream::memory::InMemory;
 use backup_sinks::object_store::upstream::path::Path as StorePath;
 use backup_sinks::object_store::upstream::ObjectStoreExt;
 use backup_sinks::object_store::{ObjectStoreOptions, ObjectStoreSink};
+use backup_testkit::repo::verify_data;
 use backup_testkit::rng::random_bytes;
 use backup_testkit::server::azure::{start_azurite, AzureServer, AZURITE_KEY};
 use backup_testkit::server::s3::{start_moto, start_s3s_fs, S3Server};
@@ -381,13 +382,7 @@ async fn repository_round_trip(sink: ObjectStoreSink) {
         .unwrap();
     assert_same_tree(&source, &target.join("source"));
 
-    let report = repo
-        .verify(&VerifyOptions {
-            read_data: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let report = verify_data(&repo).await;
     assert!(report.is_ok(), "{report:?}");
     assert!(report.packs_read > 0, "{report:?}");
 

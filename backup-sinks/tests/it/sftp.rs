@@ -11,9 +11,10 @@ use std::time::Duration;
 use backup_core::snapshot::DirectorySnapshotter;
 use backup_core::{
     BackupOptions, Error, InitOptions, KdfParams, PutMode, Repository, RestoreOptions, Sink,
-    SinkExt, VerifyOptions,
+    SinkExt,
 };
 use backup_sinks::sftp::{SftpOptions, SftpSink};
+use backup_testkit::repo::verify_data;
 use backup_testkit::server::sshd::{
     current_user, fingerprint, running_as_root, Sshd as Server, Tweaks, RSA_PASSPHRASE,
 };
@@ -548,13 +549,7 @@ async fn repository_round_trip() {
         .await
         .unwrap();
     assert_same_tree(&source, &restored.join("source"));
-    let report = reopened
-        .verify(&VerifyOptions {
-            read_data: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let report = verify_data(&reopened).await;
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(temp_files(&server.data()), Vec::<String>::new());
 }
