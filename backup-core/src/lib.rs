@@ -123,8 +123,8 @@ pub use archiver::{Archived, Archiver, ChunkArchiver};
 /// listing walks, retries.
 pub use sink::support as sink_support;
 pub use sink::{
-    validate_key, FaultCounts, FaultPlan, FaultSink, LocalSink, MemorySink, ObjectMeta, PutMode,
-    RetryPolicy, RetrySink, Sink, SinkExt, StagedObject,
+    validate_key, LocalSink, MemorySink, ObjectMeta, PutMode, RetryPolicy, RetrySink, Sink,
+    SinkExt, StagedObject,
 };
 
 // Retention.

@@ -18,7 +18,6 @@ use bytes::Bytes;
 
 use crate::Result;
 
-mod fault;
 mod local;
 mod memory;
 mod retry;
@@ -27,7 +26,6 @@ pub mod support;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
-pub use fault::{FaultCounts, FaultPlan, FaultSink};
 pub use local::LocalSink;
 pub use memory::MemorySink;
 pub use retry::{RetryPolicy, RetrySink};

@@ -1,0 +1,25 @@
+//! backup-core's integration tests, in one test binary (one link instead of
+//! nine), through the public API and backup-testkit's helpers.
+//!
+//! - `corruption`: every kind of damage to a repository is found by verify
+//!   and never restored as data.
+//! - `faults`: storage that fails, stalls and truncates.
+//! - `golden`: repositories written by earlier versions still restore.
+//! - `hostile`: objects built to attack the reader are refused.
+//! - `prune`: forget and prune free space and keep what is kept.
+//! - `retention`: the retention policy, against restic's decisions too.
+//! - `schedule`, `schedule_runner`: the scheduler on a simulated clock.
+//! - `security`: what an encrypted repository hides.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod corruption;
+mod custom_archiver;
+mod faults;
+mod golden;
+mod hostile;
+mod prune;
+mod retention;
+mod schedule;
+mod schedule_runner;
+mod security;
