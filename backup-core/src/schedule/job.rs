@@ -237,13 +237,14 @@ impl fmt::Debug for CancellationToken {
 /// What a [`JobRunner`] gets to know about the run it performs.
 #[derive(Clone)]
 pub struct RunContext {
-    job: String,
-    trigger: RunTrigger,
-    scheduled_for: DateTime<Utc>,
-    started_at: DateTime<Utc>,
-    run_number: u64,
-    cancel: CancellationToken,
-    clock: Arc<dyn Clock>,
+    // Set by the scheduler when it starts a run.
+    pub(super) job: String,
+    pub(super) trigger: RunTrigger,
+    pub(super) scheduled_for: DateTime<Utc>,
+    pub(super) started_at: DateTime<Utc>,
+    pub(super) run_number: u64,
+    pub(super) cancel: CancellationToken,
+    pub(super) clock: Arc<dyn Clock>,
 }
 
 impl RunContext {
@@ -251,26 +252,13 @@ impl RunContext {
     /// cancellation token: for testing a runner outside a scheduler.
     pub fn new(job: impl Into<String>, trigger: RunTrigger, clock: Arc<dyn Clock>) -> RunContext {
         let now = clock.now();
-        let cancel = CancellationToken::new();
-        RunContext::for_run(job.into(), trigger, now, now, 1, cancel, clock)
-    }
-
-    pub(crate) fn for_run(
-        job: String,
-        trigger: RunTrigger,
-        scheduled_for: DateTime<Utc>,
-        started_at: DateTime<Utc>,
-        run_number: u64,
-        cancel: CancellationToken,
-        clock: Arc<dyn Clock>,
-    ) -> RunContext {
         RunContext {
-            job,
+            job: job.into(),
             trigger,
-            scheduled_for,
-            started_at,
-            run_number,
-            cancel,
+            scheduled_for: now,
+            started_at: now,
+            run_number: 1,
+            cancel: CancellationToken::new(),
             clock,
         }
     }

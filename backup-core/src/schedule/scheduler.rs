@@ -604,15 +604,15 @@ impl<P: Send + Sync + 'static> Shared<P> {
         });
         job.runs += 1;
         job.last_run_started = Some(now);
-        let context = RunContext::for_run(
-            spec.name().to_owned(),
+        let context = RunContext {
+            job: spec.name().to_owned(),
             trigger,
             scheduled_for,
-            now,
-            job.runs,
-            token,
-            Arc::clone(&self.clock),
-        );
+            started_at: now,
+            run_number: job.runs,
+            cancel: token,
+            clock: Arc::clone(&self.clock),
+        };
         tracing::info!(job = spec.name(), ?trigger, %scheduled_for, "run started");
         self.emit(SchedulerEvent::RunStarted {
             job: spec.name().to_owned(),
