@@ -26,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     // 1. A repository in a local directory. Without a password it is not
-    //    encrypted; pass `InitOptions { password: Some(..), .. }` to encrypt.
+    //    encrypted; pass `InitOptions::default().with_password(..)` to encrypt.
     let sink = Arc::new(LocalSink::create(demo.join("repo"))?);
     let repo = match Repository::init(sink.clone(), InitOptions::default()).await {
         Ok(repo) => repo,
@@ -36,10 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 2. Back up: unchanged files (compared with the previous backup of the
     //    set) are not read again, and known chunks are never stored twice.
-    let options = BackupOptions {
-        set: "quickstart".into(),
-        ..BackupOptions::default()
-    };
+    let options = BackupOptions::default().with_set("quickstart");
     let summary = repo
         .backup(&DirectorySnapshotter::new(vec![source.clone()]), options)
         .await?;
@@ -66,10 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 4. Verify everything, data included.
     let report = repo
-        .verify(&VerifyOptions {
-            read_data: true,
-            ..VerifyOptions::default()
-        })
+        .verify(&VerifyOptions::default().with_read_data(true))
         .await?;
     println!(
         "verify: {} packs read, {} blobs checked, {} problems",

@@ -32,7 +32,7 @@
 //! let latest = repo.find_backup("latest", None).await?;
 //! repo.restore(&latest, &place.path().join("restored"), &RestoreOptions::default()).await?;
 //! assert_eq!(std::fs::read(place.path().join("restored/data/notes.txt")).unwrap(), b"remember the milk");
-//! assert!(repo.verify(&VerifyOptions { read_data: true, ..Default::default() }).await?.is_ok());
+//! assert!(repo.verify(&VerifyOptions::default().with_read_data(true)).await?.is_ok());
 //! # Ok(()) }
 //! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 //! ```

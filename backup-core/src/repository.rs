@@ -32,11 +32,26 @@ use crate::{Error, Id, Result};
 /// [`Repository::init`] takes the options by value and zeroizes the
 /// password once the key file is written; `Debug` never shows it.
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub struct InitOptions {
     /// Encrypt with this password; `None` creates an unencrypted repository.
     pub password: Option<Vec<u8>>,
     /// Key derivation costs (default: 64 MiB, 3 passes, 4 lanes).
     pub kdf: KdfParams,
+}
+
+impl InitOptions {
+    /// Encrypts with `password` (the default is an unencrypted repository).
+    pub fn with_password(mut self, password: impl Into<Vec<u8>>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    /// Sets the key derivation costs.
+    pub fn with_kdf(mut self, kdf: KdfParams) -> Self {
+        self.kdf = kdf;
+        self
+    }
 }
 
 impl std::fmt::Debug for InitOptions {

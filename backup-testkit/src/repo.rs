@@ -16,10 +16,7 @@ use crate::tree::all_paths;
 ///
 /// When verifying fails to run at all (a problem found is in the report).
 pub async fn verify_data(repo: &Repository) -> VerifyReport {
-    let options = VerifyOptions {
-        read_data: true,
-        ..Default::default()
-    };
+    let options = VerifyOptions::default().with_read_data(true);
     repo.verify(&options)
         .await
         .unwrap_or_else(|error| panic!("verify --read-data could not run: {error}"))

@@ -352,10 +352,7 @@ fn change_file(
 }
 
 async fn back_up(repo: &Repository, source: &Path) {
-    let options = BackupOptions {
-        set: "fuzz".into(),
-        ..BackupOptions::default()
-    };
+    let options = BackupOptions::default().with_set("fuzz");
     let summary = repo
         .backup(
             &DirectorySnapshotter::new(vec![source.to_path_buf()]),
@@ -390,10 +387,7 @@ fuzz_target!(|input: Input| {
     finish_dirs(&dirs);
 
     let options = if input.encrypted {
-        InitOptions {
-            password: Some(b"fuzz-password".to_vec()),
-            kdf: KdfParams::insecure_for_tests(),
-        }
+        InitOptions::default().with_password(b"fuzz-password".to_vec()).with_kdf(KdfParams::insecure_for_tests())
     } else {
         InitOptions::default()
     };

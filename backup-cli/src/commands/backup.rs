@@ -86,18 +86,20 @@ pub(crate) async fn run(args: BackupArgs) -> Result<ExitCode, Error> {
         })
         .transpose()?;
     let repo = open(&common).await?;
-    let options = BackupOptions {
-        set,
-        tags: parse_tags(&tags)?,
-        time,
-        writer,
-        parent: if force {
+    let options = {
+        let mut options = BackupOptions::default();
+        options.set = set;
+        options.tags = parse_tags(&tags)?;
+        options.time = time;
+        options.writer = writer;
+        options.parent = if force {
             ParentSelection::None
         } else {
             ParentSelection::Latest
-        },
-        progress: progress_sink(&common),
-        check_collision,
+        };
+        options.progress = progress_sink(&common);
+        options.check_collision = check_collision;
+        options
     };
     let summary = repo.backup(snapshotter.as_ref(), options).await?;
     let manifest = &summary.manifest;

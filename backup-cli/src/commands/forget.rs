@@ -153,11 +153,8 @@ pub(crate) async fn run(args: ForgetArgs) -> Result<ExitCode, Error> {
         .await?;
     let report = if prune && !dry_run {
         Some(
-            repo.prune(&PruneOptions {
-                grace,
-                ..PruneOptions::default()
-            })
-            .await?,
+            repo.prune(&PruneOptions::default().with_grace(grace))
+                .await?,
         )
     } else {
         None

@@ -44,13 +44,11 @@ pub(crate) async fn run(args: InitArgs) -> Result<ExitCode, Error> {
         })?)
     };
     let location = sink.location();
-    let repo = Repository::init(
-        sink,
-        InitOptions {
-            password,
-            ..InitOptions::default()
-        },
-    )
+    let repo = Repository::init(sink, {
+        let mut options = InitOptions::default();
+        options.password = password;
+        options
+    })
     .await?;
     if common.json {
         print_json(&json!({

@@ -37,11 +37,10 @@ pub(crate) async fn run(args: PruneArgs) -> Result<ExitCode, Error> {
         repack_unused,
         dry_run,
     } = args;
-    let options = PruneOptions {
-        grace: parse_grace(&grace)?,
-        repack_unused_share: parse_percent(&repack_unused, "repack-unused")?,
-        dry_run,
-    };
+    let options = PruneOptions::default()
+        .with_grace(parse_grace(&grace)?)
+        .with_repack_unused_share(parse_percent(&repack_unused, "repack-unused")?)
+        .with_dry_run(dry_run);
     let repo = open(&common).await?;
     let report = repo.prune(&options).await?;
     if common.json {

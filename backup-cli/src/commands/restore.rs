@@ -66,9 +66,11 @@ async fn restore_sets(args: RestoreArgs) -> Result<ExitCode, Error> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let repo = open(&common).await?;
-    let options = RestoreOptions {
-        include,
-        progress: progress_sink(&common),
+    let options = {
+        let mut options = RestoreOptions::default();
+        options.include = include;
+        options.progress = progress_sink(&common);
+        options
     };
     let results = repo.restore_sets(&selections, &target, &options).await?;
     if common.json {
@@ -103,9 +105,11 @@ async fn restore_one(args: RestoreArgs, backup: &str) -> Result<ExitCode, Error>
     } = args;
     let repo = open(&common).await?;
     let backup = repo.find_backup(backup, set.as_deref()).await?;
-    let options = RestoreOptions {
-        include,
-        progress: progress_sink(&common),
+    let options = {
+        let mut options = RestoreOptions::default();
+        options.include = include;
+        options.progress = progress_sink(&common);
+        options
     };
     match repo.restore(&backup, &target, &options).await {
         Ok(summary) => {

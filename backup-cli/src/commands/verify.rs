@@ -47,9 +47,11 @@ pub(crate) async fn run(args: VerifyArgs) -> Result<ExitCode, Error> {
         .transpose()?;
     let repo = open(&common).await?;
     let report = repo
-        .verify(&VerifyOptions {
-            read_data: read_data || share.is_some(),
-            read_data_share: share,
+        .verify(&{
+            let mut options = VerifyOptions::default();
+            options.read_data = read_data || share.is_some();
+            options.read_data_share = share;
+            options
         })
         .await?;
     if common.json {

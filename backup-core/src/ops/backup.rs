@@ -29,6 +29,7 @@ pub enum ParentSelection {
 
 /// Options for [`Repository::backup`](crate::Repository::backup).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct BackupOptions {
     /// Name of the backup set.
     pub set: String,
@@ -45,6 +46,56 @@ pub struct BackupOptions {
     pub check_collision: bool,
     /// Where progress events go.
     pub progress: Option<ProgressSink>,
+}
+
+impl BackupOptions {
+    /// Names the backup set (default `default`).
+    pub fn with_set(mut self, set: impl Into<String>) -> Self {
+        self.set = set.into();
+        self
+    }
+
+    /// Sets the tags recorded in the manifest.
+    pub fn with_tags(mut self, tags: BTreeMap<String, String>) -> Self {
+        self.tags = tags;
+        self
+    }
+
+    /// Adds a tag recorded in the manifest.
+    pub fn with_tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.tags.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the time the backup represents (default: when it starts).
+    pub fn with_time(mut self, time: DateTime<Utc>) -> Self {
+        self.time = Some(time);
+        self
+    }
+
+    /// Sets the writer identity (default: the host name).
+    pub fn with_writer(mut self, writer: impl Into<String>) -> Self {
+        self.writer = Some(writer.into());
+        self
+    }
+
+    /// Chooses the earlier backup whose unchanged files are not read again.
+    pub fn with_parent(mut self, parent: ParentSelection) -> Self {
+        self.parent = parent;
+        self
+    }
+
+    /// Refuses to write when the newest backup of the set was written by another writer.
+    pub fn with_check_collision(mut self, check: bool) -> Self {
+        self.check_collision = check;
+        self
+    }
+
+    /// Sends progress events to `progress`.
+    pub fn with_progress(mut self, progress: ProgressSink) -> Self {
+        self.progress = Some(progress);
+        self
+    }
 }
 
 impl Default for BackupOptions {

@@ -40,6 +40,7 @@ const PACKS_PER_INDEX: usize = 1000;
 
 /// How [`Repository::prune`](crate::Repository::prune) works.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PruneOptions {
     /// How long marked packs are kept before deletion (default 1 hour).
     pub grace: Duration,
@@ -48,6 +49,26 @@ pub struct PruneOptions {
     pub repack_unused_share: f64,
     /// Only report what would be done.
     pub dry_run: bool,
+}
+
+impl PruneOptions {
+    /// Sets how long marked packs are kept before deletion.
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Repacks a pack whose unused share of bytes is at least `share`.
+    pub fn with_repack_unused_share(mut self, share: f64) -> Self {
+        self.repack_unused_share = share;
+        self
+    }
+
+    /// Only reports what would be done.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
 }
 
 impl Default for PruneOptions {

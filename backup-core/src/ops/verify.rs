@@ -24,12 +24,27 @@ use crate::{Error, Id, Result};
 
 /// What [`Repository::verify`](crate::Repository::verify) checks.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct VerifyOptions {
     /// Also download and check pack data.
     pub read_data: bool,
     /// With `read_data`, check only this share of the packs (0 < share ≤ 1),
     /// chosen at random; `None` checks all.
     pub read_data_share: Option<f64>,
+}
+
+impl VerifyOptions {
+    /// Also downloads and checks the pack data.
+    pub fn with_read_data(mut self, read: bool) -> Self {
+        self.read_data = read;
+        self
+    }
+
+    /// With data reading, checks only this share of the packs (0 < share ≤ 1), chosen at random.
+    pub fn with_read_data_share(mut self, share: f64) -> Self {
+        self.read_data_share = Some(share);
+        self
+    }
 }
 
 /// One piece of damage found.

@@ -76,7 +76,7 @@ impl fmt::Display for BackupJobReport {
 /// std::fs::write(place.path().join("notes.txt"), b"remember the milk").unwrap();
 /// let repo = Repository::init(Arc::new(MemorySink::new()), InitOptions::default()).await?;
 /// let source = DirectorySnapshotter::new(vec![place.path().to_path_buf()]);
-/// let options = BackupOptions { set: "notes".into(), check_collision: true, ..BackupOptions::default() };
+/// let options = BackupOptions::default().with_set("notes").with_check_collision(true);
 /// let keep_one = KeepPolicy { keep_last: Some(1), ..KeepPolicy::default() };
 ///
 /// run_backup_job(&repo, &source, options.clone(), &keep_one, None).await?;

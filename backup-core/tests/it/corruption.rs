@@ -81,13 +81,12 @@ async fn fixture(encrypted: bool) -> Fixture {
     let root = place.path().to_path_buf();
     let pristine = root.join("pristine");
     let sink: Arc<dyn Sink> = Arc::new(LocalSink::create(&pristine).unwrap());
-    Repository::init(
-        sink.clone(),
-        InitOptions {
-            password: encrypted.then(|| PASSWORD.to_vec()),
-            kdf: KdfParams::insecure_for_tests(),
-        },
-    )
+    Repository::init(sink.clone(), {
+        let mut options = InitOptions::default();
+        options.password = encrypted.then(|| PASSWORD.to_vec());
+        options.kdf = KdfParams::insecure_for_tests();
+        options
+    })
     .await
     .unwrap();
     let repo = Repository::open(sink, encrypted.then_some(PASSWORD))
@@ -424,10 +423,7 @@ async fn campaign(encrypted: bool) -> usize {
                     .restore(
                         &backup,
                         &again,
-                        &RestoreOptions {
-                            include: good.clone(),
-                            ..Default::default()
-                        },
+                        &RestoreOptions::default().with_include(good.clone()),
                     )
                     .await
                     .unwrap_or_else(|error| panic!("{what}: undamaged files: {error}"));

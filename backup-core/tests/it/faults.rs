@@ -63,13 +63,12 @@ async fn backups_complete_and_verify_when_one_operation_in_ten_fails() {
     let sink = Arc::new(RetrySink::new(faulty.clone(), fast_retries()));
     let password = Some(b"pw".to_vec());
     let kdf = backup_core::KdfParams::insecure_for_tests();
-    Repository::init(
-        sink.clone(),
-        InitOptions {
-            password: password.clone(),
-            kdf,
-        },
-    )
+    Repository::init(sink.clone(), {
+        let mut options = InitOptions::default();
+        options.password = password.clone();
+        options.kdf = kdf;
+        options
+    })
     .await
     .unwrap();
 
@@ -274,13 +273,12 @@ async fn random_faults_never_leave_a_broken_repository() {
     let place = tempfile::tempdir().unwrap();
     let local: Arc<dyn Sink> = Arc::new(LocalSink::create(place.path().join("repo")).unwrap());
     let password = Some(b"pw".to_vec());
-    Repository::init(
-        local.clone(),
-        InitOptions {
-            password: password.clone(),
-            kdf: backup_core::KdfParams::insecure_for_tests(),
-        },
-    )
+    Repository::init(local.clone(), {
+        let mut options = InitOptions::default();
+        options.password = password.clone();
+        options.kdf = backup_core::KdfParams::insecure_for_tests();
+        options
+    })
     .await
     .unwrap();
     let source = place.path().join("source");

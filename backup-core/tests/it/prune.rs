@@ -90,10 +90,7 @@ async fn forget_then_prune_shrinks_and_keeps_what_is_kept() {
         .unwrap();
     assert_eq!(decisions.iter().filter(|(_, d)| !d.keep).count(), 3);
     let report = repo
-        .prune(&PruneOptions {
-            grace: chrono::Duration::zero(),
-            ..PruneOptions::default()
-        })
+        .prune(&PruneOptions::default().with_grace(chrono::Duration::zero()))
         .await
         .unwrap();
     let after = disk_usage(&repo_dir);
@@ -119,10 +116,7 @@ async fn forget_then_prune_shrinks_and_keeps_what_is_kept() {
     let again = repo
         .backup(
             &DirectorySnapshotter::new(vec![source.clone()]),
-            BackupOptions {
-                parent: backup_core::ParentSelection::None,
-                ..Default::default()
-            },
+            BackupOptions::default().with_parent(backup_core::ParentSelection::None),
         )
         .await
         .unwrap();
@@ -178,10 +172,7 @@ async fn deletion_waits_for_the_grace_period_and_for_running_backups() {
     .await
     .unwrap();
     let postponed = repo
-        .prune(&PruneOptions {
-            grace: chrono::Duration::zero(),
-            ..Default::default()
-        })
+        .prune(&PruneOptions::default().with_grace(chrono::Duration::zero()))
         .await
         .unwrap();
     assert!(
@@ -194,10 +185,7 @@ async fn deletion_waits_for_the_grace_period_and_for_running_backups() {
         .await
         .unwrap();
     let done = repo
-        .prune(&PruneOptions {
-            grace: chrono::Duration::zero(),
-            ..Default::default()
-        })
+        .prune(&PruneOptions::default().with_grace(chrono::Duration::zero()))
         .await
         .unwrap();
     assert!(done.packs_deleted > 0, "{done:?}");

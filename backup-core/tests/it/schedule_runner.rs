@@ -11,12 +11,10 @@ use backup_core::{
 };
 
 fn options(set: &str, writer: &str) -> BackupOptions {
-    BackupOptions {
-        set: set.into(),
-        writer: Some(writer.into()),
-        check_collision: true,
-        ..BackupOptions::default()
-    }
+    BackupOptions::default()
+        .with_set(set)
+        .with_writer(writer)
+        .with_check_collision(true)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,10 +76,7 @@ async fn backs_up_applies_retention_per_set_and_reports_collisions() {
 
     // A prune runs after the retention, and is reported.
     std::fs::write(source.join("data.txt"), "round 4").unwrap();
-    let prune = PruneOptions {
-        grace: chrono::Duration::zero(),
-        ..PruneOptions::default()
-    };
+    let prune = PruneOptions::default().with_grace(chrono::Duration::zero());
     let report = run_backup_job(
         &repo,
         &snapshotter,

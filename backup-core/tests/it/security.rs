@@ -14,10 +14,9 @@ async fn encrypted_repo() -> Arc<dyn Sink> {
     let sink: Arc<dyn Sink> = Arc::new(MemorySink::new());
     Repository::init(
         sink.clone(),
-        InitOptions {
-            password: Some(PASSWORD.as_bytes().to_vec()),
-            kdf: KdfParams::insecure_for_tests(),
-        },
+        InitOptions::default()
+            .with_password(PASSWORD.as_bytes().to_vec())
+            .with_kdf(KdfParams::insecure_for_tests()),
     )
     .await
     .unwrap();
@@ -43,10 +42,9 @@ fn zeroize_on_drop<T: zeroize::ZeroizeOnDrop>() {}
 
 #[tokio::test]
 async fn debug_output_and_errors_never_show_secrets() {
-    let options = InitOptions {
-        password: Some(PASSWORD.as_bytes().to_vec()),
-        kdf: KdfParams::insecure_for_tests(),
-    };
+    let options = InitOptions::default()
+        .with_password(PASSWORD.as_bytes().to_vec())
+        .with_kdf(KdfParams::insecure_for_tests());
     assert_no_secret("InitOptions Debug", &format!("{options:?}"));
     assert!(format!("{options:?}").contains("<redacted>"));
 

@@ -351,20 +351,16 @@ async fn repository_round_trip(sink: ObjectStoreSink) {
     let password = b"correct horse battery staple".to_vec();
     let repo = Repository::init(
         Arc::clone(&sink),
-        InitOptions {
-            password: Some(password.clone()),
-            kdf: KdfParams::insecure_for_tests(),
-        },
+        InitOptions::default()
+            .with_password(password.clone())
+            .with_kdf(KdfParams::insecure_for_tests()),
     )
     .await
     .unwrap();
     let backup = repo
         .backup(
             &DirectorySnapshotter::new(vec![source.clone()]),
-            BackupOptions {
-                set: "sample".into(),
-                ..Default::default()
-            },
+            BackupOptions::default().with_set("sample"),
         )
         .await
         .unwrap();

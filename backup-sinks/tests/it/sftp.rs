@@ -514,10 +514,9 @@ async fn repository_round_trip() {
 
     let repo = Repository::init(
         sink.clone(),
-        InitOptions {
-            password: Some(b"repository password".to_vec()),
-            kdf: KdfParams::insecure_for_tests(),
-        },
+        InitOptions::default()
+            .with_password(b"repository password".to_vec())
+            .with_kdf(KdfParams::insecure_for_tests()),
     )
     .await
     .unwrap();

@@ -58,10 +58,7 @@ pub(crate) async fn run(args: ScheduleArgs) -> Result<ExitCode, Error> {
         .map_err(in_file)?;
     let mut runner = BackupJobRunner::new(common.store.clone(), password(&common)?);
     if prune {
-        runner = runner.with_prune(PruneOptions {
-            grace,
-            ..PruneOptions::default()
-        });
+        runner = runner.with_prune(PruneOptions::default().with_grace(grace));
     }
     let scheduler = Scheduler::builder(runner)
         .jobs(jobs)

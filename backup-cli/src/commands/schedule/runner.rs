@@ -71,12 +71,13 @@ impl BackupJobRunner {
                 })
             }
         };
-        let options = BackupOptions {
-            set: config.set_name().to_string(),
-            tags: config.tags.clone(),
-            writer: config.writer.clone(),
-            check_collision: true,
-            ..BackupOptions::default()
+        let options = {
+            let mut options = BackupOptions::default();
+            options.set = config.set_name().to_string();
+            options.tags = config.tags.clone();
+            options.writer = config.writer.clone();
+            options.check_collision = true;
+            options
         };
         run_backup_job(
             &repo,

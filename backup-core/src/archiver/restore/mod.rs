@@ -45,6 +45,7 @@ use writer::SafeWriter;
 
 /// What to restore.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct RestoreOptions {
     /// Glob patterns selecting what to restore; empty restores everything.
     ///
@@ -57,8 +58,23 @@ pub struct RestoreOptions {
     pub progress: Option<crate::progress::ProgressSink>,
 }
 
+impl RestoreOptions {
+    /// Restores only what these glob patterns select.
+    pub fn with_include(mut self, include: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.include = include.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sends progress events to `progress`.
+    pub fn with_progress(mut self, progress: crate::progress::ProgressSink) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+}
+
 /// Counters of a restore.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct RestoreSummary {
     /// Files written.
     pub files: u64,
