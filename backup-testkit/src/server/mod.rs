@@ -34,6 +34,10 @@ use crate::process;
 pub const INSTALL_HINT: &str = "install the test servers with scripts/install-test-servers.sh \
      (the tests start real servers on 127.0.0.1 and never skip)";
 
+/// How long a port must look held by another process, while our server
+/// runs without owning it, before another port is tried.
+const FOREIGN_PORT_PATIENCE: Duration = Duration::from_secs(2);
+
 /// How long a server may take to answer its first request: a hang guard
 /// (Azurite and moto start in seconds, slower on a loaded machine).
 pub const STARTUP_HANG_GUARD: Duration = Duration::from_secs(120);
@@ -157,6 +161,13 @@ impl ServerProcess {
     /// the caller may try another.
     fn wait_until_ready(&mut self, kind: &dyn ServerKind, wanted: u16) -> Result<u16, String> {
         let deadline = Instant::now() + STARTUP_HANG_GUARD;
+        // When the port is seen listened on but not (yet) among our
+        // server's sockets: the scan of its sockets and the kernel's table
+        // are two reads, and a server that binds between them looks like a
+        // stranger for one poll. A server that cannot bind exits (caught
+        // above), so only a port held for a while by someone else while
+        // ours keeps running counts as taken.
+        let mut foreign_since: Option<Instant> = None;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!(
@@ -173,9 +184,14 @@ impl ServerProcess {
                 Some(port) if kind.is_ready(port) => return Ok(port),
                 Some(_) => {}
                 None if wanted != 0 && process::port_is_listened_on(wanted) => {
-                    return Err(format!("port {wanted} is held by another process"));
+                    let since = *foreign_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > FOREIGN_PORT_PATIENCE {
+                        return Err(format!(
+                            "port {wanted} is held by another process (ours listens on {ours:?})"
+                        ));
+                    }
                 }
-                None => {}
+                None => foreign_since = None,
             }
             if Instant::now() > deadline {
                 panic!(
