@@ -107,9 +107,8 @@ fn decode_problem<T>(decoded: Result<T>) -> Result<Option<Error>> {
 
 /// Checks the repository; see [`Repository::verify`](crate::Repository::verify).
 pub(crate) async fn run(repo: &Engine, options: &VerifyOptions) -> Result<VerifyReport> {
-    let shared = repo;
-    let sink = shared.sink.as_ref();
-    let key = shared.key();
+    let sink = repo.sink.as_ref();
+    let key = repo.key();
     let mut report = VerifyReport::default();
 
     // Config and keys.
@@ -146,7 +145,7 @@ pub(crate) async fn run(repo: &Engine, options: &VerifyOptions) -> Result<Verify
         report.indexes += 1;
         let object = format!("{INDEX_PREFIX}{id}");
         let decoded = async {
-            let bytes = shared.get_named(&object, &id).await?;
+            let bytes = repo.get_named(&object, &id).await?;
             let payload = envelope::open(&object, &bytes, ObjectKind::Index, key)?;
             IndexFile::decode(&object, &payload)
         }
@@ -163,7 +162,7 @@ pub(crate) async fn run(repo: &Engine, options: &VerifyOptions) -> Result<Verify
         .flat_map(|(_, file)| file.supersedes.iter().copied())
         .collect();
     let mut index = Index::default();
-    index.set_doomed(shared.doomed_packs().await?);
+    index.set_doomed(repo.doomed_packs().await?);
     for (id, file) in files.iter().filter(|(id, _)| !superseded.contains(id)) {
         for pack in &file.packs {
             index_entries
@@ -226,7 +225,7 @@ pub(crate) async fn run(repo: &Engine, options: &VerifyOptions) -> Result<Verify
                     );
                 }
             }
-            let nodes = match shared.load_tree(&path, &ids).await {
+            let nodes = match repo.load_tree(&path, &ids).await {
                 Ok(nodes) => nodes,
                 Err(error) => {
                     report.problem(
