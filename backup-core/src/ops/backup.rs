@@ -192,15 +192,15 @@ async fn backup_registered(
         })
     });
     let parent_root = parent.as_ref().map(|p| p.manifest.root.as_slice());
-    let archived = match archiver {
-        Some(archiver) => archiver.archive(entries, parent_root).await,
+    let default;
+    let archiver: &dyn Archiver = match archiver {
+        Some(archiver) => archiver.as_ref(),
         None => {
-            ChunkArchiver::new(engine.clone())
-                .with_tracker(tracker)
-                .archive(entries, parent_root)
-                .await
+            default = ChunkArchiver::new(engine.clone()).with_tracker(tracker);
+            &default
         }
     };
+    let archived = archiver.archive(entries, parent_root).await;
     let mut facts = snapshot.facts;
     let finished_facts = match finisher {
         Some(finisher) => finisher.finish(archived.is_ok()).await,

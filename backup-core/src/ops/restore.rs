@@ -31,18 +31,17 @@ pub(crate) async fn run(
     target: &Path,
     options: &RestoreOptions,
 ) -> Result<RestoreSummary> {
-    match archiver {
-        Some(archiver) => {
-            archiver
-                .restore(&backup.manifest.root, target, options)
-                .await
-        }
+    let default;
+    let archiver: &dyn Archiver = match archiver {
+        Some(archiver) => archiver.as_ref(),
         None => {
-            ChunkArchiver::new(engine.clone())
-                .restore(&backup.manifest.root, target, options)
-                .await
+            default = ChunkArchiver::new(engine.clone());
+            &default
         }
-    }
+    };
+    archiver
+        .restore(&backup.manifest.root, target, options)
+        .await
 }
 
 /// Resolves every selection (`latest`, an id prefix, or `skip`) before
