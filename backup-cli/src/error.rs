@@ -33,6 +33,15 @@ fn hint(error: &Error) -> Option<&'static str> {
     match error {
         Error::PasswordRequired => Some(" (--password-file or BACKUP_PASSWORD)"),
         Error::NoRepository { .. } => Some(": run `backupctl init` first"),
+        Error::Unauthenticated { .. } => {
+            Some(" (check the credentials: the key file, or the AWS_/AZURE_/GOOGLE_ variables)")
+        }
+        Error::PermissionDenied { .. } => {
+            Some(" (check the credentials and what they are allowed to do on this repository)")
+        }
+        Error::InvalidArgument(message) if message.contains("BACKUP_WRITER") => {
+            Some(" (or give --writer)")
+        }
         _ => None,
     }
 }

@@ -1,14 +1,45 @@
 //! Parsing the option values several commands share: durations and
 //! percentages.
 
-use backup_core::Error;
+use backup_core::{CalendarDuration, Error};
 
-/// A `--grace` duration such as `1h` or `0s`.
+/// A `--grace` duration such as `1h` or `0s`: an exact duration in the
+/// library's one grammar ([`backup_core::parse_duration`]).
 pub(crate) fn parse_grace(text: &str) -> Result<chrono::Duration, Error> {
-    let duration = backup_core::schedule::parse_duration(text)
+    let duration = backup_core::parse_duration(text)
         .map_err(|error| Error::InvalidArgument(format!("--grace {text:?}: {error}")))?;
     chrono::Duration::from_std(duration)
         .map_err(|_| Error::InvalidArgument(format!("--grace {text:?} is too long")))
+}
+
+/// A retention duration such as `30d` or `1y6m` for the option `--{flag}`
+/// (the same grammar; `m` is months).
+pub(crate) fn parse_calendar(text: &str, flag: &str) -> Result<CalendarDuration, Error> {
+    text.parse::<CalendarDuration>()
+        .map_err(|error| Error::InvalidArgument(format!("--{flag} {text:?}: {error}")))
+}
+
+/// An exact duration in a configuration file: a string in the library's
+/// grammar (`5min`, `1h30min`; `m` is refused, being months), or an
+/// integer number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ExactDuration(pub(crate) std::time::Duration);
+
+impl<'de> serde::Deserialize<'de> for ExactDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Seconds(u64),
+            Text(String),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Seconds(seconds) => Ok(ExactDuration(std::time::Duration::from_secs(seconds))),
+            Written::Text(text) => backup_core::parse_duration(&text)
+                .map(ExactDuration)
+                .map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// A percentage from 0 to 100 (`30%` or `30`) as a share from 0 to 1, for
@@ -26,7 +57,8 @@ pub(crate) fn parse_percent(text: &str, flag: &str) -> Result<f64, Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_grace, parse_percent};
+    use super::*;
+    use crate::commands::schedule::config::ScheduleConfig;
 
     #[test]
     fn grace_reads_the_schedule_duration_grammar() {
@@ -45,5 +77,126 @@ mod tests {
             let message = parse_percent(bad, "repack-unused").unwrap_err().to_string();
             assert!(message.contains("--repack-unused"), "{message}");
         }
+    }
+
+    /// What a duration string means: a calendar span (retention), an exact
+    /// span, or refused.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Means {
+        /// Accepted only as a calendar span (years or months in it).
+        Calendar,
+        /// Accepted only as an exact span of this many seconds.
+        Exact(u64),
+        /// Accepted everywhere, as this many seconds.
+        Both(u64),
+        /// Refused everywhere.
+        Neither,
+    }
+
+    /// A schedule file with one job whose `field` (a job key or a
+    /// `retention` key) is `text`.
+    fn schedule_with(field: &str, text: &str) -> String {
+        let (job, retention) = match field.strip_prefix("retention.") {
+            Some(key) => (String::new(), format!("{key} = {text:?}")),
+            None => (format!("{field} = {text:?}\n"), "keep_last = 1".to_string()),
+        };
+        format!(
+            "[[job]]\nname = \"a\"\ncron = \"0 * * * *\"\nrepository = \"/r\"\n{job}\
+             source = {{ type = \"directory\", paths = [\"/d\"] }}\nretention = {{ {retention} }}\n"
+        )
+    }
+
+    #[test]
+    fn a_duration_means_the_same_span_in_every_place_that_parses_one() {
+        use Means::*;
+        let table = [
+            ("1h", Both(3_600)),
+            ("36h", Both(129_600)),
+            ("2d", Both(172_800)),
+            ("1d12h", Both(129_600)),
+            ("1m", Calendar),
+            ("6m", Calendar),
+            ("1y", Calendar),
+            ("1y2m3d4h", Calendar),
+            ("90min", Exact(5_400)),
+            ("1h30min", Exact(5_400)),
+            ("30s", Exact(30)),
+            ("1w", Exact(604_800)),
+            ("250ms", Exact(0)),
+            ("90", Neither),
+            ("5 mins", Neither),
+            ("1.5h", Neither),
+            ("-1h", Neither),
+            ("", Neither),
+        ];
+        let start = chrono::DateTime::parse_from_rfc3339("2024-01-31T00:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        for (text, means) in table {
+            // Every calendar place: forget's --keep-within, --keep-within-*
+            // and --ttl (all through parse_calendar), and the schedule
+            // file's retention.keep_within and retention.ttl.
+            let mut calendar = vec![parse_calendar(text, "keep-within").ok()];
+            for field in ["retention.keep_within", "retention.ttl"] {
+                calendar.push(
+                    ScheduleConfig::from_toml_str(&schedule_with(field, text))
+                        .ok()
+                        .map(|config| {
+                            let retention = &config.jobs[0].retention;
+                            retention.keep_within.or(retention.ttl).expect(field)
+                        }),
+                );
+            }
+            // Every exact place: --grace of forget, prune and schedule
+            // (all through parse_grace), and the schedule file's jitter and
+            // stale_grace.
+            let mut exact: Vec<Option<std::time::Duration>> =
+                vec![parse_grace(text).ok().map(|grace| grace.to_std().unwrap())];
+            for field in ["jitter", "stale_grace"] {
+                exact.push(
+                    ScheduleConfig::from_toml_str(&schedule_with(field, text))
+                        .ok()
+                        .map(|config| {
+                            let job = &config.jobs[0];
+                            job.jitter.or(job.stale_grace).expect(field).0
+                        }),
+                );
+            }
+            let calendar_ok = matches!(means, Calendar | Both(_));
+            let exact_seconds = match means {
+                Exact(seconds) | Both(seconds) => Some(seconds),
+                _ => None,
+            };
+            for (place, parsed) in calendar.iter().enumerate() {
+                assert_eq!(
+                    parsed.is_some(),
+                    calendar_ok,
+                    "{text:?} at calendar place {place}"
+                );
+            }
+            assert!(
+                calendar.windows(2).all(|pair| pair[0] == pair[1]),
+                "{text:?}: {calendar:?}"
+            );
+            for (place, parsed) in exact.iter().enumerate() {
+                assert_eq!(
+                    parsed.map(|duration| duration.as_secs()),
+                    exact_seconds,
+                    "{text:?} at exact place {place}"
+                );
+            }
+            // Where both accept it, it is one span.
+            if let (Some(Some(span)), Some(Some(duration))) = (calendar.first(), exact.first()) {
+                assert_eq!(
+                    span.after(start),
+                    Some(start + chrono::Duration::from_std(*duration).unwrap()),
+                    "{text:?}"
+                );
+            }
+        }
+        // `m` is never minutes: where exact spans are read, the error says
+        // what to write instead.
+        let message = parse_grace("5m").unwrap_err().to_string();
+        assert!(message.contains("write min for minutes"), "{message}");
     }
 }

@@ -149,11 +149,40 @@ pub enum Error {
         detail: String,
     },
 
-    /// Some files could not be restored; the others were.
-    #[error("{} of the requested files could not be restored: {}", failures.len(), summarize(failures))]
-    PartialRestore {
-        /// Each failed path with its reason.
-        failures: Vec<(String, String)>,
+    /// The storage refused the credentials: they are missing, wrong or
+    /// expired. Fix the credentials; retrying as is will not help.
+    #[error("storage refused the credentials during {operation} on {key:?}: {source}")]
+    Unauthenticated {
+        /// What was being done (`put`, `get`, `list`, ...).
+        operation: &'static str,
+        /// Key or prefix involved.
+        key: String,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The storage accepted the credentials but does not allow the
+    /// operation on the key. Fix the permissions; retrying as is will not
+    /// help.
+    #[error("storage denied {operation} on {key:?}: {source}")]
+    PermissionDenied {
+        /// What was being done (`put`, `get`, `list`, ...).
+        operation: &'static str,
+        /// Key or prefix involved.
+        key: String,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The operation was cancelled through its cancellation token. It
+    /// stopped and cleaned up: a cancelled backup wrote no manifest and
+    /// left no in-flight marker.
+    #[error("{operation} cancelled")]
+    Cancelled {
+        /// The operation cancelled (`backup`, `restore`, ...).
+        operation: &'static str,
     },
 
     /// The newest backup of the set was written by another writer: two
@@ -174,19 +203,6 @@ pub enum Error {
     /// The caller's input is not valid.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-}
-
-fn summarize(failures: &[(String, String)]) -> String {
-    let mut text = failures
-        .iter()
-        .take(5)
-        .map(|(path, why)| format!("{path}: {why}"))
-        .collect::<Vec<_>>()
-        .join("; ");
-    if failures.len() > 5 {
-        text.push_str(&format!("; and {} more", failures.len() - 5));
-    }
-    text
 }
 
 impl Error {

@@ -43,11 +43,13 @@
 mod archiver;
 mod chunker;
 mod crypto;
+mod duration;
 mod engine;
 mod error;
 mod format;
 mod id;
 mod ops;
+mod outcome;
 mod progress;
 mod readahead;
 mod repository;
@@ -109,6 +111,9 @@ pub use format::manifest::{Backup, BackupStats, BackupStatus, ItemError, Manifes
 pub use format::tree::NodeKind;
 pub use id::Id;
 
+// How operations end.
+pub use outcome::{FailureKind, ItemFailure, Status};
+
 // Sources: snapshotters and what they produce.
 pub use snapshot::{
     split_command_line, CommandSnapshotter, DirectorySnapshotter, Entry, Finisher, Snapshot,
@@ -130,9 +135,10 @@ pub use sink::{
 // Retention.
 #[cfg(any(test, feature = "conformance"))]
 pub use retention::check_policy_contract;
-pub use retention::{
-    CalendarDuration, Decision, InvalidPolicy, KeepPolicy, ParseDurationError, RetentionPolicy,
-};
+pub use retention::{Decision, InvalidPolicy, KeepPolicy, RetentionPolicy};
+
+// Durations, in the one grammar every duration is written in.
+pub use duration::{format_duration, parse_duration, CalendarDuration, ParseDurationError};
 
 // Progress reporting.
 pub use progress::{Phase, Progress, ProgressSink};
@@ -140,3 +146,6 @@ pub use progress::{Phase, Progress, ProgressSink};
 // Keys and errors.
 pub use crypto::KdfParams;
 pub use error::{BoxError, Error, Result};
+/// Cancels a long operation ([`BackupOptions::with_cancellation`] and the
+/// like) or a scheduled run; tokio-util's token, re-exported.
+pub use tokio_util::sync::CancellationToken;

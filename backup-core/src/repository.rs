@@ -112,8 +112,18 @@ impl Repository {
         let key = match password.as_ref() {
             Some(password) => {
                 let master = MasterKey::generate();
-                let file =
-                    KeyFile::create(&master, password, options.kdf, &config_object, hostname())?;
+                let file = {
+                    let (master, password, config_object) = (
+                        master.clone(),
+                        zeroize::Zeroizing::new(password.clone()),
+                        config_object.clone(),
+                    );
+                    let kdf = options.kdf;
+                    crate::engine::keys::off_runtime(move || {
+                        KeyFile::create(&master, &password, kdf, &config_object, hostname())
+                    })
+                    .await?
+                };
                 let object = file.to_object()?;
                 let id = Id(Sha256::digest(&object).into());
                 sink.put(

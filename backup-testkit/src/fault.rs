@@ -82,6 +82,7 @@ pub struct FaultSink {
     failed_after_write: AtomicU64,
     stalled: AtomicU64,
     truncated: AtomicU64,
+    log: Mutex<Vec<(&'static str, String)>>,
 }
 
 enum Fault {
@@ -104,6 +105,19 @@ impl FaultSink {
             failed_after_write: AtomicU64::new(0),
             stalled: AtomicU64::new(0),
             truncated: AtomicU64::new(0),
+            log: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Every operation seen so far, as (operation, key or prefix), in order.
+    pub fn operations(&self) -> Vec<(&'static str, String)> {
+        self.log.lock().map(|log| log.clone()).unwrap_or_default()
+    }
+
+    /// Forgets the operations seen so far ([`FaultSink::operations`]).
+    pub fn clear_operations(&self) {
+        if let Ok(mut log) = self.log.lock() {
+            log.clear();
         }
     }
 
@@ -140,6 +154,9 @@ impl FaultSink {
         is_get: bool,
     ) -> Result<Fault> {
         let seen = self.operations.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut log) = self.log.lock() {
+            log.push((operation, key.to_string()));
+        }
         let plan = self.plan.lock().map(|plan| *plan).unwrap_or_default();
         if plan.gone_after.is_some_and(|limit| seen >= limit) {
             self.gone.store(true, Ordering::SeqCst);

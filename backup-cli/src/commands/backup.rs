@@ -110,6 +110,8 @@ pub(crate) async fn run(args: BackupArgs) -> Result<ExitCode, Error> {
             "short_id": summary.id.short(),
             "set": manifest.set,
             "time": manifest.time.to_rfc3339(),
+            "writer": manifest.writer,
+            "hostname": manifest.hostname,
             "status": manifest.status,
             "files": stats.files,
             "dirs": stats.dirs,
@@ -118,7 +120,7 @@ pub(crate) async fn run(args: BackupArgs) -> Result<ExitCode, Error> {
             "bytes_read": stats.bytes_read,
             "bytes_added": stats.bytes_added,
             "duration_seconds": stats.duration_ms as f64 / 1000.0,
-            "errors": manifest.errors,
+            "errors": summary.failures,
         }));
     } else {
         out!(

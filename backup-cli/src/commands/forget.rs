@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::cli::Common;
 use crate::output::{out, print_json, print_prune};
-use crate::parse::parse_grace;
+use crate::parse::{parse_calendar, parse_grace};
 use crate::repository::open;
 
 /// Options of `forget`.
@@ -88,11 +88,7 @@ impl PolicyArgs {
         let calendar =
             |text: &Option<String>, flag: &str| -> Result<Option<CalendarDuration>, Error> {
                 text.as_deref()
-                    .map(|text| {
-                        text.parse::<CalendarDuration>().map_err(|error| {
-                            Error::InvalidArgument(format!("--{flag} {text:?}: {error}"))
-                        })
-                    })
+                    .map(|text| parse_calendar(text, flag))
                     .transpose()
             };
         let policy = KeepPolicy {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use backup_core::{Error, RestoreOptions};
+use backup_core::{Error, RestoreOptions, Status};
 use clap::Args;
 use serde_json::json;
 
@@ -90,7 +90,26 @@ async fn restore_sets(args: RestoreArgs) -> Result<ExitCode, Error> {
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    let failures: Vec<_> = results
+        .iter()
+        .filter_map(|result| Some((&result.set, result.summary.as_ref()?)))
+        .flat_map(|(set, summary)| summary.failures.iter().map(move |failure| (set, failure)))
+        .collect();
+    for (set, failure) in &failures {
+        eprintln!(
+            "error: set {set}: not restored: {}: {}",
+            failure.path, failure.message
+        );
+    }
+    if failures.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "error: {} item(s) could not be restored; everything else was",
+            failures.len()
+        );
+        Ok(ExitCode::from(EXIT_PARTIAL))
+    }
 }
 
 /// `restore BACKUP`: one backup into the target; exits with
@@ -111,44 +130,31 @@ async fn restore_one(args: RestoreArgs, backup: &str) -> Result<ExitCode, Error>
         options.progress = progress_sink(&common);
         options
     };
-    match repo.restore(&backup, &target, &options).await {
-        Ok(summary) => {
-            if common.json {
-                print_json(
-                    &json!({ "id": backup.id.to_hex(), "target": target, "summary": summary, "failures": [] }),
-                );
-            } else {
-                out!(
-                    "restored backup {} to {}: {} files, {} dirs, {} symlinks, {}",
-                    backup.id.short(),
-                    target.display(),
-                    summary.files,
-                    summary.dirs,
-                    summary.symlinks,
-                    human_bytes(summary.bytes)
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(Error::PartialRestore { failures }) => {
-            if common.json {
-                let failures: Vec<_> = failures
-                    .iter()
-                    .map(|(path, why)| json!({"path": path, "error": why}))
-                    .collect();
-                print_json(
-                    &json!({ "id": backup.id.to_hex(), "target": target, "failures": failures }),
-                );
-            }
-            for (path, why) in &failures {
-                eprintln!("error: not restored: {path}: {why}");
-            }
-            eprintln!(
-                "error: {} item(s) could not be restored; everything else was",
-                failures.len()
+    let summary = repo.restore(&backup, &target, &options).await?;
+    if common.json {
+        print_json(&json!({ "id": backup.id.to_hex(), "target": target, "summary": summary }));
+    }
+    for failure in &summary.failures {
+        eprintln!("error: not restored: {}: {}", failure.path, failure.message);
+    }
+    if summary.status == Status::Completed {
+        if !common.json {
+            out!(
+                "restored backup {} to {}: {} files, {} dirs, {} symlinks, {}",
+                backup.id.short(),
+                target.display(),
+                summary.files,
+                summary.dirs,
+                summary.symlinks,
+                human_bytes(summary.bytes)
             );
-            Ok(ExitCode::from(EXIT_PARTIAL))
         }
-        Err(other) => Err(other),
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "error: {} item(s) could not be restored; everything else was",
+            summary.failures.len()
+        );
+        Ok(ExitCode::from(EXIT_PARTIAL))
     }
 }

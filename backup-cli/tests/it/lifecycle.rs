@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backup_testkit::backupctl::Out;
+use backup_testkit::backupctl::{Backupctl, Out};
 use backup_testkit::process::wait_for;
 use backup_testkit::rng::random_bytes;
 use backup_testkit::tree::{assert_same_contents, disk_usage};
@@ -529,4 +529,107 @@ fn restore_selects_latest_completed_a_named_backup_or_skips_per_set() {
     );
     wrong.fails();
     assert!(!place.path().join("none").exists());
+}
+
+/// `command` run as if on a host named `host`: in a UTS namespace of its
+/// own (as root; otherwise in a user namespace too), where it sets the host
+/// name before it starts. Each run of a Kubernetes CronJob is such a new
+/// host: a pod with a new name.
+fn on_host(command: &Command, host: &str) -> Command {
+    let root = Command::new("unshare")
+        .args(["--uts", "true"])
+        .status()
+        .is_ok_and(|status| status.success());
+    let mut wrapped = Command::new("unshare");
+    if !root {
+        wrapped.args(["--user", "--map-root-user"]);
+    }
+    wrapped
+        .args(["--uts", "sh", "-c", "hostname \"$0\" && exec \"$@\"", host])
+        .arg(command.get_program())
+        .args(command.get_args())
+        .stdin(Stdio::null());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(name, value),
+            None => wrapped.env_remove(name),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    wrapped
+}
+
+#[test]
+fn a_cronjob_on_new_pods_with_one_writer_id_records_every_run_and_a_second_id_collides() {
+    let place = tempfile::tempdir().unwrap();
+    let path = place.path().join("repo");
+    let source = place.path().join("source");
+    ok(&["init", "--no-encryption"], &path);
+    // What a CronJob's pod has: a Kubernetes environment and BACKUP_WRITER
+    // set in the pod template; the host name is the pod's.
+    let in_cluster = |writer: Option<&str>| {
+        let repo = Repo::new(path.clone(), None);
+        let mut runner = (*repo).clone().env("KUBERNETES_SERVICE_HOST", "10.96.0.1");
+        if let Some(writer) = writer {
+            runner = runner.env("BACKUP_WRITER", writer);
+        }
+        runner
+    };
+    let backup = |runner: &Backupctl, host: &str| {
+        let command = runner.command([
+            "backup",
+            "--set",
+            "etcd",
+            "--check-collision",
+            "--json",
+            source.to_str().unwrap(),
+        ]);
+        runner.run_command(on_host(&command, host))
+    };
+    for (run, pod) in [
+        "etcd-backup-28913400-x7k2p",
+        "etcd-backup-28913520-9qv4m",
+        "etcd-backup-28913640-lm2zd",
+    ]
+    .iter()
+    .enumerate()
+    {
+        write_generation(&source, run as u64 + 1, 2, 10_000);
+        let out = backup(&in_cluster(Some("prod-eu-1")), pod).ok();
+        let summary = out.json();
+        assert_eq!(summary["writer"], "prod-eu-1", "{}", out.describe());
+        assert_eq!(summary["hostname"], *pod, "{}", out.describe());
+    }
+    let backups = json(&["list", "--set", "etcd"], &path);
+    let backups = backups.as_array().unwrap();
+    assert_eq!(
+        backups.len(),
+        3,
+        "three runs, three backups, no collision: {backups:?}"
+    );
+
+    // Another cluster's job writing the same set collides, naming both.
+    let out = backup(&in_cluster(Some("prod-us-1")), "other-backup-1-abcde");
+    assert_eq!(out.code, Some(1), "{}", out.describe());
+    assert!(
+        out.stderr.contains("collision")
+            && out.stderr.contains("prod-eu-1")
+            && out.stderr.contains("prod-us-1"),
+        "{}",
+        out.describe()
+    );
+    // Without a writer id, a collision-checked backup in Kubernetes is
+    // refused: the pod's name would collide with every earlier run.
+    let out = backup(&in_cluster(None), "etcd-backup-28913760-zz9aa");
+    assert_ne!(out.code, Some(0), "{}", out.describe());
+    assert!(out.stderr.contains("BACKUP_WRITER"), "{}", out.describe());
+    assert_eq!(
+        json(&["list", "--set", "etcd"], &path)
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
 }

@@ -33,7 +33,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::engine::Engine;
-use crate::format::manifest::{BackupStats, ItemError};
+use crate::format::manifest::BackupStats;
+use crate::outcome::{FailureKind, ItemFailure};
 use crate::progress::Tracker;
 use crate::snapshot::Entry;
 use crate::{Error, Id, Result};
@@ -85,7 +86,7 @@ pub struct Archived {
     /// Counters (duration left zero).
     pub stats: BackupStats,
     /// Items that could not be stored.
-    pub errors: Vec<ItemError>,
+    pub errors: Vec<ItemFailure>,
 }
 
 /// The default archiver: content-defined chunking, dedup, zstd, encryption,
@@ -203,14 +204,14 @@ impl Counters {
 }
 
 /// A per-item failure (the item is skipped) or a fatal one.
-enum ItemFailure {
-    Item(String),
+enum FileFailure {
+    Item(FailureKind, String),
     Fatal(Error),
 }
 
-impl From<Error> for ItemFailure {
+impl From<Error> for FileFailure {
     fn from(error: Error) -> Self {
-        ItemFailure::Fatal(error)
+        FileFailure::Fatal(error)
     }
 }
 
@@ -231,7 +232,7 @@ mod tests {
         repo: &Repository,
         dir: &Path,
         cached_reads: bool,
-    ) -> (Vec<Id>, BackupStats, Vec<ItemError>) {
+    ) -> (Vec<Id>, BackupStats, Vec<ItemFailure>) {
         let writer = Arc::new(BackupWriter::new(
             repo.engine().clone(),
             Tracker::new("backup"),

@@ -95,7 +95,7 @@ impl BackupWriter {
         &self,
         path: &Path,
         size: u64,
-    ) -> Result<(Vec<Id>, u64), ItemFailure> {
+    ) -> Result<(Vec<Id>, u64), FileFailure> {
         // Up to a maximum-size chunk is read at once: small files share many
         // slots, larger ones the few slots of streamed files.
         let slots = if size <= SMALL_FILE {
@@ -106,13 +106,13 @@ impl BackupWriter {
         let _slot = slots
             .acquire()
             .await
-            .map_err(|_| ItemFailure::Fatal(closed()))?;
+            .map_err(|_| FileFailure::Fatal(closed()))?;
         // Held until the file's new chunks are in a pack.
         let _memory = self
             .memory
             .acquire_many(Self::memory_permits(size))
             .await
-            .map_err(|_| ItemFailure::Fatal(closed()))?;
+            .map_err(|_| FileFailure::Fatal(closed()))?;
         let repo = self.repo.clone();
         let claimed = self.claimed.clone();
         let path_owned = path.to_path_buf();
@@ -150,8 +150,10 @@ impl BackupWriter {
         }
         let (size, encoded) = receiver
             .await
-            .map_err(|_| ItemFailure::Fatal(closed()))?
-            .map_err(|error| ItemFailure::Item(format!("read failed: {error}")))?;
+            .map_err(|_| FileFailure::Fatal(closed()))?
+            .map_err(|error| {
+                FileFailure::Item(FailureKind::of_io(&error), format!("read failed: {error}"))
+            })?;
         self.stats.bytes_read.fetch_add(size, Ordering::Relaxed);
         self.tracker.bytes_done(size);
         let mut ids = Vec::with_capacity(encoded.len());

@@ -19,15 +19,16 @@ impl BackupWriter {
     pub(super) async fn store_large_file(
         &self,
         path: &Path,
-    ) -> Result<(Vec<Id>, u64), ItemFailure> {
+    ) -> Result<(Vec<Id>, u64), FileFailure> {
         let _slot = self
             .file_slots
             .acquire()
             .await
-            .map_err(|_| ItemFailure::Fatal(closed()))?;
+            .map_err(|_| FileFailure::Fatal(closed()))?;
         self.tracker.set_current(path.display().to_string());
-        let file = std::fs::File::open(path)
-            .map_err(|error| ItemFailure::Item(format!("cannot open: {error}")))?;
+        let file = std::fs::File::open(path).map_err(|error| {
+            FileFailure::Item(FailureKind::of_io(&error), format!("cannot open: {error}"))
+        })?;
         self.store_stream(Box::new(file)).await
     }
 
@@ -36,11 +37,11 @@ impl BackupWriter {
         name: String,
         reader: Box<dyn Read + Send>,
         mode: u32,
-    ) -> Result<Option<Node>, ItemFailure> {
+    ) -> Result<Option<Node>, FileFailure> {
         let (content, size) = match self.store_stream(reader).await {
             Ok(done) => done,
-            Err(ItemFailure::Item(message)) => {
-                return Err(ItemFailure::Fatal(Error::Snapshot {
+            Err(FileFailure::Item(_, message)) => {
+                return Err(FileFailure::Fatal(Error::Snapshot {
                     source_name: name,
                     detail: message,
                 }))
@@ -71,7 +72,7 @@ impl BackupWriter {
     pub(super) async fn store_stream(
         &self,
         reader: Box<dyn Read + Send>,
-    ) -> Result<(Vec<Id>, u64), ItemFailure> {
+    ) -> Result<(Vec<Id>, u64), FileFailure> {
         // The reader takes each chunk's share of the memory budget before
         // handing it over, so only what is in the budget waits in the
         // channel or in flight.
@@ -153,10 +154,13 @@ impl BackupWriter {
         drop(receiver);
         let _ = reading.await;
         if let Some(error) = fatal {
-            return Err(ItemFailure::Fatal(error));
+            return Err(FileFailure::Fatal(error));
         }
         if let Some(error) = read_error {
-            return Err(ItemFailure::Item(format!("read failed: {error}")));
+            return Err(FileFailure::Item(
+                FailureKind::of_io(&error),
+                format!("read failed: {error}"),
+            ));
         }
         Ok((ids, size))
     }

@@ -73,7 +73,7 @@ impl BackupWriter {
         name: String,
         metadata: Option<std::io::Result<std::fs::Metadata>>,
         parent: Option<Node>,
-    ) -> BoxFuture<'_, Result<Option<Node>, ItemFailure>> {
+    ) -> BoxFuture<'_, Result<Option<Node>, FileFailure>> {
         async move {
             let metadata = match metadata {
                 Some(metadata) => metadata,
@@ -82,7 +82,11 @@ impl BackupWriter {
             let metadata = match metadata {
                 Ok(metadata) => metadata,
                 Err(error) => {
-                    self.record_error(&path, format!("cannot read metadata: {error}"));
+                    self.record_error(
+                        &path,
+                        FailureKind::of_io(&error),
+                        format!("cannot read metadata: {error}"),
+                    );
                     return Ok(None);
                 }
             };
@@ -103,13 +107,14 @@ impl BackupWriter {
                         for skipped in unnamed {
                             self.record_error(
                                 &skipped,
+                                FailureKind::Unsupported,
                                 "the name is not valid UTF-8: not backed up".into(),
                             );
                         }
                         children
                     }
-                    Err(message) => {
-                        self.record_error(&path, message);
+                    Err((kind, message)) => {
+                        self.record_error(&path, kind, message);
                         return Ok(None);
                     }
                 };
@@ -133,12 +138,20 @@ impl BackupWriter {
                 let target = match tokio::fs::read_link(&path).await {
                     Ok(target) => target,
                     Err(error) => {
-                        self.record_error(&path, format!("cannot read link: {error}"));
+                        self.record_error(
+                            &path,
+                            FailureKind::of_io(&error),
+                            format!("cannot read link: {error}"),
+                        );
                         return Ok(None);
                     }
                 };
                 let Some(target) = target.to_str() else {
-                    self.record_error(&path, "link target is not UTF-8".into());
+                    self.record_error(
+                        &path,
+                        FailureKind::Unsupported,
+                        "link target is not UTF-8".into(),
+                    );
                     return Ok(None);
                 };
                 node.kind = NodeKind::Symlink;
@@ -162,7 +175,7 @@ impl BackupWriter {
         path: &Path,
         mut node: Node,
         parent: Option<Node>,
-    ) -> Result<Option<Node>, ItemFailure> {
+    ) -> Result<Option<Node>, FileFailure> {
         self.stats.files.fetch_add(1, Ordering::Relaxed);
         self.stats
             .bytes_total
@@ -194,12 +207,12 @@ impl BackupWriter {
                 self.tracker.file_done();
                 Ok(Some(node))
             }
-            Err(ItemFailure::Item(message)) => {
+            Err(FileFailure::Item(kind, message)) => {
                 self.stats.files.fetch_sub(1, Ordering::Relaxed);
                 self.stats
                     .bytes_total
                     .fetch_sub(node.size, Ordering::Relaxed);
-                self.record_error(path, message);
+                self.record_error(path, kind, message);
                 Ok(None)
             }
             Err(fatal) => Err(fatal),
@@ -296,16 +309,25 @@ pub(super) async fn read_dir_names(
         Vec<(String, std::io::Result<std::fs::Metadata>)>,
         Vec<PathBuf>,
     ),
-    String,
+    (FailureKind, String),
 > {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let mut names = Vec::new();
         let mut unnamed = Vec::new();
-        let reader =
-            std::fs::read_dir(&path).map_err(|error| format!("cannot list directory: {error}"))?;
+        let reader = std::fs::read_dir(&path).map_err(|error| {
+            (
+                FailureKind::of_io(&error),
+                format!("cannot list directory: {error}"),
+            )
+        })?;
         for entry in reader {
-            let entry = entry.map_err(|error| format!("cannot list directory: {error}"))?;
+            let entry = entry.map_err(|error| {
+                (
+                    FailureKind::of_io(&error),
+                    format!("cannot list directory: {error}"),
+                )
+            })?;
             match entry.file_name().into_string() {
                 Ok(name) => names.push(name),
                 Err(raw) => unnamed.push(path.join(raw)),
@@ -322,5 +344,10 @@ pub(super) async fn read_dir_names(
         Ok((entries, unnamed))
     })
     .await
-    .map_err(|error| format!("cannot list directory: {error}"))?
+    .map_err(|error| {
+        (
+            FailureKind::Other,
+            format!("cannot list directory: {error}"),
+        )
+    })?
 }

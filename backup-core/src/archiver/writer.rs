@@ -11,9 +11,9 @@ use tokio::task::JoinSet;
 
 use crate::engine::Engine;
 use crate::format::index::IndexedPack;
-use crate::format::manifest::ItemError;
 use crate::format::pack::BlobKind;
 use crate::format::tree::{self, Node};
+use crate::outcome::{FailureKind, ItemFailure};
 use crate::progress::Tracker;
 use crate::snapshot::Entry;
 use crate::{Error, Id, Result};
@@ -46,7 +46,7 @@ pub(super) struct BackupWriter {
     pub(super) unindexed: tokio::sync::Mutex<Vec<IndexedPack>>,
     pub(super) stats: Counters,
     pub(super) bytes_added: AtomicU64,
-    pub(super) errors: Mutex<Vec<ItemError>>,
+    pub(super) errors: Mutex<Vec<ItemFailure>>,
 }
 
 impl BackupWriter {
@@ -89,13 +89,10 @@ impl BackupWriter {
             .clamp(1, MEMORY_BUDGET_KIB)
     }
 
-    pub(super) fn record_error(&self, path: &Path, message: String) {
-        tracing::warn!(path = %path.display(), %message, "item not backed up");
+    pub(super) fn record_error(&self, path: &Path, kind: FailureKind, message: String) {
+        tracing::warn!(path = %path.display(), ?kind, %message, "item not backed up");
         if let Ok(mut errors) = self.errors.lock() {
-            errors.push(ItemError {
-                path: path.display().to_string(),
-                message,
-            });
+            errors.push(ItemFailure::new(path.display().to_string(), kind, message));
         }
     }
 
@@ -123,8 +120,8 @@ impl BackupWriter {
             match outcome {
                 Ok(Some(node)) => nodes.push(node),
                 Ok(None) => {}
-                Err(ItemFailure::Fatal(error)) => return Err(error),
-                Err(ItemFailure::Item(message)) => {
+                Err(FileFailure::Fatal(error)) => return Err(error),
+                Err(FileFailure::Item(_, message)) => {
                     return Err(Error::Snapshot {
                         source_name: name_for_error,
                         detail: message,

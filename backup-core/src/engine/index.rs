@@ -120,41 +120,9 @@ impl Engine {
         let damaged = &damaged;
         let files: Vec<(Id, IndexFile)> = loop {
             let ids = list_ids(self.sink.as_ref(), INDEX_PREFIX).await?;
-            let loaded: Result<Vec<Option<(Id, IndexFile)>>> = futures::stream::iter(ids)
-                .map(|id| async move {
-                    let key = format!("{INDEX_PREFIX}{id}");
-                    // Decrypting and decoding a large index object takes
-                    // milliseconds of CPU: on blocking threads, several
-                    // objects are checked and decoded at once instead of one
-                    // after another on the thread polling this stream.
-                    let master = self.key().cloned();
-                    let decoded = self
-                        .get_named_decoded(key, id, move |key, bytes| {
-                            let payload = envelope::open_named(
-                                key,
-                                bytes,
-                                ObjectKind::Index,
-                                master.as_ref(),
-                            )?;
-                            IndexFile::decode(key, &payload)
-                        })
-                        .await;
-                    match decoded {
-                        Ok(file) => Ok(Some((id, file))),
-                        Err(error @ Error::Corrupt { .. }) if !strict => {
-                            tracing::warn!(%error, "damaged index object skipped (run verify)");
-                            damaged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            Ok(None)
-                        }
-                        Err(error) => Err(error),
-                    }
-                })
-                .buffer_unordered(METADATA_CONCURRENCY)
-                .try_collect()
-                .await;
-            match loaded {
+            match self.read_index_files(ids, strict, damaged).await {
                 Err(Error::NotFound { .. }) if attempt < INDEX_LOAD_ATTEMPTS => attempt += 1,
-                other => break other?.into_iter().flatten().collect(),
+                other => break other?,
             }
         };
         let superseded: HashSet<Id> = files
@@ -217,6 +185,84 @@ impl Engine {
             );
         }
         Ok(index)
+    }
+
+    /// Reads and decodes the index objects `ids`, concurrently. Unless
+    /// `strict`, a damaged one is skipped with a warning and counted in
+    /// `damaged`.
+    async fn read_index_files(
+        &self,
+        ids: Vec<Id>,
+        strict: bool,
+        damaged: &std::sync::atomic::AtomicUsize,
+    ) -> Result<Vec<(Id, IndexFile)>> {
+        let loaded: Vec<Option<(Id, IndexFile)>> = futures::stream::iter(ids)
+            .map(|id| async move {
+                let key = format!("{INDEX_PREFIX}{id}");
+                // Decrypting and decoding a large index object takes
+                // milliseconds of CPU: on blocking threads, several objects
+                // are checked and decoded at once instead of one after
+                // another on the thread polling this stream.
+                let master = self.key().cloned();
+                let decoded = self
+                    .get_named_decoded(key, id, move |key, bytes| {
+                        let payload =
+                            envelope::open_named(key, bytes, ObjectKind::Index, master.as_ref())?;
+                        IndexFile::decode(key, &payload)
+                    })
+                    .await;
+                match decoded {
+                    Ok(file) => Ok(Some((id, file))),
+                    Err(error @ Error::Corrupt { .. }) if !strict => {
+                        tracing::warn!(%error, "damaged index object skipped (run verify)");
+                        damaged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        Ok(None)
+                    }
+                    Err(error) => Err(error),
+                }
+            })
+            .buffer_unordered(METADATA_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(loaded.into_iter().flatten().collect())
+    }
+
+    /// Brings the in-memory index up to date with the stored one, reading
+    /// only the index objects written since it was loaded (by this process
+    /// or another). Loads it whole when anything else changed: an index
+    /// object it holds is gone or superseded (a prune rewrote the index), a
+    /// deletion mark came or went, or a new index object cannot be read.
+    pub(crate) async fn refresh_index(&self) -> Result<()> {
+        let stored: HashSet<Id> = list_ids(self.sink.as_ref(), INDEX_PREFIX)
+            .await?
+            .into_iter()
+            .collect();
+        let doomed = self.doomed_packs().await?;
+        let new: Option<Vec<Id>> = {
+            let index = self.index.read().map_err(|_| poisoned())?;
+            (index.files().is_subset(&stored) && index.doomed() == &doomed)
+                .then(|| stored.difference(index.files()).copied().collect())
+        };
+        if let Some(new) = new {
+            let none_damaged = std::sync::atomic::AtomicUsize::new(0);
+            if let Ok(files) = self.read_index_files(new, true, &none_damaged).await {
+                let mut index = self.index.write().map_err(|_| poisoned())?;
+                let supersedes_any = files.iter().any(|(_, file)| {
+                    file.supersedes.iter().any(|old| {
+                        index.files().contains(old) || files.iter().any(|(id, _)| id == old)
+                    })
+                });
+                if !supersedes_any {
+                    for (id, file) in &files {
+                        index.add_file(*id, file);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        let index = self.load_index().await?;
+        *self.index.write().map_err(|_| poisoned())? = index;
+        Ok(())
     }
 
     /// Packs named in deletion marks. An unreadable mark is skipped with a

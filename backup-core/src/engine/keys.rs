@@ -23,6 +23,25 @@ pub(crate) fn warm_while_deriving(sink: &Arc<dyn Sink>) {
     }
 }
 
+/// Runs `work` (a key derivation: Argon2id keeps a core busy for tens of
+/// milliseconds) on a blocking thread, so that the runtime worker that
+/// awaits it goes on running the embedding service's other tasks. Inline
+/// when not on a Tokio runtime.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return work();
+    }
+    match tokio::task::spawn_blocking(work).await {
+        Ok(outcome) => outcome,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_) => Err(Error::InvalidArgument(
+            "the runtime shut down during key derivation".into(),
+        )),
+    }
+}
+
 pub(crate) async fn open_key(
     sink: &dyn Sink,
     password: &[u8],
@@ -42,7 +61,15 @@ pub(crate) async fn open_key(
                 continue;
             }
         };
-        match file.open(&meta.key, password, config_object) {
+        let opened = {
+            let (key, password, config_object) = (
+                meta.key.clone(),
+                zeroize::Zeroizing::new(password.to_vec()),
+                config_object.to_vec(),
+            );
+            off_runtime(move || file.open(&key, &password, &config_object)).await
+        };
+        match opened {
             Ok(Some(master)) => return Ok(master),
             Ok(None) => {}
             // The key opened, but the config is not the one it was made

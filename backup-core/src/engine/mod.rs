@@ -279,6 +279,25 @@ impl Engine {
     }
 }
 
+/// Runs `work` until it ends or `token` (if any) is cancelled; then `work`
+/// is dropped, at whatever await it was, and the result is
+/// [`Error::Cancelled`] for `operation`. Every operation is safe to stop
+/// at any await (as a killed process is), so dropping is the stop.
+pub(crate) async fn cancellable<T>(
+    token: Option<&tokio_util::sync::CancellationToken>,
+    operation: &'static str,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match token {
+        None => work.await,
+        Some(token) => tokio::select! {
+            biased;
+            () = token.cancelled() => Err(Error::Cancelled { operation }),
+            outcome = work => outcome,
+        },
+    }
+}
+
 pub(crate) fn poisoned() -> Error {
     Error::Io {
         context: "internal lock poisoned",

@@ -226,6 +226,11 @@ impl Index {
         self.listed.contains(pack)
     }
 
+    /// The packs marked as doomed.
+    pub fn doomed(&self) -> &HashSet<Id> {
+        &self.doomed
+    }
+
     /// Marks packs as doomed (see the field); call before adding files.
     pub fn set_doomed(&mut self, doomed: HashSet<Id>) {
         self.doomed = doomed;

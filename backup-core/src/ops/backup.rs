@@ -9,10 +9,12 @@ use crate::archiver::{Archiver, ChunkArchiver};
 use crate::engine::inflight::InflightGuard;
 use crate::engine::*;
 use crate::format::envelope::ObjectKind;
-use crate::format::manifest::{Backup, BackupStatus, Manifest, MANIFEST_VERSION};
+use crate::format::manifest::{Backup, BackupStatus, ItemError, Manifest, MANIFEST_VERSION};
+use crate::outcome::{ItemFailure, Status};
 use crate::progress::{Phase, ProgressSink, Reporter, Tracker};
 use crate::snapshot::Snapshotter;
 use crate::{Error, Id, Result};
+use tokio_util::sync::CancellationToken;
 
 /// Which earlier backup to compare files against.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,7 +39,8 @@ pub struct BackupOptions {
     pub tags: BTreeMap<String, String>,
     /// The time the backup represents (default: now).
     pub time: Option<DateTime<Utc>>,
-    /// Writer identity (default: the host name).
+    /// Writer identity, recorded on the backup and compared by the
+    /// collision check; see [`BackupOptions::with_writer`] for the default.
     pub writer: Option<String>,
     /// The parent used to skip unchanged files.
     pub parent: ParentSelection,
@@ -46,6 +49,9 @@ pub struct BackupOptions {
     pub check_collision: bool,
     /// Where progress events go.
     pub progress: Option<ProgressSink>,
+    /// Cancels the backup: it stops, releases the snapshot, removes its
+    /// in-flight marker and returns [`Error::Cancelled`].
+    pub cancellation: Option<CancellationToken>,
 }
 
 impl BackupOptions {
@@ -73,7 +79,19 @@ impl BackupOptions {
         self
     }
 
-    /// Sets the writer identity (default: the host name).
+    /// Sets the writer identity: a name that stays the same from one run to
+    /// the next of whoever writes this set (for example the cluster's name or
+    /// id), recorded on the backup and compared by the collision check. The
+    /// host is recorded beside it, whatever the writer.
+    ///
+    /// Without one, the writer is the `BACKUP_WRITER` environment variable
+    /// when set, else the host name, except in Kubernetes (the
+    /// `KUBERNETES_SERVICE_HOST` variable is set): there the host name is the
+    /// pod's, new on every run of a CronJob, so a backup that checks for
+    /// collisions fails with [`Error::InvalidArgument`] until a writer is
+    /// given. In a CronJob, set `BACKUP_WRITER` in the pod's environment
+    /// (for example to the cluster's name); an operator passes the id of the
+    /// resource it backs up with this method.
     pub fn with_writer(mut self, writer: impl Into<String>) -> Self {
         self.writer = Some(writer.into());
         self
@@ -96,6 +114,12 @@ impl BackupOptions {
         self.progress = Some(progress);
         self
     }
+
+    /// Stops the backup when `token` is cancelled.
+    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
+        self.cancellation = Some(token);
+        self
+    }
 }
 
 impl Default for BackupOptions {
@@ -108,6 +132,7 @@ impl Default for BackupOptions {
             parent: ParentSelection::Latest,
             check_collision: false,
             progress: None,
+            cancellation: None,
         }
     }
 }
@@ -118,6 +143,13 @@ impl Default for BackupOptions {
 pub struct BackupSummary {
     /// The new backup's id.
     pub id: Id,
+    /// [`Status::Completed`], or [`Status::PartiallyFailed`] when some
+    /// items could not be read (they are in `failures`; the backup holds
+    /// everything else). A backup that fails is an error, and no backup.
+    pub status: Status,
+    /// The items not backed up, with the kind of failure (the manifest
+    /// records their paths and messages).
+    pub failures: Vec<ItemFailure>,
     /// Its manifest.
     pub manifest: Manifest,
 }
@@ -131,7 +163,9 @@ pub(crate) async fn run(
     options: BackupOptions,
 ) -> Result<BackupSummary> {
     validate_set_name(&options.set)?;
-    let writer = options.writer.clone().unwrap_or_else(hostname);
+    let writer = writer_identity(options.writer.as_deref(), options.check_collision, |name| {
+        std::env::var(name).ok()
+    })?;
     // Announce the backup before reading the index, so that a prune
     // running meanwhile never deletes data this backup deduplicates
     // against (see `crate::prune`).
@@ -158,21 +192,24 @@ async fn backup_registered(
 ) -> Result<BackupSummary> {
     let started = Utc::now();
     let clock = std::time::Instant::now();
-    let index = engine.load_index().await?;
-    if let Ok(mut slot) = engine.index.write() {
-        *slot = index;
-    }
-    engine.index_unindexed_packs().await?;
-    let newest = engine.latest(Some(&options.set)).await?;
-    if options.check_collision {
-        check_collision(&options.set, &writer, newest.as_ref())?;
-    }
-    let parent = match &options.parent {
-        ParentSelection::None => None,
-        ParentSelection::Id(id) => Some(engine.load_backup(id).await?),
-        ParentSelection::Latest => newest,
-    };
-    let mut snapshot = snapshotter.snapshot().await?;
+    let token = options.cancellation.clone();
+    let parent = cancellable(token.as_ref(), "backup", async {
+        // The index loaded on open may be older than the in-flight marker:
+        // read what was written since.
+        engine.refresh_index().await?;
+        engine.index_unindexed_packs().await?;
+        let newest = engine.latest(Some(&options.set)).await?;
+        if options.check_collision {
+            check_collision(&options.set, &writer, newest.as_ref())?;
+        }
+        Ok(match &options.parent {
+            ParentSelection::None => None,
+            ParentSelection::Id(id) => Some(engine.load_backup(id).await?),
+            ParentSelection::Latest => newest,
+        })
+    })
+    .await?;
+    let mut snapshot = cancellable(token.as_ref(), "backup", snapshotter.snapshot()).await?;
     let finisher = snapshot.take_finisher();
     let entries = std::mem::take(&mut snapshot.entries);
     let paths: Vec<std::path::PathBuf> = entries
@@ -200,7 +237,13 @@ async fn backup_registered(
             &default
         }
     };
-    let archived = archiver.archive(entries, parent_root).await;
+    // Cancelled or not, the snapshot is released.
+    let archived = cancellable(
+        token.as_ref(),
+        "backup",
+        archiver.archive(entries, parent_root),
+    )
+    .await;
     let mut facts = snapshot.facts;
     let finished_facts = match finisher {
         Some(finisher) => finisher.finish(archived.is_ok()).await,
@@ -211,6 +254,11 @@ async fn backup_registered(
     }
     let archived = archived?;
     facts.extend(finished_facts?);
+    if token.as_ref().is_some_and(CancellationToken::is_cancelled) {
+        return Err(Error::Cancelled {
+            operation: "backup",
+        });
+    }
     if options.check_collision {
         // Another writer may have finished while this one ran.
         check_collision(
@@ -240,14 +288,60 @@ async fn backup_registered(
         } else {
             BackupStatus::PartiallyFailed
         },
-        errors: archived.errors,
+        errors: archived
+            .errors
+            .iter()
+            .map(|failure| ItemError {
+                path: failure.path.clone(),
+                message: failure.message.clone(),
+            })
+            .collect(),
     };
     let json = serde_json::to_vec(&manifest)
         .map_err(|error| Error::InvalidArgument(format!("encoding manifest: {error}")))?;
     let id = engine
         .put_named(MANIFEST_PREFIX, ObjectKind::Manifest, &json)
         .await?;
-    Ok(BackupSummary { id, manifest })
+    Ok(BackupSummary {
+        id,
+        status: match manifest.status {
+            BackupStatus::Completed => Status::Completed,
+            BackupStatus::PartiallyFailed => Status::PartiallyFailed,
+        },
+        failures: archived.errors,
+        manifest,
+    })
+}
+
+/// The environment variable naming the writer when options do not.
+pub(crate) const WRITER_VARIABLE: &str = "BACKUP_WRITER";
+
+/// The writer identity: `given`, else the `BACKUP_WRITER` variable of
+/// `environment`, else the host name, which is not stable in Kubernetes: a
+/// collision check there needs one of the others.
+fn writer_identity(
+    given: Option<&str>,
+    check_collision: bool,
+    environment: impl Fn(&str) -> Option<String>,
+) -> Result<String> {
+    let named = |text: String| {
+        let text = text.trim().to_string();
+        (!text.is_empty()).then_some(text)
+    };
+    if let Some(writer) = given.map(str::to_string).and_then(named) {
+        return Ok(writer);
+    }
+    if let Some(writer) = environment(WRITER_VARIABLE).and_then(named) {
+        return Ok(writer);
+    }
+    if check_collision && environment("KUBERNETES_SERVICE_HOST").is_some() {
+        return Err(Error::InvalidArgument(format!(
+            "the collision check needs a stable writer id, and in Kubernetes the host name is \
+             the pod's, new on every run: set {WRITER_VARIABLE} (for example to the cluster's \
+             name) or give the writer in the backup options"
+        )));
+    }
+    Ok(hostname())
 }
 
 /// Fails with [`Error::Collision`] when the newest backup of the set was
@@ -261,5 +355,53 @@ fn check_collision(set: &str, writer: &str, newest: Option<&Backup>) -> Result<(
             backup: backup.id.to_string(),
         }),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn environment<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_string())
+        }
+    }
+
+    #[test]
+    fn the_writer_is_given_then_from_the_environment_then_the_host() {
+        let k8s = [("KUBERNETES_SERVICE_HOST", "10.0.0.1")];
+        let k8s_named = [
+            ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+            ("BACKUP_WRITER", "prod-eu"),
+        ];
+        assert_eq!(
+            writer_identity(Some("given"), true, environment(&k8s_named)).unwrap(),
+            "given"
+        );
+        assert_eq!(
+            writer_identity(None, true, environment(&k8s_named)).unwrap(),
+            "prod-eu"
+        );
+        assert_eq!(
+            writer_identity(Some(" "), true, environment(&k8s_named)).unwrap(),
+            "prod-eu"
+        );
+        assert_eq!(
+            writer_identity(None, true, environment(&[])).unwrap(),
+            hostname()
+        );
+        // In Kubernetes the host name is only a default without collision checks.
+        assert_eq!(
+            writer_identity(None, false, environment(&k8s)).unwrap(),
+            hostname()
+        );
+        let message = writer_identity(None, true, environment(&k8s))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("BACKUP_WRITER"), "{message}");
     }
 }

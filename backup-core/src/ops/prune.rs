@@ -23,6 +23,8 @@ use chrono::{DateTime, Duration, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::engine::inflight::list_markers;
 use crate::engine::marks::{list_marks, DeletionMark, PENDING_PREFIX};
 use crate::engine::{list_ids, list_packs, Engine, INDEX_PREFIX};
@@ -49,6 +51,10 @@ pub struct PruneOptions {
     pub repack_unused_share: f64,
     /// Only report what would be done.
     pub dry_run: bool,
+    /// Cancels the prune: it stops where it is (which is as safe as a
+    /// killed prune: the next one goes on) and returns
+    /// [`Error::Cancelled`](crate::Error::Cancelled).
+    pub cancellation: Option<CancellationToken>,
 }
 
 impl PruneOptions {
@@ -69,6 +75,12 @@ impl PruneOptions {
         self.dry_run = dry_run;
         self
     }
+
+    /// Stops the prune when `token` is cancelled.
+    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
+        self.cancellation = Some(token);
+        self
+    }
 }
 
 impl Default for PruneOptions {
@@ -77,6 +89,7 @@ impl Default for PruneOptions {
             grace: Duration::hours(1),
             repack_unused_share: 0.3,
             dry_run: false,
+            cancellation: None,
         }
     }
 }
@@ -111,12 +124,15 @@ pub struct PruneReport {
 /// Prunes, then reloads the engine's index; see
 /// [`Repository::prune`](crate::Repository::prune)(crate::Repository::prune).
 pub(crate) async fn run(engine: &Engine, options: &PruneOptions) -> Result<PruneReport> {
-    let report = prune(engine, options).await?;
+    let token = options.cancellation.as_ref();
+    let report = crate::engine::cancellable(token, "prune", prune(engine, options)).await;
+    // Cancelled or not, the index is reloaded: the prune may have
+    // rewritten part of it.
     let index = engine.load_index().await?;
     if let Ok(mut slot) = engine.index.write() {
         *slot = index;
     }
-    Ok(report)
+    report
 }
 
 /// Every blob (tree and data) some backup uses, and the index used to find

@@ -39,9 +39,12 @@ pub(crate) async fn run(
             &default
         }
     };
-    archiver
-        .restore(&backup.manifest.root, target, options)
-        .await
+    crate::engine::cancellable(
+        options.cancellation.as_ref(),
+        "restore",
+        archiver.restore(&backup.manifest.root, target, options),
+    )
+    .await
 }
 
 /// Resolves every selection (`latest`, an id prefix, or `skip`) before

@@ -13,6 +13,8 @@ use std::collections::{HashMap, HashSet};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::engine::{get_checked, list_ids, list_packs, Engine, INDEX_PREFIX, MANIFEST_PREFIX};
 use crate::format::config::{KeyFile, RepoConfig, CONFIG_KEY, KEYS_PREFIX};
 use crate::format::envelope::{self, ObjectKind};
@@ -31,6 +33,8 @@ pub struct VerifyOptions {
     /// With `read_data`, check only this share of the packs (0 < share ≤ 1),
     /// chosen at random; `None` checks all.
     pub read_data_share: Option<f64>,
+    /// Cancels the verification: it stops and returns [`Error::Cancelled`](crate::Error::Cancelled).
+    pub cancellation: Option<CancellationToken>,
 }
 
 impl VerifyOptions {
@@ -43,6 +47,12 @@ impl VerifyOptions {
     /// With data reading, checks only this share of the packs (0 < share ≤ 1), chosen at random.
     pub fn with_read_data_share(mut self, share: f64) -> Self {
         self.read_data_share = Some(share);
+        self
+    }
+
+    /// Stops the verification when `token` is cancelled.
+    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
+        self.cancellation = Some(token);
         self
     }
 }
@@ -107,6 +117,11 @@ fn decode_problem<T>(decoded: Result<T>) -> Result<Option<Error>> {
 
 /// Checks the repository; see [`Repository::verify`](crate::Repository::verify).
 pub(crate) async fn run(repo: &Engine, options: &VerifyOptions) -> Result<VerifyReport> {
+    let token = options.cancellation.as_ref();
+    crate::engine::cancellable(token, "verify", verify(repo, options)).await
+}
+
+async fn verify(repo: &Engine, options: &VerifyOptions) -> Result<VerifyReport> {
     let sink = repo.sink.as_ref();
     let key = repo.key();
     let mut report = VerifyReport::default();

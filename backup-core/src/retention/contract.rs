@@ -1,11 +1,9 @@
 //! The [`RetentionPolicy`] contract, checked for any implementation.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 
 use super::RetentionPolicy;
-use crate::format::manifest::{Backup, BackupStatus};
+use crate::format::manifest::Backup;
 
 /// Checks the [`RetentionPolicy`] contract for one input: one decision per
 /// backup, in order, with the backup's id and at least one reason; the same
@@ -45,19 +43,8 @@ pub fn check_policy_contract(policy: &dyn RetentionPolicy, backups: &[Backup], n
         first, second,
         "retention contract: two calls with the same input decided differently"
     );
-    let mut floors: BTreeMap<&str, (usize, &Backup)> = BTreeMap::new();
-    for (position, backup) in backups.iter().enumerate() {
-        if backup.manifest.status != BackupStatus::Completed {
-            continue;
-        }
-        let entry = floors
-            .entry(backup.manifest.set.as_str())
-            .or_insert((position, backup));
-        if backup.manifest.time > entry.1.manifest.time {
-            *entry = (position, backup);
-        }
-    }
-    for (set, (position, backup)) in floors {
+    for (set, position) in super::floors(backups) {
+        let backup = &backups[position];
         assert!(
             first.get(position).is_some_and(|decision| decision.keep),
             "retention contract: the newest completed backup of set {set:?} ({}, {}) is forgotten",
@@ -70,6 +57,7 @@ pub fn check_policy_contract(policy: &dyn RetentionPolicy, backups: &[Backup], n
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::manifest::BackupStatus;
     use crate::retention::fixtures::{at, backup};
     use crate::retention::{Decision, KeepPolicy};
 

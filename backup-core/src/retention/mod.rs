@@ -92,17 +92,16 @@
 
 #[cfg(any(test, feature = "conformance"))]
 mod contract;
-mod duration;
 mod keep;
 
 use chrono::{DateTime, Utc};
 
+pub use crate::duration::CalendarDuration;
 use crate::format::manifest::Backup;
 #[cfg(doc)]
 use crate::format::manifest::BackupStatus;
 #[cfg(any(test, feature = "conformance"))]
 pub use contract::check_policy_contract;
-pub use duration::{CalendarDuration, ParseDurationError};
 pub use keep::{InvalidPolicy, KeepPolicy};
 
 /// Keep or forget, with the reasons.
@@ -142,9 +141,29 @@ pub trait RetentionPolicy: Send + Sync {
     fn decide(&self, backups: &[Backup], now: DateTime<Utc>) -> Vec<Decision>;
 }
 
+/// The position in `backups` of each set's floor: its newest backup whose
+/// status is [`BackupStatus::Completed`], the first of them in the order
+/// given when several share the newest time. The engine keeps these
+/// whatever a policy decides ([`RetentionPolicy`]'s contract).
+pub(crate) fn floors(backups: &[Backup]) -> std::collections::BTreeMap<&str, usize> {
+    let mut floors: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for (position, backup) in backups.iter().enumerate() {
+        if backup.manifest.status != crate::format::manifest::BackupStatus::Completed {
+            continue;
+        }
+        let floor = floors
+            .entry(backup.manifest.set.as_str())
+            .or_insert(position);
+        if backup.manifest.time > backups[*floor].manifest.time {
+            *floor = position;
+        }
+    }
+    floors
+}
+
 /// Backups to decide on, for the tests of this module's parts.
 #[cfg(test)]
-mod fixtures {
+pub(crate) mod fixtures {
     use std::collections::BTreeMap;
 
     use chrono::{DateTime, Utc};
@@ -153,7 +172,7 @@ mod fixtures {
     use crate::Id;
 
     /// The time written in RFC 3339 `text`.
-    pub(super) fn at(text: &str) -> DateTime<Utc> {
+    pub(crate) fn at(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text)
             .unwrap()
             .with_timezone(&Utc)

@@ -3,18 +3,17 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 
 use super::clock::Clock;
 use super::expr::{CronExpr, JobTimeZone};
 use super::ScheduleError;
+use crate::CancellationToken;
 
 /// The default [`JobSpec::stale_after_grace`]: one hour.
 pub const DEFAULT_STALE_GRACE: Duration = Duration::from_secs(3600);
@@ -180,60 +179,6 @@ pub enum RunTrigger {
     Manual,
 }
 
-/// A cancellation signal shared between the scheduler and a run.
-///
-/// Clones share the signal. Once cancelled it stays cancelled.
-#[derive(Clone, Default)]
-pub struct CancellationToken {
-    inner: Arc<TokenInner>,
-}
-
-#[derive(Default)]
-struct TokenInner {
-    cancelled: AtomicBool,
-    notify: Notify,
-}
-
-impl CancellationToken {
-    /// A token that is not cancelled.
-    pub fn new() -> CancellationToken {
-        CancellationToken::default()
-    }
-
-    /// Cancels the token and wakes every task waiting in
-    /// [`cancelled`](CancellationToken::cancelled).
-    pub fn cancel(&self) {
-        self.inner.cancelled.store(true, Ordering::SeqCst);
-        self.inner.notify.notify_waiters();
-    }
-
-    /// Whether the token has been cancelled.
-    pub fn is_cancelled(&self) -> bool {
-        self.inner.cancelled.load(Ordering::SeqCst)
-    }
-
-    /// Returns once the token is cancelled (at once if it already is).
-    pub async fn cancelled(&self) {
-        loop {
-            let notified = self.inner.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.is_cancelled() {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-impl fmt::Debug for CancellationToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CancellationToken")
-            .field("cancelled", &self.is_cancelled())
-            .finish()
-    }
-}
-
 /// What a [`JobRunner`] gets to know about the run it performs.
 #[derive(Clone)]
 pub struct RunContext {
@@ -296,19 +241,12 @@ impl RunContext {
     }
 
     /// The run's cancellation token, cancelled on
-    /// [`ShutdownMode::Cancel`](super::ShutdownMode::Cancel).
+    /// [`ShutdownMode::Cancel`](super::ShutdownMode::Cancel): pass it on to
+    /// the operations the run performs
+    /// ([`BackupOptions::with_cancellation`](crate::BackupOptions::with_cancellation)),
+    /// or wait for it with `cancelled()`.
     pub fn cancellation(&self) -> &CancellationToken {
         &self.cancel
-    }
-
-    /// Whether the run has been asked to stop.
-    pub fn is_cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
-    }
-
-    /// Returns once the run has been asked to stop.
-    pub async fn cancelled(&self) {
-        self.cancel.cancelled().await;
     }
 
     /// The scheduler's clock: runners should read time and sleep through it,
@@ -326,7 +264,7 @@ impl fmt::Debug for RunContext {
             .field("scheduled_for", &self.scheduled_for)
             .field("started_at", &self.started_at)
             .field("run_number", &self.run_number)
-            .field("cancelled", &self.is_cancelled())
+            .field("cancelled", &self.cancel.is_cancelled())
             .finish()
     }
 }

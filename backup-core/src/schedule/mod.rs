@@ -37,7 +37,7 @@
 //!   [`SchedulerBuilder::jitter_seed`].
 //! * **Shutdown** ([`Scheduler::shutdown`]) stops new runs at once, then
 //!   either lets running jobs finish ([`ShutdownMode::Finish`]) or cancels
-//!   them through their [`RunContext`]'s [`CancellationToken`]
+//!   them through their [`RunContext`]'s [`CancellationToken`](crate::CancellationToken)
 //!   ([`ShutdownMode::Cancel`]), and waits for them to return.
 //!
 //! # Cron expressions
@@ -95,7 +95,6 @@
 
 mod backup_job;
 mod clock;
-mod duration;
 mod expr;
 mod job;
 mod scheduler;
@@ -103,11 +102,10 @@ mod status;
 
 pub use backup_job::{run_backup_job, BackupJobReport};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use duration::{parse_duration, HumanDuration};
 pub use expr::{CronExpr, JobTimeZone};
 pub use job::{
-    runner_fn, CancellationToken, FnRunner, JobFailure, JobRunner, JobSpec, RunContext, RunOutcome,
-    RunTrigger, DEFAULT_STALE_GRACE,
+    runner_fn, FnRunner, JobFailure, JobRunner, JobSpec, RunContext, RunOutcome, RunTrigger,
+    DEFAULT_STALE_GRACE,
 };
 pub use scheduler::{Scheduler, SchedulerBuilder, ShutdownMode};
 pub use status::{JobStatus, LastOutcome, PauseReason, ScheduleEvents, SchedulerEvent};
@@ -145,15 +143,6 @@ pub enum ScheduleError {
     InvalidTimeZone {
         /// The rejected text.
         value: String,
-    },
-
-    /// A duration such as `5m` or `1h30m` could not be parsed.
-    #[error("invalid duration {value:?}: {reason}")]
-    InvalidDuration {
-        /// The rejected text.
-        value: String,
-        /// What is wrong with it.
-        reason: String,
     },
 
     /// Two jobs have the same name.

@@ -13,11 +13,10 @@ use tokio::sync::{broadcast, Notify};
 use tokio::task::JoinHandle;
 
 use super::clock::{Clock, SystemClock};
-use super::job::{
-    CancellationToken, JobFailure, JobRunner, JobSpec, RunContext, RunOutcome, RunTrigger,
-};
+use super::job::{JobFailure, JobRunner, JobSpec, RunContext, RunOutcome, RunTrigger};
 use super::status::{JobStatus, LastOutcome, PauseReason, ScheduleEvents, SchedulerEvent};
 use super::ScheduleError;
+use crate::CancellationToken;
 
 /// Default capacity of the event channel (see [`SchedulerBuilder::event_capacity`]).
 const DEFAULT_EVENT_CAPACITY: usize = 1024;
@@ -29,7 +28,7 @@ const DEFAULT_LATE_TOLERANCE: Duration = Duration::from_secs(60);
 pub enum ShutdownMode {
     /// Let running jobs finish.
     Finish,
-    /// Cancel running jobs through their [`CancellationToken`] and wait for
+    /// Cancel running jobs through their [`CancellationToken`](crate::CancellationToken) and wait for
     /// them to return.
     Cancel,
 }

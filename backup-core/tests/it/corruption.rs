@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use backup_core::internals::pack::BlobKind;
 use backup_core::{
-    BackupOptions, DirectorySnapshotter, Error, Id, InitOptions, KdfParams, LocalSink, Repository,
+    BackupOptions, DirectorySnapshotter, Id, InitOptions, KdfParams, LocalSink, Repository,
     RestoreOptions, Sink,
 };
 
@@ -301,9 +301,17 @@ fn check_restore(
     target: &Path,
 ) -> (usize, usize) {
     let failures: Vec<String> = match outcome {
-        Ok(_) => Vec::new(),
-        Err(Error::PartialRestore { failures }) => {
-            failures.iter().map(|(path, _)| path.clone()).collect()
+        Ok(summary) => {
+            assert_eq!(
+                summary.status == backup_core::Status::Completed,
+                summary.failures.is_empty(),
+                "{what}: {summary:?}"
+            );
+            summary
+                .failures
+                .iter()
+                .map(|failure| failure.path.clone())
+                .collect()
         }
         Err(other) => panic!("{what}: restore failed without a partial result: {other}"),
     };
@@ -396,11 +404,18 @@ async fn campaign(encrypted: bool) -> usize {
             if restored == 0 {
                 // Only the loss of the top directory's own listing costs
                 // everything, and the error says so.
-                let text = outcome
-                    .as_ref()
-                    .err()
-                    .map(ToString::to_string)
-                    .unwrap_or_default();
+                let text = match &outcome {
+                    Ok(summary) => {
+                        assert_ne!(summary.status, backup_core::Status::Completed, "{what}");
+                        summary
+                            .failures
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    }
+                    Err(error) => error.to_string(),
+                };
                 assert!(
                     text.contains("/: directory listing unreadable")
                         || text.contains("source: directory listing unreadable"),

@@ -155,14 +155,17 @@ impl Scene {
 
     /// Restores the backup `id` into `target`, checking that nothing
     /// outside the target changed. Returns the outcome.
-    async fn restore(&self, id: &Id, target: &Path) -> backup_core::Result<()> {
+    async fn restore(
+        &self,
+        id: &Id,
+        target: &Path,
+    ) -> backup_core::Result<backup_core::RestoreSummary> {
         let before = self.snapshot_outside_target(target);
         let repo = Repository::open(self.sink.clone(), None).await.unwrap();
         let backup = repo.find_backup(&id.to_hex(), None).await.unwrap();
         let outcome = repo
             .restore(&backup, target, &RestoreOptions::default())
-            .await
-            .map(|_| ());
+            .await;
         let after = self.snapshot_outside_target(target);
         assert_eq!(before, after, "something outside the target changed");
         assert_eq!(
@@ -215,9 +218,26 @@ fn contents(dir: &Path) -> BTreeSet<String> {
     out
 }
 
-fn message(outcome: &backup_core::Result<()>) -> String {
+/// What the restore reported: its error, or the failures of a restore
+/// that was not complete (each `path: message`).
+fn message(outcome: &backup_core::Result<backup_core::RestoreSummary>) -> String {
     match outcome {
-        Ok(()) => panic!("a hostile repository was restored without an error"),
+        Ok(summary) if summary.failures.is_empty() => {
+            panic!("a hostile repository was restored without an error")
+        }
+        Ok(summary) => {
+            assert_ne!(
+                summary.status,
+                backup_core::Status::Completed,
+                "{summary:?}"
+            );
+            summary
+                .failures
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
         Err(error) => error.to_string(),
     }
 }
@@ -379,7 +399,12 @@ async fn a_symlink_is_never_followed_by_a_later_restore() {
         .await;
 
     let target = scene.root.join("target");
-    scene.restore(&first, &target).await.unwrap();
+    let restored = scene.restore(&first, &target).await.unwrap();
+    assert_eq!(
+        restored.status,
+        backup_core::Status::Completed,
+        "{restored:?}"
+    );
     assert_eq!(
         std::fs::read_link(target.join("link")).unwrap(),
         scene.outside()
@@ -389,7 +414,12 @@ async fn a_symlink_is_never_followed_by_a_later_restore() {
     assert!(text.contains("symlink is never followed"), "{text}");
     // Symlinks are restored as links (as tar and restic do); nothing is
     // written through them.
-    scene.restore(&third, &target).await.unwrap();
+    let restored = scene.restore(&third, &target).await.unwrap();
+    assert_eq!(
+        restored.status,
+        backup_core::Status::Completed,
+        "{restored:?}"
+    );
     assert_eq!(
         std::fs::read_link(target.join("dir/up")).unwrap(),
         PathBuf::from("../../..")
@@ -584,7 +614,12 @@ async fn a_well_formed_crafted_backup_restores() {
         .await;
     let id = scene.manifest(root).await;
     let target = scene.root.join("target");
-    scene.restore(&id, &target).await.unwrap();
+    let restored = scene.restore(&id, &target).await.unwrap();
+    assert_eq!(
+        restored.status,
+        backup_core::Status::Completed,
+        "{restored:?}"
+    );
     assert_eq!(std::fs::read(target.join("d/f")).unwrap(), b"hello\n");
     assert_eq!(std::fs::read(target.join("g")).unwrap(), b"hello\nhello\n");
     assert_eq!(std::fs::read(target.join("s")).unwrap(), b"hello\n");

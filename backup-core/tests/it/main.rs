@@ -3,6 +3,7 @@
 //!
 //! - `corruption`: every kind of damage to a repository is found by verify
 //!   and never restored as data.
+//! - `embedding`: what a service embedding the library relies on.
 //! - `faults`: storage that fails, stalls and truncates.
 //! - `golden`: repositories written by earlier versions still restore.
 //! - `hostile`: objects built to attack the reader are refused.
@@ -15,6 +16,7 @@
 
 mod corruption;
 mod custom_archiver;
+mod embedding;
 mod faults;
 mod golden;
 mod hostile;

@@ -194,3 +194,70 @@ async fn deletion_waits_for_the_grace_period_and_for_running_backups() {
     let kept = repo.list().await.unwrap();
     assert_restores(&repo, &kept, place.path(), &source).await;
 }
+
+/// A faulty policy: forgets every backup it is given.
+struct ForgetEverything;
+
+impl RetentionPolicy for ForgetEverything {
+    fn decide(&self, backups: &[Backup], _now: DateTime<Utc>) -> Vec<Decision> {
+        backups
+            .iter()
+            .map(|backup| Decision {
+                id: backup.id,
+                keep: false,
+                reasons: vec!["forget everything".into()],
+            })
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_that_forgets_everything_leaves_the_newest_complete_backup_of_each_set() {
+    let place = tempfile::tempdir().unwrap();
+    let sink = Arc::new(LocalSink::create(place.path().join("repo")).unwrap());
+    let repo = Repository::init(sink, InitOptions::default())
+        .await
+        .unwrap();
+    let source = place.path().join("source");
+    std::fs::create_dir_all(&source).unwrap();
+    let mut newest = std::collections::BTreeMap::new();
+    for round in 0..3u64 {
+        for set in ["db", "logs"] {
+            std::fs::write(source.join("file"), random_bytes(round, 1000)).unwrap();
+            let summary = repo
+                .backup(
+                    &DirectorySnapshotter::new(vec![source.clone()]),
+                    BackupOptions::default().with_set(set),
+                )
+                .await
+                .unwrap();
+            newest.insert(set.to_string(), summary.id);
+        }
+    }
+    let decisions = repo
+        .forget(&ForgetEverything, Utc::now(), false)
+        .await
+        .unwrap();
+    assert_eq!(decisions.len(), 6);
+    for (backup, decision) in &decisions {
+        let is_newest = newest[&backup.manifest.set] == backup.id;
+        assert_eq!(decision.keep, is_newest, "{backup:?}: {decision:?}");
+        if is_newest {
+            assert!(
+                decision.reasons[0].contains("newest complete backup"),
+                "{decision:?}"
+            );
+        }
+    }
+    let mut left: Vec<_> = repo
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
+    left.sort();
+    let mut expected: Vec<_> = newest.into_values().collect();
+    expected.sort();
+    assert_eq!(left, expected);
+}

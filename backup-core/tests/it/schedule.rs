@@ -188,7 +188,7 @@ fn slow_runner(
                     log.lock().unwrap().finish(&context);
                     Ok(RunOutcome::new())
                 }
-                () = context.cancelled() => {
+                () = context.cancellation().cancelled() => {
                     log.lock().unwrap().finish(&context);
                     Err(JobFailure::failed("interrupted"))
                 }

@@ -19,6 +19,19 @@ pub(super) fn sink_error(
         other if operation != "put" && is_not_a_directory(&other) => Error::NotFound {
             key: key.to_owned(),
         },
+        // HTTP 401, and what a store reports as such: the credentials.
+        other @ ::object_store::Error::Unauthenticated { .. } => Error::Unauthenticated {
+            operation,
+            key: key.to_owned(),
+            source: Box::new(other),
+        },
+        // HTTP 403: S3 answers it for a bad signature (a wrong secret key)
+        // as well as for a policy that denies the operation.
+        other @ ::object_store::Error::PermissionDenied { .. } => Error::PermissionDenied {
+            operation,
+            key: key.to_owned(),
+            source: Box::new(other),
+        },
         other => Error::Sink {
             operation,
             key: key.to_owned(),

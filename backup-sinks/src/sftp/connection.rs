@@ -13,7 +13,7 @@ use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::client::RawSftpSession;
 use russh_sftp::protocol::{FileAttributes, StatusCode};
 
-use super::failure::{is_status, sink_error, Failure, Step};
+use super::failure::{is_status, sink_error, unauthenticated, Failure, Step};
 use super::host_keys::{ClientHandler, HandlerError};
 use super::{kind, Kind, SftpSink, FALLBACK_IO_LEN, MAX_IO_LEN};
 
@@ -120,8 +120,8 @@ impl SftpSink {
                 )
             })?;
         if !auth.success() {
-            return Err(connect_error(
-                false,
+            return Err(unauthenticated(
+                &target.url(),
                 format!(
                     "authentication refused: {} did not accept the {} key {} ({}) for user {:?}; \
                      add its public key to ~{}/.ssh/authorized_keys on the server",

@@ -93,6 +93,15 @@ pub(super) fn sink_error(
     }
 }
 
+/// Builds an [`Error::Unauthenticated`]: the server refused the key.
+pub(super) fn unauthenticated(url: &str, message: String) -> Error {
+    Error::Unauthenticated {
+        operation: "connect",
+        key: url.to_owned(),
+        source: Box::new(SftpSinkError(message)),
+    }
+}
+
 /// The failure of an operation that found the base directory gone.
 pub(super) fn base_gone(target: &Target) -> Failure {
     Failure::Message(format!(
@@ -143,6 +152,13 @@ impl SftpSink {
             }
             other => format!("{action} {path} on {host} failed: {other}{detail}"),
         };
+        if *code == StatusCode::PermissionDenied {
+            return Error::PermissionDenied {
+                operation,
+                key: key.to_owned(),
+                source: Box::new(SftpSinkError(message)),
+            };
+        }
         sink_error(operation, key, false, message)
     }
 }

@@ -325,16 +325,22 @@ async fn wrong_credentials_are_a_permanent_error() {
         .put("x", Bytes::from_static(b"x"), PutMode::Overwrite)
         .await
         .unwrap_err();
+    // S3 answers a bad signature with 403: "fix the credentials", never
+    // "retry later".
     assert!(
         matches!(
             error,
-            Error::Sink {
+            Error::PermissionDenied {
                 operation: "put",
-                temporary: false,
                 ..
             }
         ),
         "{error:?}"
+    );
+    assert!(!error.is_temporary());
+    assert_eq!(
+        backup_core::FailureKind::of(&error),
+        backup_core::FailureKind::PermissionDenied
     );
     assert!(!error.to_string().contains("not-the-secret"), "{error}");
 }

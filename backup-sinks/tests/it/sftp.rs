@@ -238,14 +238,14 @@ async fn refused_key_is_a_clear_error() {
     assert!(
         matches!(
             error,
-            Error::Sink {
+            Error::Unauthenticated {
                 operation: "connect",
-                temporary: false,
                 ..
             }
         ),
         "{error:?}"
     );
+    assert!(!error.is_temporary());
     assert!(text.contains("authentication refused"), "{text}");
     assert!(text.contains(&format!("{:?}", server.user)), "{text}");
     assert!(text.contains(&stranger.display().to_string()), "{text}");
@@ -350,9 +350,8 @@ async fn permission_denied_names_the_path() {
         assert!(
             matches!(
                 error,
-                Error::Sink {
+                Error::PermissionDenied {
                     operation: "put",
-                    temporary: false,
                     ..
                 }
             ),
@@ -368,6 +367,16 @@ async fn permission_denied_names_the_path() {
     let sink = connect(&server, &server.data_url(), options(&server)).await;
     let error = sink.get("secret").await.unwrap_err();
     let text = error_text(&error);
+    assert!(
+        matches!(
+            error,
+            Error::PermissionDenied {
+                operation: "get",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
     assert!(text.contains("permission denied"), "{text}");
     assert!(text.contains(&secret.display().to_string()), "{text}");
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).unwrap();

@@ -9,10 +9,10 @@
 //! set = "etcd"                       # backup set; defaults to the job name
 //! repository = "file:///backups"
 //! source = { type = "command", command = "etcdctl snapshot save /dev/stdout", file_name = "etcd.db" }
-//! retention = { keep_last = 3, keep_daily = 7, ttl = "720h" }
+//! retention = { keep_last = 3, keep_daily = 7, ttl = "30d" }
 //! time_zone = "Europe/Berlin"        # default UTC; or "+02:00"
-//! jitter = "5m"                      # random delay in [0, 5m) per run
-//! stale_grace = "30m"                # default 1h
+//! jitter = "5min"                    # random delay in [0, 5 minutes) per run
+//! stale_grace = "30min"              # default 1h
 //! tags = { env = "prod" }
 //! writer = "backup-host-1"
 //!
@@ -22,13 +22,20 @@
 //! repository = "s3://bucket/prefix"
 //! source = { type = "directory", paths = ["/data"] }
 //! ```
+//!
+//! Durations are written as everywhere else ([`backup_core::parse_duration`]
+//! and [`CalendarDuration`]): `jitter` and `stale_grace` are exact (`min`
+//! for minutes; `m`, months, is refused), the retention's `keep_within` and
+//! `ttl` are calendar spans as in `backupctl forget` (`1m` is one month).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
-use backup_core::schedule::{HumanDuration, JobSpec, JobTimeZone, ScheduleError};
+use backup_core::schedule::{JobSpec, JobTimeZone, ScheduleError};
 use backup_core::{CalendarDuration, KeepPolicy};
 use serde::Deserialize;
+
+use crate::parse::ExactDuration;
 
 /// What is wrong with a schedule file.
 #[derive(Debug, thiserror::Error)]
@@ -86,11 +93,11 @@ pub(crate) struct JobConfig {
     pub(crate) time_zone: Option<JobTimeZone>,
     /// Maximum random delay added to each scheduled run.
     #[serde(default)]
-    pub(crate) jitter: Option<HumanDuration>,
+    pub(crate) jitter: Option<ExactDuration>,
     /// Grace past one interval without success before the job is stale;
     /// [one hour](backup_core::schedule::DEFAULT_STALE_GRACE) if not given.
     #[serde(default)]
-    pub(crate) stale_grace: Option<HumanDuration>,
+    pub(crate) stale_grace: Option<ExactDuration>,
     /// Tags recorded on each backup.
     #[serde(default)]
     pub(crate) tags: BTreeMap<String, String>,
@@ -111,10 +118,10 @@ impl JobConfig {
         let mut spec = JobSpec::new(self.name.clone(), &self.cron, self.clone())?
             .with_time_zone(self.time_zone.unwrap_or_default());
         if let Some(jitter) = self.jitter {
-            spec = spec.with_jitter(jitter.get());
+            spec = spec.with_jitter(jitter.0);
         }
         if let Some(grace) = self.stale_grace {
-            spec = spec.with_stale_after_grace(grace.get());
+            spec = spec.with_stale_after_grace(grace.0);
         }
         Ok(spec)
     }
@@ -188,23 +195,16 @@ pub(crate) struct RetentionConfig {
     pub(crate) keep_yearly: Option<u32>,
     /// Keep every backup younger than this, relative to the newest backup.
     #[serde(default)]
-    pub(crate) keep_within: Option<HumanDuration>,
+    pub(crate) keep_within: Option<CalendarDuration>,
     /// Forget backups older than this, whatever the other rules say (the
     /// newest backup of a set is always kept).
     #[serde(default)]
-    pub(crate) ttl: Option<HumanDuration>,
+    pub(crate) ttl: Option<CalendarDuration>,
 }
 
 impl RetentionConfig {
-    /// The [`KeepPolicy`] of these settings. Durations are rounded up to
-    /// whole hours, the finest unit of a policy's durations.
+    /// The [`KeepPolicy`] of these settings.
     pub(crate) fn keep_policy(&self) -> KeepPolicy {
-        let hours = |duration: &HumanDuration| CalendarDuration {
-            years: 0,
-            months: 0,
-            days: 0,
-            hours: u32::try_from(duration.get().as_secs().div_ceil(3600)).unwrap_or(u32::MAX),
-        };
         KeepPolicy {
             keep_last: self.keep_last.map(i64::from),
             keep_hourly: self.keep_hourly.map(i64::from),
@@ -212,8 +212,8 @@ impl RetentionConfig {
             keep_weekly: self.keep_weekly.map(i64::from),
             keep_monthly: self.keep_monthly.map(i64::from),
             keep_yearly: self.keep_yearly.map(i64::from),
-            keep_within: self.keep_within.as_ref().map(hours),
-            ttl: self.ttl.as_ref().map(hours),
+            keep_within: self.keep_within,
+            ttl: self.ttl,
             ..KeepPolicy::default()
         }
     }
@@ -277,8 +277,8 @@ repository = "file:///backups"
 source = { type = "command", command = "etcdctl snapshot save /dev/stdout", file_name = "etcd.db" }
 retention = { keep_last = 3, keep_daily = 7, ttl = "720h" }
 time_zone = "Europe/Berlin"
-jitter = "5m"
-stale_grace = "30m"
+jitter = "5min"
+stale_grace = "30min"
 tags = { env = "prod", cluster = "main" }
 writer = "backup-host-1"
 
@@ -311,7 +311,7 @@ source = { type = "directory", paths = ["/data", "/etc/app"] }
         assert_eq!(etcd.retention.keep_last, Some(3));
         assert_eq!(etcd.retention.keep_daily, Some(7));
         assert_eq!(etcd.retention.keep_hourly, None);
-        assert_eq!(etcd.retention.ttl.map(|ttl| ttl.get()), Some(720 * HOUR));
+        assert_eq!(etcd.retention.ttl, Some("720h".parse().unwrap()));
         assert_eq!(etcd.tags.get("env").map(String::as_str), Some("prod"));
         assert_eq!(etcd.writer.as_deref(), Some("backup-host-1"));
 
@@ -357,7 +357,7 @@ source = { type = "directory", paths = ["/data", "/etc/app"] }
             "{message}"
         );
 
-        let message = error_of(&CONFIG.replace("jitter = \"5m\"", "jitter = \"5 mins\""));
+        let message = error_of(&CONFIG.replace("jitter = \"5min\"", "jitter = \"5 mins\""));
         assert!(message.contains("invalid duration \"5 mins\""), "{message}");
         assert!(message.contains("line 10"), "{message}");
 
@@ -400,26 +400,28 @@ source = { type = "directory", paths = ["/data", "/etc/app"] }
     }
 
     #[test]
-    fn retention_becomes_a_keep_policy_with_durations_in_whole_hours() {
+    fn retention_becomes_a_keep_policy_with_calendar_durations() {
         let config = ScheduleConfig::from_toml_str(
             "[[job]]\nname = \"a\"\ncron = \"0 * * * *\"\nrepository = \"/r\"\n\
              source = { type = \"directory\", paths = [\"/d\"] }\n\
-             retention = { keep_last = 2, keep_weekly = 4, keep_within = \"90m\", ttl = \"30d\" }\n",
+             retention = { keep_last = 2, keep_weekly = 4, keep_within = \"90h\", ttl = \"1m\" }\n",
         )
         .unwrap();
         let hours = |hours| CalendarDuration {
-            years: 0,
-            months: 0,
-            days: 0,
             hours,
+            ..CalendarDuration::ZERO
+        };
+        let month = CalendarDuration {
+            months: 1,
+            ..CalendarDuration::ZERO
         };
         assert_eq!(
             config.jobs[0].retention.keep_policy(),
             KeepPolicy {
                 keep_last: Some(2),
                 keep_weekly: Some(4),
-                keep_within: Some(hours(2)),
-                ttl: Some(hours(720)),
+                keep_within: Some(hours(90)),
+                ttl: Some(month),
                 ..KeepPolicy::default()
             }
         );

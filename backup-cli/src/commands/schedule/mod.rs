@@ -4,7 +4,7 @@
 //!
 //! The file's format is [`config`]'s; [`runner`] performs each run.
 
-mod config;
+pub(crate) mod config;
 mod runner;
 
 use std::path::PathBuf;

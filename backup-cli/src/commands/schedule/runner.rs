@@ -7,8 +7,8 @@ use backup_core::schedule::{
     run_backup_job, BackupJobReport, JobFailure, JobRunner, JobSpec, RunContext, RunOutcome,
 };
 use backup_core::{
-    BackupOptions, CommandSnapshotter, DirectorySnapshotter, Error, PruneOptions, Repository,
-    Snapshotter,
+    BackupOptions, CancellationToken, CommandSnapshotter, DirectorySnapshotter, Error,
+    PruneOptions, Repository, Snapshotter,
 };
 use zeroize::Zeroizing;
 
@@ -54,7 +54,11 @@ impl BackupJobRunner {
         self
     }
 
-    async fn run_job(&self, config: &JobConfig) -> Result<BackupJobReport, Error> {
+    async fn run_job(
+        &self,
+        config: &JobConfig,
+        cancellation: CancellationToken,
+    ) -> Result<BackupJobReport, Error> {
         let sink = open_sink(&config.repository, &self.store).await?;
         let repo = Repository::open(
             sink,
@@ -77,14 +81,18 @@ impl BackupJobRunner {
             options.tags = config.tags.clone();
             options.writer = config.writer.clone();
             options.check_collision = true;
-            options
+            options.with_cancellation(cancellation.clone())
         };
+        let prune = self
+            .prune
+            .clone()
+            .map(|prune| prune.with_cancellation(cancellation));
         run_backup_job(
             &repo,
             snapshotter.as_ref(),
             options,
             &config.retention.keep_policy(),
-            self.prune.as_ref(),
+            prune.as_ref(),
         )
         .await
     }
@@ -97,12 +105,12 @@ impl JobRunner<JobConfig> for BackupJobRunner {
         job: &JobSpec<JobConfig>,
         context: RunContext,
     ) -> Result<RunOutcome, JobFailure> {
-        tokio::select! {
-            report = self.run_job(job.payload()) => Ok(RunOutcome::with_message(report?.to_string())),
-            // Dropping a backup part way is safe: nothing is recorded, and
-            // what was uploaded is reused by the next run.
-            () = context.cancelled() => Err(JobFailure::failed("cancelled by shutdown")),
-        }
+        // On shutdown the backup stops: it records nothing, removes its
+        // in-flight marker, and what it uploaded is reused by the next run.
+        let report = self
+            .run_job(job.payload(), context.cancellation().clone())
+            .await?;
+        Ok(RunOutcome::with_message(report.to_string()))
     }
 }
 

@@ -11,7 +11,8 @@
 //!    name and renamed into place only once it is complete and its size
 //!    matches the tree.
 //! 3. A damaged file does not stop the others: it is reported in
-//!    [`Error::PartialRestore`] with its path and reason.
+//!    [`RestoreSummary::failures`] with its path, kind and reason, and the
+//!    summary's status is [`Status::PartiallyFailed`].
 //!
 //! The parts, in the order a restore runs them: [`select`] compiles the
 //! `include` patterns, [`listings`] reads the tree's directory listings
@@ -34,6 +35,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 
 use crate::engine::Engine;
+use crate::outcome::{ItemFailure, Status};
 use crate::progress::{Phase, Reporter, Tracker};
 use crate::{Error, Id, Result};
 use batch::{plan_batches, restore_batch, BatchOutcome, BATCHES_IN_FLIGHT};
@@ -56,6 +58,10 @@ pub struct RestoreOptions {
     pub include: Vec<String>,
     /// Where progress events go.
     pub progress: Option<crate::progress::ProgressSink>,
+    /// Cancels the restore: it stops and returns
+    /// [`Error::Cancelled`](crate::Error::Cancelled). Files finished stay;
+    /// the one being written is left under its temporary name.
+    pub cancellation: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl RestoreOptions {
@@ -70,12 +76,26 @@ impl RestoreOptions {
         self.progress = Some(progress);
         self
     }
+
+    /// Stops the restore when `token` is cancelled.
+    pub fn with_cancellation(mut self, token: tokio_util::sync::CancellationToken) -> Self {
+        self.cancellation = Some(token);
+        self
+    }
 }
 
-/// Counters of a restore.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+/// What a restore did: its status, counters, and the items it could not
+/// restore.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct RestoreSummary {
+    /// [`Status::Completed`] when everything selected was restored,
+    /// [`Status::PartiallyFailed`] when some items failed (they are in
+    /// `failures`; everything else was restored), [`Status::Failed`] when
+    /// every item failed.
+    pub status: Status,
+    /// The items not restored, sorted by path.
+    pub failures: Vec<ItemFailure>,
     /// Files written.
     pub files: u64,
     /// Directories created or updated.
@@ -84,6 +104,19 @@ pub struct RestoreSummary {
     pub symlinks: u64,
     /// Bytes of file content written.
     pub bytes: u64,
+}
+
+impl Default for RestoreSummary {
+    fn default() -> Self {
+        RestoreSummary {
+            status: Status::Completed,
+            failures: Vec::new(),
+            files: 0,
+            dirs: 0,
+            symlinks: 0,
+            bytes: 0,
+        }
+    }
 }
 
 /// Restores the tree `root` below `target`; see the module documentation
@@ -128,7 +161,7 @@ pub(crate) async fn restore(
     for dir in &plan.dirs {
         match writer.directory(&dir.relative).await {
             Ok(_) => summary.dirs += 1,
-            Err(error) => failures.push((display(&dir.relative), error.to_string())),
+            Err(error) => failures.push(ItemFailure::of(display(&dir.relative), &error)),
         }
     }
 
@@ -158,14 +191,14 @@ pub(crate) async fn restore(
                 summary.files += 1;
                 summary.bytes += bytes;
             }
-            Err(error) => failures.push((display(&relative), error.to_string())),
+            Err(error) => failures.push(ItemFailure::of(display(&relative), &error)),
         }
     }
 
     for link in &plan.symlinks {
         match writer.symlink(&link.relative, &link.node).await {
             Ok(()) => summary.symlinks += 1,
-            Err(error) => failures.push((display(&link.relative), error.to_string())),
+            Err(error) => failures.push(ItemFailure::of(display(&link.relative), &error)),
         }
     }
 
@@ -173,18 +206,22 @@ pub(crate) async fn restore(
     // children neither fails on a read-only directory nor bumps its mtime.
     for dir in plan.dirs.iter().rev() {
         if let Err(error) = writer.finish_directory(&dir.relative, &dir.node).await {
-            failures.push((display(&dir.relative), error.to_string()));
+            failures.push(ItemFailure::of(display(&dir.relative), &error));
         }
     }
 
-    if failures.is_empty() {
-        reporter.finish(Phase::Completed);
-        Ok(summary)
-    } else {
-        reporter.finish(Phase::PartiallyFailed);
-        failures.sort();
-        Err(Error::PartialRestore { failures })
-    }
+    failures.sort_by(|a, b| a.path.cmp(&b.path));
+    summary.status = Status::from_counts(
+        summary.files + summary.dirs + summary.symlinks,
+        failures.len(),
+    );
+    summary.failures = failures;
+    reporter.finish(match summary.status {
+        Status::Completed => Phase::Completed,
+        Status::PartiallyFailed => Phase::PartiallyFailed,
+        Status::Failed => Phase::Failed,
+    });
+    Ok(summary)
 }
 
 fn join(relative: &str, name: &str) -> String {

@@ -20,7 +20,7 @@ pub(super) struct Plan {
     pub(super) dirs: Vec<Planned>,
     pub(super) files: Vec<Planned>,
     pub(super) symlinks: Vec<Planned>,
-    pub(super) failures: Vec<(String, String)>,
+    pub(super) failures: Vec<crate::outcome::ItemFailure>,
 }
 
 impl Plan {
@@ -33,8 +33,9 @@ impl Plan {
             let nodes = match listings.get(&ids) {
                 Ok(nodes) => nodes,
                 Err(error) => {
-                    plan.failures.push((
+                    plan.failures.push(crate::outcome::ItemFailure::new(
                         display(&relative),
+                        crate::outcome::FailureKind::Corrupt,
                         format!("directory listing unreadable: {error}"),
                     ));
                     continue;

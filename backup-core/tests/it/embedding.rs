@@ -1,0 +1,427 @@
+//! What an embedding service relies on: the library never stalls the
+//! runtime it runs on, long operations stop when cancelled and clean up
+//! after themselves, and partial results come with their typed failures.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use backup_core::{
+    BackupOptions, CancellationToken, DirectorySnapshotter, Entry, Error, FailureKind, Finisher,
+    InitOptions, LocalSink, MemorySink, PruneOptions, Repository, RestoreOptions, Sink, Snapshot,
+    Snapshotter, SourceInfo, Status, VerifyOptions,
+};
+use backup_testkit::fault::{FaultPlan, FaultSink};
+use backup_testkit::repo::verify_data;
+use backup_testkit::rng::random_bytes;
+
+/// Counts how often it gets to run: a task of the embedding service that
+/// yields after every step, so that it runs whenever the runtime's one
+/// worker is free.
+fn spawn_ticker(ticks: &Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+    let ticks = Arc::clone(ticks);
+    tokio::spawn(async move {
+        loop {
+            ticks.fetch_add(1, Ordering::Relaxed);
+            tokio::task::yield_now().await;
+        }
+    })
+}
+
+#[test]
+fn opening_an_encrypted_repository_leaves_a_one_worker_runtime_free() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // In memory, every storage call completes at once: the only wait
+        // left in `init` and `open` is the key derivation (real Argon2id
+        // costs, 64 MiB and 3 passes). Run inline, it would hold the one
+        // worker for its whole duration and the ticker would not run.
+        let sink: Arc<dyn Sink> = Arc::new(MemorySink::new());
+        let ticks = Arc::new(AtomicU64::new(0));
+        let ticker = spawn_ticker(&ticks);
+        Repository::init(
+            Arc::clone(&sink),
+            InitOptions::default().with_password("secret"),
+        )
+        .await
+        .unwrap();
+        let during_init = ticks.swap(0, Ordering::Relaxed);
+        Repository::open(Arc::clone(&sink), Some(b"secret"))
+            .await
+            .unwrap();
+        let during_open = ticks.load(Ordering::Relaxed);
+        ticker.abort();
+        println!("ticker ran {during_init} times during init, {during_open} during open");
+        // A yield takes well under a microsecond; the derivation tens of
+        // milliseconds: a ticker left to run turns thousands of times.
+        assert!(during_init > 1000, "{during_init} ticks during init");
+        assert!(during_open > 1000, "{during_open} ticks during open");
+    });
+}
+
+/// The index objects `sink` was asked to read.
+fn index_reads(sink: &FaultSink) -> usize {
+    sink.operations()
+        .iter()
+        .filter(|(operation, key)| *operation == "get" && key.starts_with("index/"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_reads_only_the_index_objects_written_since_the_repository_opened() {
+    let place = tempfile::tempdir().unwrap();
+    let local: Arc<dyn Sink> = Arc::new(LocalSink::create(place.path().join("repo")).unwrap());
+    let repo = Repository::init(Arc::clone(&local), InitOptions::default())
+        .await
+        .unwrap();
+    let source = place.path().join("source");
+    std::fs::create_dir_all(&source).unwrap();
+    for round in 0..3u64 {
+        std::fs::write(source.join(format!("{round}")), random_bytes(round, 5000)).unwrap();
+        repo.backup(
+            &DirectorySnapshotter::new(vec![source.clone()]),
+            BackupOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let counted = Arc::new(FaultSink::new(Arc::clone(&local), FaultPlan::default()));
+    let repo = Repository::open(counted.clone(), None).await.unwrap();
+    assert_eq!(
+        index_reads(&counted),
+        3,
+        "open reads each index object once"
+    );
+
+    // Another process adds a backup (one index object) meanwhile.
+    std::fs::write(source.join("other"), random_bytes(9, 5000)).unwrap();
+    let other = Repository::open(Arc::clone(&local), None).await.unwrap();
+    other
+        .backup(
+            &DirectorySnapshotter::new(vec![source.clone()]),
+            BackupOptions::default(),
+        )
+        .await
+        .unwrap();
+
+    counted.clear_operations();
+    std::fs::write(source.join("mine"), random_bytes(10, 5000)).unwrap();
+    let summary = repo
+        .backup(
+            &DirectorySnapshotter::new(vec![source.clone()]),
+            BackupOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        index_reads(&counted),
+        1,
+        "the backup reads the one index object written since open: {:?}",
+        counted.operations()
+    );
+    // What the other process stored is deduplicated against.
+    assert!(
+        summary.manifest.stats.bytes_added < 5000 * 2,
+        "{:?}",
+        summary.manifest.stats
+    );
+    let report = verify_data(&repo).await;
+    assert!(report.is_ok(), "{:?}", report.errors);
+}
+
+/// A source whose one stream yields a first block and then blocks until
+/// released: a backup of it runs until it is cancelled. Records how its
+/// snapshot was released.
+struct EndlessSource {
+    started: tokio::sync::mpsc::UnboundedSender<()>,
+    release: Arc<std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>>,
+    finished: Arc<std::sync::Mutex<Option<bool>>>,
+}
+
+struct BlockingReader {
+    first: Option<Vec<u8>>,
+    started: tokio::sync::mpsc::UnboundedSender<()>,
+    release: std::sync::mpsc::Receiver<()>,
+}
+
+impl std::io::Read for BlockingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(first) = self.first.take() {
+            let n = first.len().min(buf.len());
+            buf[..n].copy_from_slice(&first[..n]);
+            let _ = self.started.send(());
+            return Ok(n);
+        }
+        // Until released (or the test ends): then end of stream.
+        let _ = self.release.recv();
+        Ok(0)
+    }
+}
+
+struct RecordFinish(Arc<std::sync::Mutex<Option<bool>>>);
+
+#[async_trait::async_trait]
+impl Finisher for RecordFinish {
+    async fn finish(
+        self: Box<Self>,
+        success: bool,
+    ) -> backup_core::Result<std::collections::BTreeMap<String, serde_json::Value>> {
+        *self.0.lock().unwrap() = Some(success);
+        Ok(Default::default())
+    }
+}
+
+#[async_trait::async_trait]
+impl Snapshotter for EndlessSource {
+    fn kind(&self) -> &str {
+        "endless"
+    }
+
+    async fn snapshot(&self) -> backup_core::Result<Snapshot> {
+        let release = self.release.lock().unwrap().take().expect("one snapshot");
+        let reader = BlockingReader {
+            first: Some(random_bytes(1, 64 * 1024)),
+            started: self.started.clone(),
+            release,
+        };
+        let entries = vec![Entry::Stream {
+            name: "endless".into(),
+            reader: Box::new(reader),
+            mode: 0o600,
+        }];
+        let source = SourceInfo {
+            kind: "endless".into(),
+            paths: Vec::new(),
+        };
+        Ok(Snapshot::new(entries, source)
+            .with_finisher(Box::new(RecordFinish(Arc::clone(&self.finished)))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_backup_returns_cancelled_and_leaves_nothing_behind() {
+    let place = tempfile::tempdir().unwrap();
+    let repo_dir = place.path().join("repo");
+    let sink = Arc::new(LocalSink::create(&repo_dir).unwrap());
+    let repo = Arc::new(
+        Repository::init(sink, InitOptions::default())
+            .await
+            .unwrap(),
+    );
+    let source = place.path().join("source");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("kept"), random_bytes(2, 100_000)).unwrap();
+    let earlier = repo
+        .backup(
+            &DirectorySnapshotter::new(vec![source.clone()]),
+            BackupOptions::default(),
+        )
+        .await
+        .unwrap();
+
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let finished = Arc::new(std::sync::Mutex::new(None));
+    let endless = EndlessSource {
+        started: started_tx,
+        release: Arc::new(std::sync::Mutex::new(Some(release_rx))),
+        finished: Arc::clone(&finished),
+    };
+    let token = CancellationToken::new();
+    let running = {
+        let (repo, token) = (Arc::clone(&repo), token.clone());
+        tokio::spawn(async move {
+            repo.backup(&endless, BackupOptions::default().with_cancellation(token))
+                .await
+        })
+    };
+    // The backup is reading its source, with its in-flight marker written.
+    started.recv().await.unwrap();
+    assert_eq!(
+        std::fs::read_dir(repo_dir.join("inflight"))
+            .unwrap()
+            .count(),
+        1
+    );
+
+    token.cancel();
+    // The stream never ends by itself: only the cancellation ends the
+    // backup. A second is the bound the embedding service may rely on.
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(1), running)
+        .await
+        .expect("the cancelled backup returned within a second")
+        .unwrap();
+    assert!(
+        matches!(
+            outcome,
+            Err(Error::Cancelled {
+                operation: "backup"
+            })
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        *finished.lock().unwrap(),
+        Some(false),
+        "the snapshot was released"
+    );
+    assert_eq!(
+        std::fs::read_dir(repo_dir.join("inflight"))
+            .unwrap()
+            .count(),
+        0,
+        "no in-flight marker is left"
+    );
+    // The blocked read on the blocking thread can end now.
+    drop(release);
+
+    let backups = repo.list().await.unwrap();
+    assert_eq!(backups.len(), 1, "the cancelled backup is invisible");
+    assert_eq!(backups[0].id, earlier.id);
+    let report = repo
+        .prune(&PruneOptions::default().with_grace(chrono::Duration::zero()))
+        .await
+        .unwrap();
+    assert_eq!(report.marks_postponed, 0, "prune does not wait: {report:?}");
+    let verify = verify_data(&repo).await;
+    assert!(verify.is_ok(), "{:?}", verify.errors);
+    let target = place.path().join("restored");
+    let restored = repo
+        .restore(&backups[0], &target, &RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(restored.status, Status::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_restore_verify_and_prune_return_cancelled() {
+    let place = tempfile::tempdir().unwrap();
+    let repo = Repository::init(
+        Arc::new(LocalSink::create(place.path().join("repo")).unwrap()),
+        InitOptions::default(),
+    )
+    .await
+    .unwrap();
+    let source = place.path().join("source");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("file"), random_bytes(3, 100_000)).unwrap();
+    let summary = repo
+        .backup(
+            &DirectorySnapshotter::new(vec![source.clone()]),
+            BackupOptions::default(),
+        )
+        .await
+        .unwrap();
+    let backup = repo.load_backup(&summary.id).await.unwrap();
+    let cancelled = CancellationToken::new();
+    cancelled.cancel();
+    let restore = repo
+        .restore(
+            &backup,
+            &place.path().join("restored"),
+            &RestoreOptions::default().with_cancellation(cancelled.clone()),
+        )
+        .await;
+    assert!(
+        matches!(
+            restore,
+            Err(Error::Cancelled {
+                operation: "restore"
+            })
+        ),
+        "{restore:?}"
+    );
+    let verify = repo
+        .verify(&VerifyOptions::default().with_cancellation(cancelled.clone()))
+        .await;
+    assert!(
+        matches!(
+            verify,
+            Err(Error::Cancelled {
+                operation: "verify"
+            })
+        ),
+        "{verify:?}"
+    );
+    let prune = repo
+        .prune(&PruneOptions::default().with_cancellation(cancelled))
+        .await;
+    assert!(
+        matches!(prune, Err(Error::Cancelled { operation: "prune" })),
+        "{prune:?}"
+    );
+    let report = verify_data(&repo).await;
+    assert!(report.is_ok(), "{:?}", report.errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_with_unwritable_files_reports_typed_failures_and_partially_failed() {
+    let place = tempfile::tempdir().unwrap();
+    let repo = Repository::init(
+        Arc::new(LocalSink::create(place.path().join("repo")).unwrap()),
+        InitOptions::default(),
+    )
+    .await
+    .unwrap();
+    let source = place.path().join("source");
+    std::fs::create_dir_all(source.join("sub")).unwrap();
+    for name in ["a.txt", "b.txt", "sub/c.txt", "sub/d.txt"] {
+        std::fs::write(source.join(name), name.as_bytes()).unwrap();
+    }
+    let summary = repo
+        .backup(
+            &DirectorySnapshotter::new(vec![source.clone()]),
+            BackupOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary.status, Status::Completed);
+    assert!(summary.failures.is_empty());
+    let backup = repo.load_backup(&summary.id).await.unwrap();
+
+    // Two files cannot be written: a directory that is not empty holds
+    // their place (whoever runs the test, root included, cannot replace
+    // it with a file).
+    let target = place.path().join("restored");
+    for name in ["a.txt", "sub/d.txt"] {
+        std::fs::create_dir_all(target.join("source").join(name).join("occupied")).unwrap();
+    }
+    let restored = repo
+        .restore(&backup, &target, &RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(restored.status, Status::PartiallyFailed, "{restored:?}");
+    let failed: Vec<(&str, FailureKind)> = restored
+        .failures
+        .iter()
+        .map(|failure| (failure.path.as_str(), failure.kind))
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            ("source/a.txt", FailureKind::Refused),
+            ("source/sub/d.txt", FailureKind::Refused)
+        ],
+        "{restored:?}"
+    );
+    assert!(restored
+        .failures
+        .iter()
+        .all(|failure| !failure.message.is_empty()));
+    assert_eq!(
+        restored.files, 2,
+        "the other files are restored: {restored:?}"
+    );
+    for name in ["b.txt", "sub/c.txt"] {
+        assert_eq!(
+            std::fs::read(target.join("source").join(name)).unwrap(),
+            name.as_bytes()
+        );
+    }
+    assert_eq!(
+        Status::of(&Ok::<_, Error>(restored), |summary| summary.status),
+        Status::PartiallyFailed
+    );
+}
