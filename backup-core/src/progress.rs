@@ -42,7 +42,7 @@ pub enum Phase {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Progress {
-    /// `backup` or `restore`.
+    /// `backup`, `restore` or `verify`.
     pub operation: &'static str,
     /// Where it stands.
     pub phase: Phase,

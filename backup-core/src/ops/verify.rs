@@ -21,6 +21,7 @@ use crate::format::envelope::{self, ObjectKind};
 use crate::format::index::{Index, IndexFile};
 use crate::format::pack::{self, BlobEntry};
 use crate::format::tree::NodeKind;
+use crate::progress::{Phase, ProgressSink, Reporter, Tracker};
 use crate::sink::SinkExt;
 use crate::{Error, Id, Result};
 
@@ -35,6 +36,9 @@ pub struct VerifyOptions {
     pub read_data_share: Option<f64>,
     /// Cancels the verification: it stops and returns [`Error::Cancelled`](crate::Error::Cancelled).
     pub cancellation: Option<CancellationToken>,
+    /// Where progress events go: the backups checked and the packs read
+    /// count as `files`, the packs' bytes as `bytes`.
+    pub progress: Option<ProgressSink>,
 }
 
 impl VerifyOptions {
@@ -47,6 +51,12 @@ impl VerifyOptions {
     /// With data reading, checks only this share of the packs (0 < share ≤ 1), chosen at random.
     pub fn with_read_data_share(mut self, share: f64) -> Self {
         self.read_data_share = Some(share);
+        self
+    }
+
+    /// Sends progress events to `progress`.
+    pub fn with_progress(mut self, progress: ProgressSink) -> Self {
+        self.progress = Some(progress);
         self
     }
 
@@ -118,10 +128,19 @@ fn decode_problem<T>(decoded: Result<T>) -> Result<Option<Error>> {
 /// Checks the repository; see [`Repository::verify`](crate::Repository::verify).
 pub(crate) async fn run(repo: &Engine, options: &VerifyOptions) -> Result<VerifyReport> {
     let token = options.cancellation.as_ref();
-    crate::engine::cancellable(token, "verify", verify(repo, options)).await
+    let tracker = Tracker::new("verify");
+    let reporter = Reporter::start(tracker.clone(), options.progress.clone());
+    let outcome =
+        crate::engine::cancellable(token, "verify", verify(repo, options, &tracker)).await;
+    reporter.finish(match &outcome {
+        Ok(report) if report.is_ok() => Phase::Completed,
+        Ok(_) => Phase::PartiallyFailed,
+        Err(_) => Phase::Failed,
+    });
+    outcome
 }
 
-async fn verify(repo: &Engine, options: &VerifyOptions) -> Result<VerifyReport> {
+async fn verify(repo: &Engine, options: &VerifyOptions, tracker: &Tracker) -> Result<VerifyReport> {
     let sink = repo.sink.as_ref();
     let key = repo.key();
     let mut report = VerifyReport::default();
@@ -213,7 +232,15 @@ async fn verify(repo: &Engine, options: &VerifyOptions) -> Result<VerifyReport> 
 
     // Backups and their trees.
     let mut trees_seen: HashSet<Vec<Id>> = HashSet::new();
-    for id in list_ids(sink, MANIFEST_PREFIX).await? {
+    let manifests = list_ids(sink, MANIFEST_PREFIX).await?;
+    let packs_to_read = read_data_selection(options, &stored);
+    tracker.set_totals(
+        (manifests.len() + packs_to_read.len()) as u64,
+        packs_to_read.iter().map(|(_, size)| size).sum(),
+    );
+    for id in manifests {
+        tracker.file_done();
+        tracker.set_current(format!("{MANIFEST_PREFIX}{id}"));
         report.backups += 1;
         let backup = match repo.load_backup(&id).await {
             Ok(backup) => backup,
@@ -276,24 +303,17 @@ async fn verify(repo: &Engine, options: &VerifyOptions) -> Result<VerifyReport> 
     }
 
     if options.read_data {
-        let share = options.read_data_share.unwrap_or(1.0).clamp(0.0, 1.0);
-        let mut packs: Vec<(Id, u64)> = stored.into_iter().collect();
-        packs.sort();
-        if share < 1.0 {
-            let keep = ((packs.len() as f64 * share).ceil() as usize)
-                .max(1)
-                .min(packs.len());
-            let mut order: Vec<(u64, (Id, u64))> = packs
-                .into_iter()
-                .map(|pack| (u64::from_le_bytes(crate::crypto::random_bytes()), pack))
-                .collect();
-            order.sort_by_key(|(rank, _)| *rank);
-            packs = order.into_iter().take(keep).map(|(_, pack)| pack).collect();
-        }
+        let packs = packs_to_read;
         let results: Vec<(u64, u64, Vec<Problem>)> = futures::stream::iter(packs)
             .map(|(id, _)| {
                 let expected = index_entries.get(&id).cloned();
-                async move { check_pack(repo, id, expected).await }
+                async move {
+                    let checked = check_pack(repo, id, expected).await;
+                    tracker.set_current(pack::pack_key(&id));
+                    tracker.file_done();
+                    tracker.bytes_done(checked.0);
+                    checked
+                }
             })
             .buffer_unordered(4)
             .collect()
@@ -306,6 +326,29 @@ async fn verify(repo: &Engine, options: &VerifyOptions) -> Result<VerifyReport> 
         }
     }
     Ok(report)
+}
+
+/// The packs a verification with `options` reads: all stored packs with
+/// `read_data`, or a random share of them; none without.
+fn read_data_selection(options: &VerifyOptions, stored: &HashMap<Id, u64>) -> Vec<(Id, u64)> {
+    if !options.read_data {
+        return Vec::new();
+    }
+    let share = options.read_data_share.unwrap_or(1.0).clamp(0.0, 1.0);
+    let mut packs: Vec<(Id, u64)> = stored.iter().map(|(id, size)| (*id, *size)).collect();
+    packs.sort();
+    if share < 1.0 {
+        let keep = ((packs.len() as f64 * share).ceil() as usize)
+            .max(1)
+            .min(packs.len());
+        let mut order: Vec<(u64, (Id, u64))> = packs
+            .into_iter()
+            .map(|pack| (u64::from_le_bytes(crate::crypto::random_bytes()), pack))
+            .collect();
+        order.sort_by_key(|(rank, _)| *rank);
+        packs = order.into_iter().take(keep).map(|(_, pack)| pack).collect();
+    }
+    packs
 }
 
 /// The object to blame for a tree that failed to load.

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use backup_core::{
     BackupOptions, CancellationToken, DirectorySnapshotter, Entry, Error, FailureKind, Finisher,
-    InitOptions, LocalSink, MemorySink, PruneOptions, Repository, RestoreOptions, Sink, Snapshot,
-    Snapshotter, SourceInfo, Status, VerifyOptions,
+    InitOptions, LocalSink, MemorySink, Phase, ProgressSink, PruneOptions, Repository,
+    RestoreOptions, Sink, Snapshot, Snapshotter, SourceInfo, Status, VerifyOptions,
 };
 use backup_testkit::fault::{FaultPlan, FaultSink};
 use backup_testkit::repo::verify_data;
@@ -424,4 +424,55 @@ async fn a_restore_with_unwritable_files_reports_typed_failures_and_partially_fa
         Status::of(&Ok::<_, Error>(restored), |summary| summary.status),
         Status::PartiallyFailed
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_progress_over_the_backups_and_the_packs_it_reads() {
+    let place = tempfile::tempdir().unwrap();
+    let repo = Repository::init(
+        Arc::new(LocalSink::create(place.path().join("repo")).unwrap()),
+        InitOptions::default(),
+    )
+    .await
+    .unwrap();
+    let source = place.path().join("source");
+    std::fs::create_dir_all(&source).unwrap();
+    for round in 0..2u64 {
+        std::fs::write(
+            source.join(format!("{round}")),
+            random_bytes(round, 200_000),
+        )
+        .unwrap();
+        repo.backup(
+            &DirectorySnapshotter::new(vec![source.clone()]),
+            BackupOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let (progress, mut events) = ProgressSink::channel();
+    let report = repo
+        .verify(
+            &VerifyOptions::default()
+                .with_read_data(true)
+                .with_progress(progress),
+        )
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{:?}", report.errors);
+    let mut last = None;
+    while let Ok(event) = events.try_recv() {
+        assert_eq!(event.operation, "verify");
+        last = Some(event);
+    }
+    let last = last.expect("at least the final event");
+    assert_eq!(last.phase, Phase::Completed, "{last:?}");
+    assert_eq!(
+        last.files_done,
+        report.backups + report.packs_read,
+        "{last:?}"
+    );
+    assert_eq!(last.files_total, Some(last.files_done), "{last:?}");
+    assert_eq!(last.bytes_done, report.bytes_read, "{last:?}");
+    assert_eq!(last.percent, Some(100.0), "{last:?}");
 }
