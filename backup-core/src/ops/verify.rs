@@ -54,15 +54,15 @@ impl VerifyOptions {
         self
     }
 
-    /// Sends progress events to `progress`.
-    pub fn with_progress(mut self, progress: ProgressSink) -> Self {
-        self.progress = Some(progress);
-        self
-    }
-
     /// Stops the verification when `token` is cancelled.
     pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
         self.cancellation = Some(token);
+        self
+    }
+
+    /// Sends the verification's progress events to `progress`.
+    pub fn with_progress(mut self, progress: ProgressSink) -> Self {
+        self.progress = Some(progress);
         self
     }
 }

@@ -2,17 +2,40 @@
 //! runtime it runs on, long operations stop when cancelled and clean up
 //! after themselves, and partial results come with their typed failures.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use backup_core::{
-    BackupOptions, CancellationToken, DirectorySnapshotter, Entry, Error, FailureKind, Finisher,
-    InitOptions, LocalSink, MemorySink, Phase, ProgressSink, PruneOptions, Repository,
-    RestoreOptions, Sink, Snapshot, Snapshotter, SourceInfo, Status, VerifyOptions,
+    BackupOptions, BackupSummary, CancellationToken, DirectorySnapshotter, Entry, Error,
+    FailureKind, Finisher, InitOptions, LocalSink, MemorySink, Phase, ProgressSink, PruneOptions,
+    Repository, RestoreOptions, Sink, Snapshot, Snapshotter, SourceInfo, Status, VerifyOptions,
 };
 use backup_testkit::fault::{FaultPlan, FaultSink};
 use backup_testkit::repo::verify_data;
 use backup_testkit::rng::random_bytes;
+
+/// A new unencrypted repository in `place/repo`, and the directory
+/// `place/source` to back up (created empty).
+async fn local_repository(place: &Path) -> (Repository, PathBuf) {
+    let sink = Arc::new(LocalSink::create(place.join("repo")).unwrap());
+    let repo = Repository::init(sink, InitOptions::default())
+        .await
+        .unwrap();
+    let source = place.join("source");
+    std::fs::create_dir_all(&source).unwrap();
+    (repo, source)
+}
+
+/// Backs `source` up into `repo` with the default options.
+async fn back_up(repo: &Repository, source: &Path) -> BackupSummary {
+    repo.backup(
+        &DirectorySnapshotter::new(vec![source.to_path_buf()]),
+        BackupOptions::default(),
+    )
+    .await
+    .unwrap()
+}
 
 /// Counts how often it gets to run: a task of the embedding service that
 /// yields after every step, so that it runs whenever the runtime's one
@@ -80,12 +103,7 @@ async fn a_backup_reads_only_the_index_objects_written_since_the_repository_open
     std::fs::create_dir_all(&source).unwrap();
     for round in 0..3u64 {
         std::fs::write(source.join(format!("{round}")), random_bytes(round, 5000)).unwrap();
-        repo.backup(
-            &DirectorySnapshotter::new(vec![source.clone()]),
-            BackupOptions::default(),
-        )
-        .await
-        .unwrap();
+        back_up(&repo, &source).await;
     }
     let counted = Arc::new(FaultSink::new(Arc::clone(&local), FaultPlan::default()));
     let repo = Repository::open(counted.clone(), None).await.unwrap();
@@ -98,23 +116,11 @@ async fn a_backup_reads_only_the_index_objects_written_since_the_repository_open
     // Another process adds a backup (one index object) meanwhile.
     std::fs::write(source.join("other"), random_bytes(9, 5000)).unwrap();
     let other = Repository::open(Arc::clone(&local), None).await.unwrap();
-    other
-        .backup(
-            &DirectorySnapshotter::new(vec![source.clone()]),
-            BackupOptions::default(),
-        )
-        .await
-        .unwrap();
+    back_up(&other, &source).await;
 
     counted.clear_operations();
     std::fs::write(source.join("mine"), random_bytes(10, 5000)).unwrap();
-    let summary = repo
-        .backup(
-            &DirectorySnapshotter::new(vec![source.clone()]),
-            BackupOptions::default(),
-        )
-        .await
-        .unwrap();
+    let summary = back_up(&repo, &source).await;
     assert_eq!(
         index_reads(&counted),
         1,
@@ -213,13 +219,7 @@ async fn a_cancelled_backup_returns_cancelled_and_leaves_nothing_behind() {
     let source = place.path().join("source");
     std::fs::create_dir_all(&source).unwrap();
     std::fs::write(source.join("kept"), random_bytes(2, 100_000)).unwrap();
-    let earlier = repo
-        .backup(
-            &DirectorySnapshotter::new(vec![source.clone()]),
-            BackupOptions::default(),
-        )
-        .await
-        .unwrap();
+    let earlier = back_up(&repo, &source).await;
 
     let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
     let (release, release_rx) = std::sync::mpsc::channel();
@@ -298,22 +298,9 @@ async fn a_cancelled_backup_returns_cancelled_and_leaves_nothing_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_restore_verify_and_prune_return_cancelled() {
     let place = tempfile::tempdir().unwrap();
-    let repo = Repository::init(
-        Arc::new(LocalSink::create(place.path().join("repo")).unwrap()),
-        InitOptions::default(),
-    )
-    .await
-    .unwrap();
-    let source = place.path().join("source");
-    std::fs::create_dir_all(&source).unwrap();
+    let (repo, source) = local_repository(place.path()).await;
     std::fs::write(source.join("file"), random_bytes(3, 100_000)).unwrap();
-    let summary = repo
-        .backup(
-            &DirectorySnapshotter::new(vec![source.clone()]),
-            BackupOptions::default(),
-        )
-        .await
-        .unwrap();
+    let summary = back_up(&repo, &source).await;
     let backup = repo.load_backup(&summary.id).await.unwrap();
     let cancelled = CancellationToken::new();
     cancelled.cancel();
@@ -359,24 +346,12 @@ async fn cancelled_restore_verify_and_prune_return_cancelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_with_unwritable_files_reports_typed_failures_and_partially_failed() {
     let place = tempfile::tempdir().unwrap();
-    let repo = Repository::init(
-        Arc::new(LocalSink::create(place.path().join("repo")).unwrap()),
-        InitOptions::default(),
-    )
-    .await
-    .unwrap();
-    let source = place.path().join("source");
+    let (repo, source) = local_repository(place.path()).await;
     std::fs::create_dir_all(source.join("sub")).unwrap();
     for name in ["a.txt", "b.txt", "sub/c.txt", "sub/d.txt"] {
         std::fs::write(source.join(name), name.as_bytes()).unwrap();
     }
-    let summary = repo
-        .backup(
-            &DirectorySnapshotter::new(vec![source.clone()]),
-            BackupOptions::default(),
-        )
-        .await
-        .unwrap();
+    let summary = back_up(&repo, &source).await;
     assert_eq!(summary.status, Status::Completed);
     assert!(summary.failures.is_empty());
     let backup = repo.load_backup(&summary.id).await.unwrap();
@@ -429,26 +404,14 @@ async fn a_restore_with_unwritable_files_reports_typed_failures_and_partially_fa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_reports_progress_over_the_backups_and_the_packs_it_reads() {
     let place = tempfile::tempdir().unwrap();
-    let repo = Repository::init(
-        Arc::new(LocalSink::create(place.path().join("repo")).unwrap()),
-        InitOptions::default(),
-    )
-    .await
-    .unwrap();
-    let source = place.path().join("source");
-    std::fs::create_dir_all(&source).unwrap();
+    let (repo, source) = local_repository(place.path()).await;
     for round in 0..2u64 {
         std::fs::write(
             source.join(format!("{round}")),
             random_bytes(round, 200_000),
         )
         .unwrap();
-        repo.backup(
-            &DirectorySnapshotter::new(vec![source.clone()]),
-            BackupOptions::default(),
-        )
-        .await
-        .unwrap();
+        back_up(&repo, &source).await;
     }
     let (progress, mut events) = ProgressSink::channel();
     let report = repo
