@@ -42,7 +42,7 @@ pub enum Phase {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Progress {
-    /// `backup`, `restore` or `verify`.
+    /// `backup`, `restore`, `verify` or `prune`.
     pub operation: &'static str,
     /// Where it stands.
     pub phase: Phase,

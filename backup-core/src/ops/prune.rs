@@ -32,6 +32,7 @@ use crate::format::envelope::{self, ObjectKind};
 use crate::format::index::{IndexFile, IndexedPack};
 use crate::format::pack::{self, PackBuilder};
 use crate::format::tree::NodeKind;
+use crate::progress::{Phase, ProgressSink, Reporter, Tracker};
 use crate::sink::{PutMode, SinkExt};
 use crate::{Error, Id, Result};
 
@@ -55,6 +56,9 @@ pub struct PruneOptions {
     /// killed prune: the next one goes on) and returns
     /// [`Error::Cancelled`](crate::Error::Cancelled).
     pub cancellation: Option<CancellationToken>,
+    /// Where progress events go: the packs repacked count as `files`, their
+    /// bytes as `bytes`; `current` names the step.
+    pub progress: Option<ProgressSink>,
 }
 
 impl PruneOptions {
@@ -76,6 +80,12 @@ impl PruneOptions {
         self
     }
 
+    /// Sends the prune's progress events to `progress`.
+    pub fn with_progress(mut self, progress: ProgressSink) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
     /// Stops the prune when `token` is cancelled.
     pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
         self.cancellation = Some(token);
@@ -90,6 +100,7 @@ impl Default for PruneOptions {
             repack_unused_share: 0.3,
             dry_run: false,
             cancellation: None,
+            progress: None,
         }
     }
 }
@@ -125,7 +136,14 @@ pub struct PruneReport {
 /// [`Repository::prune`](crate::Repository::prune)(crate::Repository::prune).
 pub(crate) async fn run(engine: &Engine, options: &PruneOptions) -> Result<PruneReport> {
     let token = options.cancellation.as_ref();
-    let report = crate::engine::cancellable(token, "prune", prune(engine, options)).await;
+    let tracker = Tracker::new("prune");
+    let reporter = Reporter::start(tracker.clone(), options.progress.clone());
+    let report = crate::engine::cancellable(token, "prune", prune(engine, options, &tracker)).await;
+    reporter.finish(if report.is_ok() {
+        Phase::Completed
+    } else {
+        Phase::Failed
+    });
     // Cancelled or not, the index is reloaded: the prune may have
     // rewritten part of it.
     let index = engine.load_index().await?;
@@ -170,10 +188,11 @@ async fn references(shared: &Engine) -> Result<(crate::format::index::Index, Has
     Ok((index, used))
 }
 
-async fn prune(shared: &Engine, options: &PruneOptions) -> Result<PruneReport> {
+async fn prune(shared: &Engine, options: &PruneOptions, tracker: &Tracker) -> Result<PruneReport> {
     let sink = shared.sink.as_ref();
     let mut report = PruneReport::default();
     let now = Utc::now();
+    tracker.set_current("reading what the backups use");
 
     // Order matters: in-flight markers are read before the manifests, so a
     // backup whose marker is gone has its manifest seen below.
@@ -275,6 +294,10 @@ async fn prune(shared: &Engine, options: &PruneOptions) -> Result<PruneReport> {
     }
     report.packs_marked = doomed.len() as u64;
     report.packs_repacked = repack.len() as u64;
+    tracker.set_totals(
+        repack.len() as u64,
+        repack.iter().filter_map(|id| stored.get(id)).sum::<u64>(),
+    );
     if options.dry_run || (doomed.is_empty() && repack.is_empty()) {
         return Ok(report);
     }
@@ -284,7 +307,10 @@ async fn prune(shared: &Engine, options: &PruneOptions) -> Result<PruneReport> {
     let mut builder = PackBuilder::default();
     for pack_id in &repack {
         let key = pack::pack_key(pack_id);
+        tracker.set_current(format!("repacking {key}"));
         let bytes = sink.get(&key).await?;
+        tracker.file_done();
+        tracker.bytes_done(bytes.len() as u64);
         for entry in pack::read_header(&key, &bytes, shared.key())? {
             let chosen = index.get(&entry.id).is_some_and(|location| {
                 location.pack == *pack_id && location.entry.offset == entry.offset

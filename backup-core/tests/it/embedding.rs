@@ -439,3 +439,61 @@ async fn verify_reports_progress_over_the_backups_and_the_packs_it_reads() {
     assert_eq!(last.bytes_done, report.bytes_read, "{last:?}");
     assert_eq!(last.percent, Some(100.0), "{last:?}");
 }
+
+/// Forgets every backup a retention would (the engine keeps the floor).
+struct ForgetAll;
+
+impl backup_core::RetentionPolicy for ForgetAll {
+    fn decide(
+        &self,
+        backups: &[backup_core::Backup],
+        _now: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<backup_core::Decision> {
+        backups
+            .iter()
+            .map(|backup| backup_core::Decision {
+                id: backup.id,
+                keep: false,
+                reasons: vec!["forget all".into()],
+            })
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_reports_progress_over_the_packs_it_repacks() {
+    let place = tempfile::tempdir().unwrap();
+    let (repo, source) = local_repository(place.path()).await;
+    // Two files in one pack; the newest backup keeps only one of them, so
+    // once the older backup is forgotten the pack is half unused.
+    std::fs::write(source.join("kept"), random_bytes(1, 300_000)).unwrap();
+    std::fs::write(source.join("dropped"), random_bytes(2, 300_000)).unwrap();
+    back_up(&repo, &source).await;
+    std::fs::remove_file(source.join("dropped")).unwrap();
+    back_up(&repo, &source).await;
+    repo.forget(&ForgetAll, chrono::Utc::now(), false)
+        .await
+        .unwrap();
+    let (progress, mut events) = ProgressSink::channel();
+    let report = repo
+        .prune(
+            &PruneOptions::default()
+                .with_grace(chrono::Duration::zero())
+                .with_progress(progress),
+        )
+        .await
+        .unwrap();
+    assert!(report.packs_repacked >= 1, "{report:?}");
+    let mut last = None;
+    while let Ok(event) = events.try_recv() {
+        assert_eq!(event.operation, "prune");
+        last = Some(event);
+    }
+    let last = last.expect("at least the final event");
+    assert_eq!(last.phase, Phase::Completed, "{last:?}");
+    assert_eq!(last.files_done, report.packs_repacked, "{last:?}");
+    assert_eq!(last.files_total, Some(report.packs_repacked), "{last:?}");
+    assert_eq!(last.percent, Some(100.0), "{last:?}");
+    let verify = verify_data(&repo).await;
+    assert!(verify.is_ok(), "{:?}", verify.errors);
+}
