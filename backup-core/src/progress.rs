@@ -4,7 +4,9 @@
 //! [`RestoreOptions`](crate::RestoreOptions) to receive a [`Progress`] event
 //! a few times per second and a last one with the final phase. Totals are
 //! known for restores at once, and for backups of paths once a scan running
-//! beside the backup has counted them; for streams they stay unknown.
+//! beside the backup has counted them; for streams they stay unknown. An
+//! item that fails is reported at once, in an event whose
+//! [`Progress::failure`] names it.
 //!
 //! ```
 //! use backup_core::ProgressSink;
@@ -60,6 +62,10 @@ pub struct Progress {
     pub current: Option<String>,
     /// Time since the start, in milliseconds.
     pub elapsed_ms: u64,
+    /// Set on the event sent at once when an item fails (a file that
+    /// cannot be read or restored): the item, the kind of failure and why.
+    /// The operation goes on; the failures are also in its summary.
+    pub failure: Option<crate::outcome::ItemFailure>,
 }
 
 /// Receives progress events: a callback, or the sending side of a channel.
@@ -105,6 +111,8 @@ pub(crate) struct Tracker {
     bytes_total: AtomicU64,
     totals_known: AtomicBool,
     current: Mutex<Option<String>>,
+    /// Where failure events go at once (set by [`Reporter::start`]).
+    sink: Mutex<Option<ProgressSink>>,
 }
 
 impl Tracker {
@@ -118,7 +126,18 @@ impl Tracker {
             bytes_total: AtomicU64::new(0),
             totals_known: AtomicBool::new(false),
             current: Mutex::new(None),
+            sink: Mutex::new(None),
         })
+    }
+
+    /// Reports that `failure`'s item failed, in an event of its own.
+    pub(crate) fn item_failed(&self, failure: &crate::outcome::ItemFailure) {
+        let sink = self.sink.lock().ok().and_then(|sink| sink.clone());
+        if let Some(sink) = sink {
+            let mut event = self.snapshot(Phase::Running);
+            event.failure = Some(failure.clone());
+            sink.emit(&event);
+        }
     }
 
     pub(crate) fn file_done(&self) {
@@ -170,6 +189,7 @@ impl Tracker {
             percent,
             current: self.current.lock().ok().and_then(|c| c.clone()),
             elapsed_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            failure: None,
         }
     }
 }
@@ -183,6 +203,9 @@ pub(crate) struct Reporter {
 
 impl Reporter {
     pub(crate) fn start(tracker: Arc<Tracker>, sink: Option<ProgressSink>) -> Reporter {
+        if let Ok(mut slot) = tracker.sink.lock() {
+            slot.clone_from(&sink);
+        }
         let task = sink.clone().map(|sink| {
             let tracker = tracker.clone();
             tokio::spawn(async move {

@@ -91,8 +91,10 @@ impl BackupWriter {
 
     pub(super) fn record_error(&self, path: &Path, kind: FailureKind, message: String) {
         tracing::warn!(path = %path.display(), ?kind, %message, "item not backed up");
+        let failure = ItemFailure::new(path.display().to_string(), kind, message);
+        self.tracker.item_failed(&failure);
         if let Ok(mut errors) = self.errors.lock() {
-            errors.push(ItemFailure::new(path.display().to_string(), kind, message));
+            errors.push(failure);
         }
     }
 

@@ -363,11 +363,28 @@ async fn a_restore_with_unwritable_files_reports_typed_failures_and_partially_fa
     for name in ["a.txt", "sub/d.txt"] {
         std::fs::create_dir_all(target.join("source").join(name).join("occupied")).unwrap();
     }
+    let (progress, mut events) = ProgressSink::channel();
     let restored = repo
-        .restore(&backup, &target, &RestoreOptions::default())
+        .restore(
+            &backup,
+            &target,
+            &RestoreOptions::default().with_progress(progress),
+        )
         .await
         .unwrap();
     assert_eq!(restored.status, Status::PartiallyFailed, "{restored:?}");
+    // Each failure was also an event of its own, as it happened.
+    let mut reported = Vec::new();
+    let mut last = None;
+    while let Ok(event) = events.try_recv() {
+        if let Some(failure) = &event.failure {
+            reported.push(failure.clone());
+        }
+        last = Some(event);
+    }
+    reported.sort_by(|a, b| a.path.cmp(&b.path));
+    assert_eq!(reported, restored.failures);
+    assert_eq!(last.map(|event| event.phase), Some(Phase::PartiallyFailed));
     let failed: Vec<(&str, FailureKind)> = restored
         .failures
         .iter()
@@ -496,4 +513,32 @@ async fn prune_reports_progress_over_the_packs_it_repacks() {
     assert_eq!(last.percent, Some(100.0), "{last:?}");
     let verify = verify_data(&repo).await;
     assert!(verify.is_ok(), "{:?}", verify.errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_reports_each_item_it_cannot_store_as_it_goes() {
+    use std::os::unix::ffi::OsStrExt;
+    let place = tempfile::tempdir().unwrap();
+    let (repo, source) = local_repository(place.path()).await;
+    std::fs::write(source.join("fine.txt"), b"fine").unwrap();
+    // A name that is not UTF-8 cannot be stored in a tree.
+    let odd = source.join(std::ffi::OsStr::from_bytes(b"odd-\xff-name"));
+    std::fs::write(&odd, b"odd").unwrap();
+    let (progress, mut events) = ProgressSink::channel();
+    let summary = repo
+        .backup(
+            &DirectorySnapshotter::new(vec![source.clone()]),
+            BackupOptions::default().with_progress(progress),
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary.status, Status::PartiallyFailed, "{summary:?}");
+    assert_eq!(summary.failures.len(), 1, "{summary:?}");
+    assert_eq!(summary.failures[0].kind, FailureKind::Unsupported);
+    assert_eq!(summary.manifest.errors.len(), 1);
+    let mut reported = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        reported.extend(event.failure);
+    }
+    assert_eq!(reported, summary.failures);
 }

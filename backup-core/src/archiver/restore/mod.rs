@@ -154,14 +154,21 @@ pub(crate) async fn restore(
     let reporter = Reporter::start(tracker.clone(), options.progress.clone());
     let writer = Arc::new(SafeWriter::new(base, tracker));
     let mut summary = RestoreSummary::default();
-    let mut failures = plan.failures;
+    let mut failures = Vec::new();
+    for failure in plan.failures {
+        fail(&mut failures, &writer, failure);
+    }
 
     // Parents before children: the plan was built depth first from the root.
     plan.dirs.sort_by(|a, b| a.relative.cmp(&b.relative));
     for dir in &plan.dirs {
         match writer.directory(&dir.relative).await {
             Ok(_) => summary.dirs += 1,
-            Err(error) => failures.push(ItemFailure::of(display(&dir.relative), &error)),
+            Err(error) => fail(
+                &mut failures,
+                &writer,
+                ItemFailure::of(display(&dir.relative), &error),
+            ),
         }
     }
 
@@ -191,14 +198,22 @@ pub(crate) async fn restore(
                 summary.files += 1;
                 summary.bytes += bytes;
             }
-            Err(error) => failures.push(ItemFailure::of(display(&relative), &error)),
+            Err(error) => fail(
+                &mut failures,
+                &writer,
+                ItemFailure::of(display(&relative), &error),
+            ),
         }
     }
 
     for link in &plan.symlinks {
         match writer.symlink(&link.relative, &link.node).await {
             Ok(()) => summary.symlinks += 1,
-            Err(error) => failures.push(ItemFailure::of(display(&link.relative), &error)),
+            Err(error) => fail(
+                &mut failures,
+                &writer,
+                ItemFailure::of(display(&link.relative), &error),
+            ),
         }
     }
 
@@ -206,7 +221,11 @@ pub(crate) async fn restore(
     // children neither fails on a read-only directory nor bumps its mtime.
     for dir in plan.dirs.iter().rev() {
         if let Err(error) = writer.finish_directory(&dir.relative, &dir.node).await {
-            failures.push(ItemFailure::of(display(&dir.relative), &error));
+            fail(
+                &mut failures,
+                &writer,
+                ItemFailure::of(display(&dir.relative), &error),
+            );
         }
     }
 
@@ -222,6 +241,12 @@ pub(crate) async fn restore(
         Status::Failed => Phase::Failed,
     });
     Ok(summary)
+}
+
+/// Records `failure` and reports it as a progress event.
+fn fail(failures: &mut Vec<ItemFailure>, writer: &SafeWriter, failure: ItemFailure) {
+    writer.tracker.item_failed(&failure);
+    failures.push(failure);
 }
 
 fn join(relative: &str, name: &str) -> String {
