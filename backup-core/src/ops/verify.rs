@@ -21,6 +21,7 @@ use crate::format::envelope::{self, ObjectKind};
 use crate::format::index::{Index, IndexFile};
 use crate::format::pack::{self, BlobEntry};
 use crate::format::tree::NodeKind;
+use crate::outcome::{FailureKind, ItemFailure};
 use crate::progress::{Phase, ProgressSink, Reporter, Tracker};
 use crate::sink::SinkExt;
 use crate::{Error, Id, Result};
@@ -238,7 +239,9 @@ async fn verify(repo: &Engine, options: &VerifyOptions, tracker: &Tracker) -> Re
         (manifests.len() + packs_to_read.len()) as u64,
         packs_to_read.iter().map(|(_, size)| size).sum(),
     );
+    let mut reported = 0;
     for id in manifests {
+        report_new_problems(&report, tracker, &mut reported);
         tracker.file_done();
         tracker.set_current(format!("{MANIFEST_PREFIX}{id}"));
         report.backups += 1;
@@ -325,6 +328,7 @@ async fn verify(repo: &Engine, options: &VerifyOptions, tracker: &Tracker) -> Re
             report.errors.extend(problems);
         }
     }
+    report_new_problems(&report, tracker, &mut reported);
     Ok(report)
 }
 
@@ -349,6 +353,19 @@ fn read_data_selection(options: &VerifyOptions, stored: &HashMap<Id, u64>) -> Ve
         packs = order.into_iter().take(keep).map(|(_, pack)| pack).collect();
     }
     packs
+}
+
+/// Reports the problems found since the last call (the first `reported`
+/// are out) as failure events, each naming the damaged object.
+fn report_new_problems(report: &VerifyReport, tracker: &Tracker, reported: &mut usize) {
+    for problem in report.errors.iter().skip(*reported) {
+        tracker.item_failed(&ItemFailure::new(
+            problem.object.clone(),
+            FailureKind::Corrupt,
+            problem.message.clone(),
+        ));
+    }
+    *reported = report.errors.len();
 }
 
 /// The object to blame for a tree that failed to load.

@@ -542,3 +542,47 @@ async fn a_backup_reports_each_item_it_cannot_store_as_it_goes() {
     }
     assert_eq!(reported, summary.failures);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_each_damaged_object_as_it_goes() {
+    let place = tempfile::tempdir().unwrap();
+    let (repo, source) = local_repository(place.path()).await;
+    std::fs::write(source.join("data"), random_bytes(5, 300_000)).unwrap();
+    back_up(&repo, &source).await;
+    let (key, size) = backup_testkit::repo::packs(&place.path().join("repo"))
+        .into_iter()
+        .max_by_key(|(_, size)| *size)
+        .unwrap();
+    backup_testkit::repo::flip_byte(&place.path().join("repo").join(&key), size as usize / 2);
+    let (progress, mut events) = ProgressSink::channel();
+    let report = repo
+        .verify(
+            &VerifyOptions::default()
+                .with_read_data(true)
+                .with_progress(progress),
+        )
+        .await
+        .unwrap();
+    assert!(!report.is_ok());
+    let mut reported = Vec::new();
+    let mut last = None;
+    while let Ok(event) = events.try_recv() {
+        reported.extend(event.failure.clone());
+        last = Some(event);
+    }
+    let objects: Vec<&str> = reported
+        .iter()
+        .map(|failure| failure.path.as_str())
+        .collect();
+    let expected: Vec<&str> = report
+        .errors
+        .iter()
+        .map(|problem| problem.object.as_str())
+        .collect();
+    assert_eq!(objects, expected);
+    assert!(objects.contains(&key.as_str()), "{objects:?}");
+    assert!(reported
+        .iter()
+        .all(|failure| failure.kind == FailureKind::Corrupt));
+    assert_eq!(last.map(|event| event.phase), Some(Phase::PartiallyFailed));
+}
