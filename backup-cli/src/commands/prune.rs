@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::cli::Common;
 use crate::output::{print_json, print_prune};
 use crate::parse::{parse_grace, parse_percent};
+use crate::progress::progress_sink;
 use crate::repository::open;
 
 /// Options of `prune`.
@@ -41,6 +42,10 @@ pub(crate) async fn run(args: PruneArgs) -> Result<ExitCode, Error> {
         .with_grace(parse_grace(&grace)?)
         .with_repack_unused_share(parse_percent(&repack_unused, "repack-unused")?)
         .with_dry_run(dry_run);
+    let options = match progress_sink(&common) {
+        Some(progress) => options.with_progress(progress),
+        None => options,
+    };
     let repo = open(&common).await?;
     let report = repo.prune(&options).await?;
     if common.json {

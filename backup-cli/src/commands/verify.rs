@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::cli::Common;
 use crate::output::{human_bytes, out, print_json};
+use crate::progress::progress_sink;
 use crate::repository::open;
 
 /// Options of `verify`.
@@ -51,6 +52,7 @@ pub(crate) async fn run(args: VerifyArgs) -> Result<ExitCode, Error> {
             let mut options = VerifyOptions::default();
             options.read_data = read_data || share.is_some();
             options.read_data_share = share;
+            options.progress = progress_sink(&common);
             options
         })
         .await?;
