@@ -100,6 +100,7 @@ pub mod internals {
 pub use archiver::restore::{RestoreOptions, RestoreSummary};
 pub use engine::{hostname, validate_set_name};
 pub use ops::backup::{BackupOptions, BackupSummary, ParentSelection};
+pub use ops::forget::ForgetOptions;
 pub use ops::ls::LsEntry;
 pub use ops::prune::{PruneOptions, PruneReport};
 pub use ops::restore::SetRestore;

@@ -44,7 +44,7 @@ pub enum Phase {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Progress {
-    /// `backup`, `restore`, `verify` or `prune`.
+    /// `backup`, `restore`, `verify`, `prune` or `forget`.
     pub operation: &'static str,
     /// Where it stands.
     pub phase: Phase,

@@ -18,6 +18,7 @@ use crate::format::manifest::Backup;
 #[cfg(feature = "internals")]
 use crate::format::pack::{self, BlobKind};
 use crate::ops::backup::{BackupOptions, BackupSummary};
+use crate::ops::forget::ForgetOptions;
 use crate::ops::ls::LsEntry;
 use crate::ops::prune::{PruneOptions, PruneReport};
 use crate::ops::restore::SetRestore;
@@ -306,8 +307,10 @@ impl Repository {
     }
 
     /// Applies a retention policy: deletes the manifests it does not keep
-    /// (unless `dry_run`). Returns every backup with its decision. The data
-    /// of forgotten backups is freed by [`Repository::prune`].
+    /// (unless [`ForgetOptions::dry_run`]). Returns every backup with its
+    /// decision. The newest completed backup of each set is kept whatever
+    /// the policy says. The data of forgotten backups is freed by
+    /// [`Repository::prune`].
     ///
     /// # Errors
     ///
@@ -316,9 +319,9 @@ impl Repository {
         &self,
         policy: &dyn RetentionPolicy,
         now: DateTime<Utc>,
-        dry_run: bool,
+        options: &ForgetOptions,
     ) -> Result<Vec<(Backup, Decision)>> {
-        crate::ops::forget::run(&self.engine, policy, now, dry_run, |_| true).await
+        crate::ops::forget::run(&self.engine, policy, now, options, |_| true).await
     }
 
     /// [`Repository::forget`] over the backups `filter` selects (a set, a
@@ -331,10 +334,10 @@ impl Repository {
         &self,
         policy: &dyn RetentionPolicy,
         now: DateTime<Utc>,
-        dry_run: bool,
+        options: &ForgetOptions,
         filter: impl Fn(&Backup) -> bool,
     ) -> Result<Vec<(Backup, Decision)>> {
-        crate::ops::forget::run(&self.engine, policy, now, dry_run, filter).await
+        crate::ops::forget::run(&self.engine, policy, now, options, filter).await
     }
 
     /// Frees the space of data no backup references: packs no backup uses

@@ -3,13 +3,14 @@
 
 use std::process::ExitCode;
 
-use backup_core::{CalendarDuration, Error, KeepPolicy, PruneOptions};
+use backup_core::{CalendarDuration, Error, ForgetOptions, KeepPolicy, PruneOptions};
 use clap::Args;
 use serde_json::json;
 
 use crate::cli::Common;
 use crate::output::{out, print_json, print_prune};
 use crate::parse::{parse_calendar, parse_grace};
+use crate::progress::progress_sink;
 use crate::repository::open;
 
 /// Options of `forget`.
@@ -142,8 +143,15 @@ pub(crate) async fn run(args: ForgetArgs) -> Result<ExitCode, Error> {
     let policy = policy.to_policy()?;
     let grace = parse_grace(&grace)?;
     let repo = open(&common).await?;
+    let forget_options = {
+        let options = ForgetOptions::default().with_dry_run(dry_run);
+        match progress_sink(&common) {
+            Some(progress) => options.with_progress(progress),
+            None => options,
+        }
+    };
     let decisions = repo
-        .forget_matching(&policy, chrono::Utc::now(), dry_run, |backup| {
+        .forget_matching(&policy, chrono::Utc::now(), &forget_options, |backup| {
             set.as_deref().is_none_or(|set| backup.manifest.set == set)
         })
         .await?;

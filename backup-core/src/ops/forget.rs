@@ -2,23 +2,83 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::engine::{Engine, MANIFEST_PREFIX};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{cancellable, Engine, MANIFEST_PREFIX};
 use crate::format::manifest::Backup;
+use crate::progress::{Phase, ProgressSink, Reporter, Tracker};
 use crate::retention::{Decision, RetentionPolicy};
 use crate::{Error, Result};
+
+/// How [`Repository::forget`](crate::Repository::forget) works.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ForgetOptions {
+    /// Only decide: delete nothing.
+    pub dry_run: bool,
+    /// Where progress events go: the manifests deleted count as `files`.
+    pub progress: Option<ProgressSink>,
+    /// Cancels the forget between two deletions; what was deleted stays
+    /// deleted, and the result is [`Error::Cancelled`].
+    pub cancellation: Option<CancellationToken>,
+}
+
+impl ForgetOptions {
+    /// Only decides, deleting nothing.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Sends the forget's progress events to `progress`.
+    pub fn with_progress(mut self, progress: ProgressSink) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Stops the forget when `token` is cancelled.
+    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
+        self.cancellation = Some(token);
+        self
+    }
+}
 
 /// Why a backup the policy would forget is kept by the engine.
 const ENGINE_FLOOR_REASON: &str = "newest complete backup (kept whatever the policy says)";
 
-/// Decides on the backups `filter` selects with `policy` and, unless
-/// `dry_run`, deletes the manifests it does not keep; see
+/// Decides on the backups `filter` selects with `policy` and, unless a dry
+/// run, deletes the manifests it does not keep; see
 /// [`Repository::forget`](crate::Repository::forget).
 pub(crate) async fn run(
     engine: &Engine,
     policy: &dyn RetentionPolicy,
     now: DateTime<Utc>,
+    options: &ForgetOptions,
+    filter: impl Fn(&Backup) -> bool,
+) -> Result<Vec<(Backup, Decision)>> {
+    let tracker = Tracker::new("forget");
+    let reporter = Reporter::start(tracker.clone(), options.progress.clone());
+    let outcome = cancellable(
+        options.cancellation.as_ref(),
+        "forget",
+        forget(engine, policy, now, options.dry_run, filter, &tracker),
+    )
+    .await;
+    reporter.finish(if outcome.is_ok() {
+        Phase::Completed
+    } else {
+        Phase::Failed
+    });
+    outcome
+}
+
+async fn forget(
+    engine: &Engine,
+    policy: &dyn RetentionPolicy,
+    now: DateTime<Utc>,
     dry_run: bool,
     filter: impl Fn(&Backup) -> bool,
+    tracker: &Tracker,
 ) -> Result<Vec<(Backup, Decision)>> {
     let backups: Vec<Backup> = engine
         .list()
@@ -51,11 +111,13 @@ pub(crate) async fn run(
         }
     }
     if !dry_run {
+        let forgotten = decisions.iter().filter(|decision| !decision.keep).count();
+        tracker.set_totals(forgotten as u64, 0);
         for decision in decisions.iter().filter(|decision| !decision.keep) {
-            engine
-                .sink
-                .delete(&format!("{MANIFEST_PREFIX}{}", decision.id))
-                .await?;
+            let key = format!("{MANIFEST_PREFIX}{}", decision.id);
+            tracker.set_current(key.clone());
+            engine.sink.delete(&key).await?;
+            tracker.file_done();
         }
     }
     Ok(backups.into_iter().zip(decisions).collect())

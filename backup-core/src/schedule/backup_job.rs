@@ -12,8 +12,8 @@ use chrono::Utc;
 
 use super::JobFailure;
 use crate::{
-    BackupOptions, BackupSummary, Error, KeepPolicy, PruneOptions, PruneReport, Repository, Result,
-    Snapshotter,
+    BackupOptions, BackupSummary, Error, ForgetOptions, KeepPolicy, PruneOptions, PruneReport,
+    Repository, Result, Snapshotter,
 };
 
 /// What [`run_backup_job`] did.
@@ -95,6 +95,11 @@ pub async fn run_backup_job(
     prune: Option<&PruneOptions>,
 ) -> Result<BackupJobReport> {
     let set = options.set.clone();
+    let forget = ForgetOptions {
+        cancellation: options.cancellation.clone(),
+        progress: options.progress.clone(),
+        ..ForgetOptions::default()
+    };
     let backup = repository.backup(snapshotter, options).await?;
     let mut report = BackupJobReport {
         backup,
@@ -105,7 +110,7 @@ pub async fn run_backup_job(
         return Ok(report);
     }
     let decisions = repository
-        .forget_matching(retention, Utc::now(), false, |backup| {
+        .forget_matching(retention, Utc::now(), &forget, |backup| {
             backup.manifest.set == set
         })
         .await?;

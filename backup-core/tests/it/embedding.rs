@@ -488,9 +488,31 @@ async fn prune_reports_progress_over_the_packs_it_repacks() {
     back_up(&repo, &source).await;
     std::fs::remove_file(source.join("dropped")).unwrap();
     back_up(&repo, &source).await;
-    repo.forget(&ForgetAll, chrono::Utc::now(), false)
+    let (progress, mut events) = ProgressSink::channel();
+    let decisions = repo
+        .forget(
+            &ForgetAll,
+            chrono::Utc::now(),
+            &backup_core::ForgetOptions::default().with_progress(progress),
+        )
         .await
         .unwrap();
+    let forgotten = decisions
+        .iter()
+        .filter(|(_, decision)| !decision.keep)
+        .count() as u64;
+    assert_eq!(forgotten, 1);
+    let mut last = None;
+    while let Ok(event) = events.try_recv() {
+        assert_eq!(event.operation, "forget");
+        last = Some(event);
+    }
+    let last = last.expect("the final forget event");
+    assert_eq!(last.phase, Phase::Completed, "{last:?}");
+    assert_eq!(
+        (last.files_done, last.files_total),
+        (forgotten, Some(forgotten))
+    );
     let (progress, mut events) = ProgressSink::channel();
     let report = repo
         .prune(

@@ -85,7 +85,11 @@ async fn forget_then_prune_shrinks_and_keeps_what_is_kept() {
     let before = disk_usage(&repo_dir);
 
     let decisions = repo
-        .forget(&KeepNewest(2), Utc::now(), false)
+        .forget(
+            &KeepNewest(2),
+            Utc::now(),
+            &backup_core::ForgetOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(decisions.iter().filter(|(_, d)| !d.keep).count(), 3);
@@ -137,9 +141,13 @@ async fn deletion_waits_for_the_grace_period_and_for_running_backups() {
         .unwrap();
     let source = place.path().join("source");
     backup_generations(&repo, &source, 3).await;
-    repo.forget(&KeepNewest(1), Utc::now(), false)
-        .await
-        .unwrap();
+    repo.forget(
+        &KeepNewest(1),
+        Utc::now(),
+        &backup_core::ForgetOptions::default(),
+    )
+    .await
+    .unwrap();
 
     // Default grace: marked, nothing deleted yet.
     let first = repo.prune(&PruneOptions::default()).await.unwrap();
@@ -235,7 +243,11 @@ async fn a_policy_that_forgets_everything_leaves_the_newest_complete_backup_of_e
         }
     }
     let decisions = repo
-        .forget(&ForgetEverything, Utc::now(), false)
+        .forget(
+            &ForgetEverything,
+            Utc::now(),
+            &backup_core::ForgetOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(decisions.len(), 6);
