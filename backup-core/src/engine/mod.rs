@@ -298,6 +298,30 @@ pub(crate) async fn cancellable<T>(
     }
 }
 
+/// Runs `work` as the long operation `operation`: it reports through the
+/// tracker it is given to `progress`, stops when `token` is cancelled
+/// ([`cancellable`]), and the last event's phase is `phase` of its outcome,
+/// or [`Phase::Failed`](crate::Phase::Failed) for an error.
+pub(crate) async fn tracked<T, Work>(
+    operation: &'static str,
+    progress: Option<crate::ProgressSink>,
+    token: Option<&tokio_util::sync::CancellationToken>,
+    phase: impl FnOnce(&T) -> crate::Phase,
+    work: impl FnOnce(Arc<crate::progress::Tracker>) -> Work,
+) -> Result<T>
+where
+    Work: std::future::Future<Output = Result<T>>,
+{
+    let tracker = crate::progress::Tracker::new(operation);
+    let reporter = crate::progress::Reporter::start(tracker.clone(), progress);
+    let outcome = cancellable(token, operation, work(tracker)).await;
+    reporter.finish(match &outcome {
+        Ok(value) => phase(value),
+        Err(_) => crate::Phase::Failed,
+    });
+    outcome
+}
+
 pub(crate) fn poisoned() -> Error {
     Error::Io {
         context: "internal lock poisoned",

@@ -4,9 +4,9 @@ use chrono::{DateTime, Utc};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{cancellable, Engine, MANIFEST_PREFIX};
+use crate::engine::{Engine, MANIFEST_PREFIX};
 use crate::format::manifest::Backup;
-use crate::progress::{Phase, ProgressSink, Reporter, Tracker};
+use crate::progress::{Phase, ProgressSink, Tracker};
 use crate::retention::{Decision, RetentionPolicy};
 use crate::{Error, Result};
 
@@ -56,20 +56,16 @@ pub(crate) async fn run(
     options: &ForgetOptions,
     filter: impl Fn(&Backup) -> bool,
 ) -> Result<Vec<(Backup, Decision)>> {
-    let tracker = Tracker::new("forget");
-    let reporter = Reporter::start(tracker.clone(), options.progress.clone());
-    let outcome = cancellable(
-        options.cancellation.as_ref(),
+    crate::engine::tracked(
         "forget",
-        forget(engine, policy, now, options.dry_run, filter, &tracker),
+        options.progress.clone(),
+        options.cancellation.as_ref(),
+        |_| Phase::Completed,
+        |tracker| async move {
+            forget(engine, policy, now, options.dry_run, filter, &tracker).await
+        },
     )
-    .await;
-    reporter.finish(if outcome.is_ok() {
-        Phase::Completed
-    } else {
-        Phase::Failed
-    });
-    outcome
+    .await
 }
 
 async fn forget(

@@ -32,7 +32,7 @@ use crate::format::envelope::{self, ObjectKind};
 use crate::format::index::{IndexFile, IndexedPack};
 use crate::format::pack::{self, PackBuilder};
 use crate::format::tree::NodeKind;
-use crate::progress::{Phase, ProgressSink, Reporter, Tracker};
+use crate::progress::{Phase, ProgressSink, Tracker};
 use crate::sink::{PutMode, SinkExt};
 use crate::{Error, Id, Result};
 
@@ -136,14 +136,14 @@ pub struct PruneReport {
 /// [`Repository::prune`](crate::Repository::prune)(crate::Repository::prune).
 pub(crate) async fn run(engine: &Engine, options: &PruneOptions) -> Result<PruneReport> {
     let token = options.cancellation.as_ref();
-    let tracker = Tracker::new("prune");
-    let reporter = Reporter::start(tracker.clone(), options.progress.clone());
-    let report = crate::engine::cancellable(token, "prune", prune(engine, options, &tracker)).await;
-    reporter.finish(if report.is_ok() {
-        Phase::Completed
-    } else {
-        Phase::Failed
-    });
+    let report = crate::engine::tracked(
+        "prune",
+        options.progress.clone(),
+        token,
+        |_| Phase::Completed,
+        |tracker| async move { prune(engine, options, &tracker).await },
+    )
+    .await;
     // Cancelled or not, the index is reloaded: the prune may have
     // rewritten part of it.
     let index = engine.load_index().await?;

@@ -22,7 +22,7 @@ use crate::format::index::{Index, IndexFile};
 use crate::format::pack::{self, BlobEntry};
 use crate::format::tree::NodeKind;
 use crate::outcome::{FailureKind, ItemFailure};
-use crate::progress::{Phase, ProgressSink, Reporter, Tracker};
+use crate::progress::{Phase, ProgressSink, Tracker};
 use crate::sink::SinkExt;
 use crate::{Error, Id, Result};
 
@@ -129,16 +129,20 @@ fn decode_problem<T>(decoded: Result<T>) -> Result<Option<Error>> {
 /// Checks the repository; see [`Repository::verify`](crate::Repository::verify).
 pub(crate) async fn run(repo: &Engine, options: &VerifyOptions) -> Result<VerifyReport> {
     let token = options.cancellation.as_ref();
-    let tracker = Tracker::new("verify");
-    let reporter = Reporter::start(tracker.clone(), options.progress.clone());
-    let outcome =
-        crate::engine::cancellable(token, "verify", verify(repo, options, &tracker)).await;
-    reporter.finish(match &outcome {
-        Ok(report) if report.is_ok() => Phase::Completed,
-        Ok(_) => Phase::PartiallyFailed,
-        Err(_) => Phase::Failed,
-    });
-    outcome
+    crate::engine::tracked(
+        "verify",
+        options.progress.clone(),
+        token,
+        |report: &VerifyReport| {
+            if report.is_ok() {
+                Phase::Completed
+            } else {
+                Phase::PartiallyFailed
+            }
+        },
+        |tracker| async move { verify(repo, options, &tracker).await },
+    )
+    .await
 }
 
 async fn verify(repo: &Engine, options: &VerifyOptions, tracker: &Tracker) -> Result<VerifyReport> {
