@@ -1,21 +1,4 @@
-//! Durations, in one grammar wherever one is written: a number and a unit,
-//! several of them in a row (`1y2m3d4h`, `1h30min`).
-//!
-//! | unit | means | in a [`CalendarDuration`] | in an exact duration ([`parse_duration`]) |
-//! |---|---|---|---|
-//! | `y` | years | yes | refused: a year has no fixed length |
-//! | `m` | months (as in restic) | yes | refused: write `min` for minutes |
-//! | `w` | weeks, 7 days | refused (restic has none) | yes |
-//! | `d` | days, 24 hours | yes | yes |
-//! | `h` | hours | yes | yes |
-//! | `min` | minutes | refused: the finest retention unit is the hour | yes |
-//! | `s` | seconds | refused | yes |
-//! | `ms` | milliseconds | refused | yes |
-//!
-//! So a string means the same span wherever it is accepted, and `m` is
-//! never minutes: `--keep-within 1m` and `ttl = "1m"` are one month, and
-//! `jitter = "5m"` is an error that says to write `5min`. A number without
-//! a unit is refused everywhere.
+//! Durations, in one grammar wherever one is written (see [`CalendarDuration`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -25,8 +8,28 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A duration in calendar units, written like restic's: `1y2m3d4h`, `72h`,
 /// `30d`, `6m` (`y` years, `m` months, `d` days, `h` hours; each unit at most
-/// once, in any order; see the [module documentation](self) for the
-/// grammar every duration shares).
+/// once, in any order).
+///
+/// # The grammar every duration shares
+///
+/// Durations, in one grammar wherever one is written: a number and a unit,
+/// several of them in a row (`1y2m3d4h`, `1h30min`).
+///
+/// | unit | means | in a [`CalendarDuration`] | in an exact duration ([`parse_duration`]) |
+/// |---|---|---|---|
+/// | `y` | years | yes | refused: a year has no fixed length |
+/// | `m` | months (as in restic) | yes | refused: write `min` for minutes |
+/// | `w` | weeks, 7 days | refused (restic has none) | yes |
+/// | `d` | days, 24 hours | yes | yes |
+/// | `h` | hours | yes | yes |
+/// | `min` | minutes | refused: the finest retention unit is the hour | yes |
+/// | `s` | seconds | refused | yes |
+/// | `ms` | milliseconds | refused | yes |
+///
+/// So a string means the same span wherever it is accepted, and `m` is
+/// never minutes: `--keep-within 1m` and `ttl = "1m"` are one month, and
+/// `jitter = "5m"` is an error that says to write `5min`. A number without
+/// a unit is refused everywhere.
 ///
 /// It is applied to a time calendar-wise, as Go's `time.AddDate` followed by
 /// `time.Add` (what restic does): years, months and days are added to the
@@ -249,7 +252,7 @@ impl FromStr for CalendarDuration {
 }
 
 /// Parses an exact duration: `30s`, `5min`, `2h`, `1d`, `2w`, `250ms`, or
-/// several such as `1h30min` (see the [module documentation](self)).
+/// several such as `1h30min` (the grammar is in [`CalendarDuration`]'s documentation).
 ///
 /// # Errors
 ///

@@ -98,7 +98,7 @@ pub mod internals {
 
 // Repositories and the operations on them.
 pub use archiver::restore::{RestoreOptions, RestoreSummary};
-pub use engine::{hostname, validate_set_name};
+pub use engine::validate_set_name;
 pub use ops::backup::{BackupOptions, BackupSummary, ParentSelection};
 pub use ops::forget::ForgetOptions;
 pub use ops::ls::LsEntry;
@@ -117,8 +117,7 @@ pub use outcome::{FailureKind, ItemFailure, Status};
 
 // Sources: snapshotters and what they produce.
 pub use snapshot::{
-    split_command_line, CommandSnapshotter, DirectorySnapshotter, Entry, Finisher, Snapshot,
-    Snapshotter,
+    CommandSnapshotter, DirectorySnapshotter, Entry, Finisher, Snapshot, Snapshotter,
 };
 
 // Turning entries into repository objects.

@@ -297,7 +297,7 @@ impl Repository {
     ///
     /// Snapshot, storage or encoding errors. Files that cannot be read are
     /// not errors: they are recorded in the manifest, whose status becomes
-    /// [`BackupStatus::PartiallyFailed`].
+    /// [`BackupStatus::PartiallyFailed`](crate::BackupStatus::PartiallyFailed).
     pub async fn backup(
         &self,
         snapshotter: &dyn Snapshotter,
@@ -429,13 +429,15 @@ impl Repository {
     /// Restores a backup (or the parts selected by `options`) under `target`.
     ///
     /// Never writes outside `target`. Files whose data is damaged or missing
-    /// are not written; the others are, and the damaged ones are reported in
-    /// [`Error::PartialRestore`].
+    /// are not written; the others are, and each one that failed is listed
+    /// in [`RestoreSummary::failures`](crate::RestoreSummary::failures), whose
+    /// [`status`](crate::RestoreSummary::status) is then
+    /// [`Status::PartiallyFailed`](crate::Status::PartiallyFailed).
     ///
     /// # Errors
     ///
-    /// [`Error::PartialRestore`] listing the files that failed; storage or
-    /// corruption errors for the directory metadata.
+    /// Storage or corruption errors for the directory metadata, and
+    /// [`Error::Cancelled`] when the options' cancellation token fires.
     pub async fn restore(
         &self,
         backup: &Backup,

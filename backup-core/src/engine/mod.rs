@@ -397,7 +397,7 @@ pub(crate) fn error_key(error: &Error) -> Option<&str> {
 }
 
 /// The host name, from the kernel.
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 ///
 /// The scheduler and the [`RunContext`](super::RunContext) handed to runners
 /// use it for every reading of the time and every wait, so a test can replace
-/// it with a [`ManualClock`].
+/// it with a manual clock (feature `test-util`).
 #[async_trait]
 pub trait Clock: Send + Sync {
     /// The current time.
@@ -45,7 +45,7 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
 /// read again after each, so a suspended machine or a clock step (NTP) delays
 /// a wake-up by at most a minute.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 /// The longest single Tokio sleep of [`SystemClock::sleep_until`].
 const SYSTEM_SLEEP_SLICE: Duration = Duration::from_secs(60);

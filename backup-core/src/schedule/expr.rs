@@ -18,7 +18,7 @@ use super::ScheduleError;
 /// shorthands `@yearly`/`@annually`, `@monthly`, `@weekly`, `@daily`/
 /// `@midnight` and `@hourly`.
 #[derive(Debug, Clone)]
-pub struct CronExpr {
+pub(crate) struct CronExpr {
     source: String,
     /// One schedule, or two whose union is the expression (a five-field
     /// expression restricting both day-of-month and day-of-week).
@@ -28,7 +28,7 @@ pub struct CronExpr {
 impl CronExpr {
     /// Parses `expression`; the error is a human-readable reason (callers add
     /// the job's name, see [`JobSpec::new`](super::JobSpec::new)).
-    pub fn parse(expression: &str) -> Result<CronExpr, String> {
+    pub(crate) fn parse(expression: &str) -> Result<CronExpr, String> {
         let trimmed = expression.trim();
         let schedules = if let Some(name) = trimmed.strip_prefix('@') {
             let canonical = match name.to_ascii_lowercase().as_str() {
@@ -88,13 +88,17 @@ impl CronExpr {
     }
 
     /// The expression as written.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.source
     }
 
     /// The first occurrence strictly after `after`, evaluated in `zone`;
     /// `None` if there is none (an expression limited to past years).
-    pub fn next_after(&self, after: DateTime<Utc>, zone: JobTimeZone) -> Option<DateTime<Utc>> {
+    pub(crate) fn next_after(
+        &self,
+        after: DateTime<Utc>,
+        zone: JobTimeZone,
+    ) -> Option<DateTime<Utc>> {
         self.schedules
             .iter()
             .filter_map(|schedule| match zone {
@@ -106,7 +110,7 @@ impl CronExpr {
     }
 
     /// The last occurrence strictly before `before`, evaluated in `zone`.
-    pub fn previous_before(
+    pub(crate) fn previous_before(
         &self,
         before: DateTime<Utc>,
         zone: JobTimeZone,
@@ -123,7 +127,7 @@ impl CronExpr {
 
     /// The time between the last occurrence at or before `at` and the next
     /// one after it: the schedule's period around `at`.
-    pub fn interval_around(
+    pub(crate) fn interval_around(
         &self,
         at: DateTime<Utc>,
         zone: JobTimeZone,

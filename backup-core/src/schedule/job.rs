@@ -34,7 +34,7 @@ pub struct JobSpec<P = ()> {
 }
 
 impl<P> JobSpec<P> {
-    /// A job named `name` running on `cron` (see [`CronExpr`]) in UTC, without
+    /// A job named `name` running on `cron` (see [the module docs](super#cron-expressions)) in UTC, without
     /// jitter, with the [default grace](DEFAULT_STALE_GRACE) before a stale
     /// alert.
     ///
@@ -106,11 +106,6 @@ impl<P> JobSpec<P> {
         self.cron.as_str()
     }
 
-    /// The parsed cron expression.
-    pub fn cron_expr(&self) -> &CronExpr {
-        &self.cron
-    }
-
     /// The time zone the cron expression is evaluated in.
     pub fn time_zone(&self) -> JobTimeZone {
         self.time_zone
@@ -148,7 +143,7 @@ impl<P> JobSpec<P> {
 
     /// The schedule's period around `at`: the time between the occurrence at
     /// or before `at` and the next one.
-    pub fn interval_around(&self, at: DateTime<Utc>) -> Option<chrono::Duration> {
+    pub(crate) fn interval_around(&self, at: DateTime<Utc>) -> Option<chrono::Duration> {
         self.cron.interval_around(at, self.time_zone)
     }
 }
@@ -194,7 +189,9 @@ pub struct RunContext {
 
 impl RunContext {
     /// A context for a run of `job` starting now on `clock`, with a fresh
-    /// cancellation token: for testing a runner outside a scheduler.
+    /// cancellation token: for testing a runner outside a scheduler
+    /// (feature `test-util`).
+    #[cfg(feature = "test-util")]
     pub fn new(job: impl Into<String>, trigger: RunTrigger, clock: Arc<dyn Clock>) -> RunContext {
         let now = clock.now();
         RunContext {
@@ -208,7 +205,8 @@ impl RunContext {
         }
     }
 
-    /// Replaces the cancellation token.
+    /// Replaces the cancellation token (feature `test-util`).
+    #[cfg(feature = "test-util")]
     pub fn with_cancellation(mut self, token: CancellationToken) -> RunContext {
         self.cancel = token;
         self
@@ -250,7 +248,7 @@ impl RunContext {
     }
 
     /// The scheduler's clock: runners should read time and sleep through it,
-    /// so tests with a [`ManualClock`](super::ManualClock) stay in control.
+    /// so tests with a manual clock (feature `test-util`) stay in control.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
@@ -337,7 +335,7 @@ impl JobFailure {
 /// The work a job does, injected into the [`Scheduler`](super::Scheduler).
 ///
 /// `P` is the type of the jobs' payload. The runner should stop soon after
-/// [`RunContext::cancelled`] fires, and read time and sleep through
+/// [`RunContext::cancellation`] fires, and read time and sleep through
 /// [`RunContext::clock`]. A panic in a runner is caught and recorded as a
 /// failed run.
 #[async_trait]

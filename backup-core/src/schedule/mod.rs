@@ -6,8 +6,9 @@
 //! retention); the scheduler only decides *when* jobs run and keeps their
 //! [`JobStatus`]. The payload of a job is the runner's: `backupctl schedule`
 //! reads its jobs from a TOML file of its own. Time comes from a
-//! [`Clock`]: [`SystemClock`] in production and [`ManualClock`] in tests,
-//! where a simulated week passes in milliseconds.
+//! [`Clock`]: the system clock in production and, with the `test-util`
+//! feature, a `ManualClock` in tests, where a simulated week passes in
+//! milliseconds.
 //!
 //! # Semantics
 //!
@@ -34,7 +35,7 @@
 //!   and [`SchedulerEvent::StaleCleared`] once when a run succeeds again.
 //! * **Jitter.** A job's [`JobSpec::jitter`] delays each scheduled run by a
 //!   random time in `[0, jitter)`, drawn from a generator that tests seed with
-//!   [`SchedulerBuilder::jitter_seed`].
+//!   `SchedulerBuilder::jitter_seed` (feature `test-util`).
 //! * **Shutdown** ([`Scheduler::shutdown`]) stops new runs at once, then
 //!   either lets running jobs finish ([`ShutdownMode::Finish`]) or cancels
 //!   them through their [`RunContext`]'s [`CancellationToken`](crate::CancellationToken)
@@ -54,6 +55,8 @@
 //! that happens twice runs once.
 //!
 //! # Example
+//!
+//! With the `test-util` feature, in a test:
 //!
 //! ```
 //! use std::time::Duration;
@@ -101,8 +104,10 @@ mod scheduler;
 mod status;
 
 pub use backup_job::{run_backup_job, BackupJobReport};
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use expr::{CronExpr, JobTimeZone};
+pub use clock::Clock;
+#[cfg(feature = "test-util")]
+pub use clock::ManualClock;
+pub use expr::JobTimeZone;
 pub use job::{
     runner_fn, FnRunner, JobFailure, JobRunner, JobSpec, RunContext, RunOutcome, RunTrigger,
     DEFAULT_STALE_GRACE,

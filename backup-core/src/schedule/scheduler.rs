@@ -18,7 +18,7 @@ use super::status::{JobStatus, LastOutcome, PauseReason, ScheduleEvents, Schedul
 use super::ScheduleError;
 use crate::CancellationToken;
 
-/// Default capacity of the event channel (see [`SchedulerBuilder::event_capacity`]).
+/// Default capacity of the event channel (how many events a slow subscriber may fall behind before losing the oldest).
 const DEFAULT_EVENT_CAPACITY: usize = 1024;
 /// Default for [`SchedulerBuilder::late_tolerance`].
 const DEFAULT_LATE_TOLERANCE: Duration = Duration::from_secs(60);
@@ -45,7 +45,7 @@ pub struct SchedulerBuilder<P: Send + Sync + 'static = ()> {
 
 impl<P: Send + Sync + 'static> SchedulerBuilder<P> {
     /// A builder for a scheduler running jobs through `runner`, on the
-    /// [`SystemClock`], with no jobs yet.
+    /// system clock, with no jobs yet.
     pub fn new(runner: impl JobRunner<P> + 'static) -> SchedulerBuilder<P> {
         let (events, _) = broadcast::channel(DEFAULT_EVENT_CAPACITY);
         SchedulerBuilder {
@@ -58,7 +58,8 @@ impl<P: Send + Sync + 'static> SchedulerBuilder<P> {
         }
     }
 
-    /// Uses `clock` instead of the system clock.
+    /// Uses `clock` instead of the system clock (feature `test-util`).
+    #[cfg(feature = "test-util")]
     pub fn clock(mut self, clock: impl Clock + 'static) -> SchedulerBuilder<P> {
         self.clock = Arc::new(clock);
         self
@@ -76,17 +77,11 @@ impl<P: Send + Sync + 'static> SchedulerBuilder<P> {
         self
     }
 
-    /// Seeds the jitter's random generator, making jitter reproducible.
+    /// Seeds the jitter's random generator, making jitter reproducible
+    /// (feature `test-util`).
+    #[cfg(feature = "test-util")]
     pub fn jitter_seed(mut self, seed: u64) -> SchedulerBuilder<P> {
         self.seed = Some(seed);
-        self
-    }
-
-    /// Sets how many events a slow subscriber may fall behind before losing
-    /// the oldest (default 1024). Receivers from an earlier
-    /// [`subscribe`](SchedulerBuilder::subscribe) belong to the old channel.
-    pub fn event_capacity(mut self, capacity: usize) -> SchedulerBuilder<P> {
-        self.events = broadcast::channel(capacity.max(1)).0;
         self
     }
 
@@ -172,11 +167,6 @@ impl<P: Send + Sync + 'static> Scheduler<P> {
         self.shared.events.subscribe()
     }
 
-    /// The jobs, in the order they were added.
-    pub fn jobs(&self) -> impl Iterator<Item = &JobSpec<P>> {
-        self.shared.jobs.iter().map(|job| &**job)
-    }
-
     /// The status of every job, in the order they were added.
     pub fn status(&self) -> Vec<JobStatus> {
         let state = self.shared.lock();
@@ -248,12 +238,6 @@ impl<P: Send + Sync + 'static> Scheduler<P> {
         drop(state);
         self.shared.wake.notify_one();
         Ok(())
-    }
-
-    /// Whether a run of `name` is going.
-    pub fn is_running(&self, name: &str) -> Result<bool, ScheduleError> {
-        let index = self.shared.index_of(name)?;
-        Ok(self.shared.lock().jobs[index].running.is_some())
     }
 
     /// Stops the scheduler: no run starts after this is called. With

@@ -50,17 +50,20 @@ impl MemorySink {
     }
 
     /// Every stored key, sorted.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn keys(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()
     }
 
     /// The object stored under `key`, without any check.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn raw_get(&self, key: &str) -> Option<Bytes> {
         self.lock().get(key).cloned()
     }
 
     /// Stores `data` under `key`, replacing any object and skipping all
     /// checks (the key is not validated), so tests can corrupt objects.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn raw_put(&self, key: impl Into<String>, data: Bytes) {
         self.lock().insert(key.into(), data);
     }

@@ -89,15 +89,7 @@ impl CommandSnapshotter {
 /// # Errors
 ///
 /// [`Error::InvalidArgument`] for a quote that is never closed.
-///
-/// # Examples
-///
-/// ```
-/// use backup_core::split_command_line;
-/// assert_eq!(split_command_line(r#"a 'b c' "d\"e" f\ g"#).unwrap(), ["a", "b c", "d\"e", "f g"]);
-/// assert!(split_command_line("pg_dump 'my db").is_err());
-/// ```
-pub fn split_command_line(line: &str) -> Result<Vec<String>> {
+pub(crate) fn split_command_line(line: &str) -> Result<Vec<String>> {
     shell_words::split(line).map_err(|error| {
         Error::InvalidArgument(format!("unterminated quote in {line:?} ({error})"))
     })

@@ -5,20 +5,6 @@
 //! of [`Entry`]s, each either a path on the local file system (a file or a
 //! whole tree) or a byte stream, plus the consistency facts to record in the
 //! manifest.
-//!
-//! # Contract
-//!
-//! * `snapshot` returns only once the view is consistent (a database dump
-//!   started, a file-system snapshot taken); the entries stay readable until
-//!   [`Snapshot::finish`] is called.
-//! * The caller consumes every entry and then calls [`Snapshot::finish`]
-//!   exactly once, with `success` telling whether the backup stored the
-//!   entries. `finish` cleans up (removes temporary snapshots, reaps
-//!   processes) *whatever* the outcome, and returns an error if the view
-//!   turned out not to be complete (a dump command that exited non-zero):
-//!   the backup must then not be recorded.
-//! * Dropping a `Snapshot` without calling `finish` must still release
-//!   resources (kill a child process), though it cannot report errors.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -32,7 +18,7 @@ use crate::Result;
 mod command;
 mod directory;
 
-pub use command::{split_command_line, CommandSnapshotter};
+pub use command::CommandSnapshotter;
 pub use directory::DirectorySnapshotter;
 
 /// One item of a snapshot, stored as a top-level entry of the backup.
@@ -149,7 +135,25 @@ impl Snapshot {
 
 /// Produces consistent point-in-time views of one data source.
 ///
-/// See the [module documentation](self) for the contract.
+/// A snapshotter turns a source (a directory, the output of a dump
+/// command, an etcd member, a Cassandra node...) into a [`Snapshot`]: a list
+/// of [`Entry`]s, each either a path on the local file system (a file or a
+/// whole tree) or a byte stream, plus the consistency facts to record in the
+/// manifest.
+///
+/// # Contract
+///
+/// * `snapshot` returns only once the view is consistent (a database dump
+///   started, a file-system snapshot taken); the entries stay readable until
+///   [`Snapshot::finish`] is called.
+/// * The caller consumes every entry and then calls [`Snapshot::finish`]
+///   exactly once, with `success` telling whether the backup stored the
+///   entries. `finish` cleans up (removes temporary snapshots, reaps
+///   processes) *whatever* the outcome, and returns an error if the view
+///   turned out not to be complete (a dump command that exited non-zero):
+///   the backup must then not be recorded.
+/// * Dropping a `Snapshot` without calling `finish` must still release
+///   resources (kill a child process), though it cannot report errors.
 #[async_trait]
 pub trait Snapshotter: Send + Sync {
     /// A short name of the kind of source: `directory`, `command`, `etcd`...

@@ -76,7 +76,7 @@ pub(crate) struct ScheduleConfig {
 pub(crate) struct JobConfig {
     /// Unique name of the job.
     pub(crate) name: String,
-    /// When it runs (see [`CronExpr`](backup_core::schedule::CronExpr)).
+    /// When it runs (see [the cron expressions](backup_core::schedule#cron-expressions)).
     pub(crate) cron: String,
     /// The backup set written; the job's name if not given.
     #[serde(default)]
