@@ -121,7 +121,7 @@ pub use snapshot::{
 };
 
 // Turning entries into repository objects.
-pub use archiver::{Archived, Archiver, ChunkArchiver};
+pub use archiver::{Archived, Archiver};
 
 // Storage locations.
 /// Helpers for implementing a [`Sink`]: temporary names, range clamping,

@@ -91,7 +91,7 @@ impl std::fmt::Debug for InitOptions {
 pub struct Repository {
     engine: Arc<Engine>,
     /// The archiver backups and restores run with; `None` is the default
-    /// [`ChunkArchiver`], made for each operation.
+    /// chunking archiver ([`chunk_archiver`](Repository::chunk_archiver)), made for each operation.
     archiver: Option<Arc<dyn Archiver>>,
 }
 
@@ -225,7 +225,7 @@ impl Repository {
     }
 
     /// The same repository, with backups and restores run by `archiver`
-    /// instead of the default [`ChunkArchiver`].
+    /// instead of the default, [`chunk_archiver`](Repository::chunk_archiver).
     ///
     /// An archiver that wraps the default one (to filter or count entries,
     /// say) gets it from [`Repository::chunk_archiver`]. Progress events of
@@ -240,7 +240,7 @@ impl Repository {
     /// use backup_core::{Archiver, BackupOptions, DirectorySnapshotter, InitOptions, MemorySink, Repository};
     ///
     /// let repo = Repository::init(Arc::new(MemorySink::new()), InitOptions::default()).await?;
-    /// let default: Arc<dyn Archiver> = Arc::new(repo.chunk_archiver());
+    /// let default: Arc<dyn Archiver> = repo.chunk_archiver();
     /// let repo = repo.with_archiver(default);
     /// let source = tempfile::tempdir().unwrap();
     /// let summary = repo
@@ -257,8 +257,8 @@ impl Repository {
 
     /// The default archiver over this repository: content-defined chunking,
     /// dedup, compression, encryption and packs.
-    pub fn chunk_archiver(&self) -> ChunkArchiver {
-        ChunkArchiver::new(self.engine.clone())
+    pub fn chunk_archiver(&self) -> Arc<dyn Archiver> {
+        Arc::new(ChunkArchiver::new(self.engine.clone()))
     }
 
     /// The repository's config object.

@@ -92,7 +92,7 @@ pub struct Archived {
 /// The default archiver: content-defined chunking, dedup, zstd, encryption,
 /// packs.
 #[derive(Debug, Clone)]
-pub struct ChunkArchiver {
+pub(crate) struct ChunkArchiver {
     pub(crate) repo: Arc<Engine>,
     tracker: Arc<Tracker>,
 }

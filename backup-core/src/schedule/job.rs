@@ -359,7 +359,7 @@ where
 }
 
 /// A [`JobRunner`] made from a closure; see [`runner_fn`].
-pub struct FnRunner<F> {
+struct FnRunner<F> {
     run: F,
 }
 
@@ -376,7 +376,7 @@ pub struct FnRunner<F> {
 /// });
 /// # let _ = runner;
 /// ```
-pub fn runner_fn<P, F, Fut>(run: F) -> FnRunner<F>
+pub fn runner_fn<P, F, Fut>(run: F) -> impl JobRunner<P>
 where
     P: Send + Sync + 'static,
     F: Fn(&JobSpec<P>, RunContext) -> Fut + Send + Sync,

@@ -109,7 +109,7 @@ pub use clock::Clock;
 pub use clock::ManualClock;
 pub use expr::JobTimeZone;
 pub use job::{
-    runner_fn, FnRunner, JobFailure, JobRunner, JobSpec, RunContext, RunOutcome, RunTrigger,
+    runner_fn, JobFailure, JobRunner, JobSpec, RunContext, RunOutcome, RunTrigger,
     DEFAULT_STALE_GRACE,
 };
 pub use scheduler::{Scheduler, SchedulerBuilder, ShutdownMode};

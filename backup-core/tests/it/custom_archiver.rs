@@ -8,15 +8,15 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use backup_core::{
-    Archived, Archiver, BackupOptions, ChunkArchiver, DirectorySnapshotter, Entry, Error, Id,
-    InitOptions, MemorySink, Repository, RestoreOptions, RestoreSummary, Result,
+    Archived, Archiver, BackupOptions, DirectorySnapshotter, Entry, Error, Id, InitOptions,
+    MemorySink, Repository, RestoreOptions, RestoreSummary, Result,
 };
 
 /// Delegates to the default archiver and records the entry names and the
 /// restores it was asked for.
 #[derive(Debug)]
 struct Recording {
-    inner: ChunkArchiver,
+    inner: Arc<dyn Archiver>,
     archived: Mutex<Vec<String>>,
     restores: AtomicUsize,
 }
