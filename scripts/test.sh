@@ -37,6 +37,12 @@ fi
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# The workspace build above unifies features (the tests enable backup-core's
+# `internals` and `test-util`); each published crate must also build alone,
+# with its default features, as a dependent builds it.
+echo "== each crate alone, default features"
+cargo clippy --locked -p backup-core -p backup-sinks -p backup-cli -- -D warnings
+
 echo "== cargo test"
 cargo test --workspace --locked
 

@@ -100,13 +100,15 @@ mod backup_job;
 mod clock;
 mod expr;
 mod job;
+#[cfg(any(test, feature = "test-util"))]
+mod manual_clock;
 mod scheduler;
 mod status;
 
 pub use backup_job::{run_backup_job, BackupJobReport};
 pub use clock::Clock;
 #[cfg(feature = "test-util")]
-pub use clock::ManualClock;
+pub use manual_clock::ManualClock;
 pub use expr::JobTimeZone;
 pub use job::{
     runner_fn, JobFailure, JobRunner, JobSpec, RunContext, RunOutcome, RunTrigger,

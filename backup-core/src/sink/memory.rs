@@ -25,7 +25,7 @@ use crate::{Error, Result};
 /// let sink = MemorySink::new();
 /// sink.put("config", "hello".into(), PutMode::Create).await?;
 /// assert_eq!(sink.get("config").await?, "hello");
-/// assert_eq!(sink.keys(), ["config"]);
+/// assert_eq!(sink.list_keys("").await?, ["config"]);
 /// # Ok::<(), backup_core::Error>(())
 /// # }).unwrap();
 /// ```
@@ -91,7 +91,7 @@ impl Sink for MemorySink {
 
     async fn get_range(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
         validate_key(key)?;
-        let data = self.raw_get(key).ok_or_else(|| Error::NotFound {
+        let data = self.lock().get(key).cloned().ok_or_else(|| Error::NotFound {
             key: key.to_owned(),
         })?;
         let Some(range) = range else {
