@@ -154,6 +154,26 @@ fn seal_in_place_with(key: &[u8; 32], buffer: &mut Vec<u8>, associated: &[u8]) {
     buffer.extend_from_slice(tag.as_ref());
 }
 
+/// Seals with a given nonce, for the inline vectors of FORMAT.md (writers
+/// always draw the nonce at random).
+#[cfg(test)]
+pub(crate) fn seal_with_nonce(
+    key: &[u8; 32],
+    nonce: &[u8; NONCE_LEN],
+    plaintext: &[u8],
+    associated: &[u8],
+) -> Vec<u8> {
+    let (cipher, short) = xchacha(key, nonce);
+    let mut out = nonce.to_vec();
+    let mut body = plaintext.to_vec();
+    let tag = cipher
+        .seal_in_place_separate_tag(short, Aad::from(associated), &mut body)
+        .unwrap_or_else(|_| unreachable!("XChaCha20-Poly1305 encryption of an in-memory buffer"));
+    out.extend_from_slice(&body);
+    out.extend_from_slice(tag.as_ref());
+    out
+}
+
 fn seal_with(key: &[u8; 32], plaintext: &[u8], associated: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(SEAL_OVERHEAD + plaintext.len());
     out.resize(NONCE_LEN, 0);

@@ -372,13 +372,16 @@ impl Repository {
         self.engine.list().await
     }
 
-    /// The newest backup, of `set` when given, whatever its status.
+    /// The newest backup, of `set` when given, whatever its status: what a
+    /// backup compares against for unchanged files and for collisions.
+    /// "latest", as [`find_backup`](Repository::find_backup) and a restore
+    /// take it, is the newest *completed* one (FORMAT.md, "Manifests").
     ///
     /// # Errors
     ///
     /// As [`Repository::list`].
-    pub async fn latest(&self, set: Option<&str>) -> Result<Option<Backup>> {
-        self.engine.latest(set).await
+    pub async fn newest(&self, set: Option<&str>) -> Result<Option<Backup>> {
+        self.engine.newest(set).await
     }
 
     /// Finds a backup by `latest` (the newest *completed* backup, of `set`
@@ -471,7 +474,7 @@ impl Repository {
     ///
     /// [`Error::Corrupt`] when the chunk is missing or damaged.
     pub async fn read_chunk(&self, id: &Id) -> Result<Vec<u8>> {
-        self.engine.read_blob(id).await
+        self.engine.read_blob(id, None).await
     }
 
     #[cfg(feature = "internals")]

@@ -50,7 +50,8 @@ FLAG_COMPRESSED = 0x01
 FLAG_ENCRYPTED = 0x02
 
 KIND_CONFIG, KIND_KEY, KIND_INDEX, KIND_MANIFEST, KIND_PACK_HEADER = 1, 2, 3, 4, 5
-KIND_NAMES = {1: "config", 2: "key", 3: "index", 4: "manifest", 5: "pack header"}
+KIND_DELETION_MARK = 7
+KIND_NAMES = {1: "config", 2: "key", 3: "index", 4: "manifest", 5: "pack header", 7: "deletion mark"}
 
 BLOB_DATA, BLOB_TREE = 1, 2
 BLOB_KINDS = {BLOB_DATA: "data", BLOB_TREE: "tree"}
@@ -388,6 +389,7 @@ class Repository:
     master: MasterKey | None = None
     blobs: dict[bytes, tuple[bytes, BlobEntry]] = field(default_factory=dict)
     packs: dict[bytes, tuple[int, list[BlobEntry]]] = field(default_factory=dict)
+    doomed: set[bytes] = field(default_factory=set)
 
     @property
     def encrypted(self) -> bool:
@@ -542,6 +544,7 @@ class Repository:
                 key, open_envelope(key, data, KIND_INDEX, self.master, self.encrypted)
             )
         superseded = {old for file in files.values() for old in file.supersedes}
+        self.doomed = self.load_deletion_marks()
         for index_id in sorted(files):
             if index_id in superseded:
                 continue
@@ -551,7 +554,62 @@ class Repository:
                     raise damaged(f"index/{index_id.hex()}", f"pack {pack_id.hex()} listed with two sizes")
                 known[1].extend(blobs)
                 for blob in blobs:
-                    self.blobs.setdefault(blob.id, (pack_id, blob))
+                    self.locate(pack_id, blob)
+        # Step 3, deletion marks: doomed packs in no index are read from their
+        # own headers; a backup may still reference their chunks.
+        for pack_id in sorted(self.doomed - self.packs.keys()):
+            key = pack_key(pack_id)
+            try:
+                size = self._path(key).stat().st_size
+            except FileNotFoundError:
+                continue
+            try:
+                entries = self.read_pack_header(key, size)
+            except Damaged as error:
+                print(f"warning: doomed pack left out: {error}", file=sys.stderr)
+                continue
+            self.packs[pack_id] = (size, entries)
+            for blob in entries:
+                self.locate(pack_id, blob)
+
+    def locate(self, pack_id: bytes, blob: BlobEntry) -> None:
+        """Step 3, "which copy": not doomed first, then the smallest pack id."""
+        current = self.blobs.get(blob.id)
+        if current is None or (pack_id in self.doomed, pack_id) < (current[0] in self.doomed, current[0]):
+            self.blobs[blob.id] = (pack_id, blob)
+
+    def load_deletion_marks(self) -> set[bytes]:
+        doomed: set[bytes] = set()
+        for name in self.list_names("pending"):
+            if not HEX_ID.match(name):
+                continue
+            key = f"pending/{name}"
+            try:
+                data = self.get_named(key, bytes.fromhex(name))
+            except ReadError as error:
+                if isinstance(error, Damaged):
+                    raise
+                continue  # completed by a prune meanwhile
+            mark = parse_json(key, open_envelope(key, data, KIND_DELETION_MARK, self.master, self.encrypted))
+            if not isinstance(mark, dict):
+                raise damaged(key, "not a JSON object")
+            parse_time(key, mark.get("marked_at"))
+            doomed.update(parse_id_list(key, mark.get("packs"), "packs"))
+        return doomed
+
+    def read_pack_header(self, key: str, size: int) -> list[BlobEntry]:
+        """A pack's header by two ranged reads: the trailer, then the header."""
+        if size < PACK_TRAILER_LEN:
+            raise damaged(key, f"pack of {size} bytes has no trailer")
+        trailer = self.get_range(key, size - PACK_TRAILER_LEN, PACK_TRAILER_LEN)
+        header_length = struct.unpack("<I", trailer[:4])[0]
+        if trailer[4:] != PACK_MAGIC or header_length > size - PACK_TRAILER_LEN:
+            raise damaged(key, "bad pack trailer", size - PACK_TRAILER_LEN)
+        header_start = size - PACK_TRAILER_LEN - header_length
+        tail = self.get_range(key, header_start, header_length + PACK_TRAILER_LEN)
+        # decode_pack_header checks a whole pack's extents; a pack of blobs
+        # ending where the header starts is what it sees with a gap in front.
+        return decode_pack_header(key, bytes(header_start) + tail, self.master, self.encrypted)
 
     # Step 4: manifests.
     def list_backups(self) -> list[Backup]:
@@ -737,8 +795,8 @@ def decode_tree(what: str, listing: bytes) -> list[dict]:
             raise bad(f"entry {name!r} has an invalid target")
         fits = {
             "file": subtree is None and target is None,
-            "dir": subtree is not None and not node["content"] and target is None,
-            "symlink": target is not None and not node["content"] and subtree is None,
+            "dir": subtree is not None and not node["content"] and target is None and node["size"] == 0,
+            "symlink": target is not None and not node["content"] and subtree is None and node["size"] == 0,
         }[kind]
         if not fits:
             raise bad(f"entry {name!r} has fields that do not fit its type")
@@ -749,6 +807,13 @@ def decode_tree(what: str, listing: bytes) -> list[dict]:
 # --- Extraction ---------------------------------------------------------------
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def set_owner(fd: int, node: dict) -> None:
+    """Ownership when privileged; always before the mode (FORMAT.md step 7:
+    chown clears the setuid and setgid bits)."""
+    if os.geteuid() == 0 and node.get("uid") is not None and node.get("gid") is not None:
+        os.fchown(fd, node["uid"], node["gid"])
 
 
 class Extractor:
@@ -798,6 +863,8 @@ class Extractor:
                         self.write_file(parent, parts, node)
                     else:
                         os.symlink(node["target"], name, dir_fd=parent)
+                        if os.geteuid() == 0 and node.get("uid") is not None and node.get("gid") is not None:
+                            os.chown(name, node["uid"], node["gid"], dir_fd=parent, follow_symlinks=False)
                         mtime = node["mtime_ns"]
                         os.utime(name, ns=(mtime, mtime), dir_fd=parent, follow_symlinks=False)
                         self.symlinks += 1
@@ -808,6 +875,7 @@ class Extractor:
         for parts, node in sorted(finished_dirs, key=lambda item: len(item[0]), reverse=True):
             fd = self.open_dir(parts)
             try:
+                set_owner(fd, node)
                 os.fchmod(fd, node["mode"])
                 os.utime(fd, ns=(node["mtime_ns"], node["mtime_ns"]))
             finally:
@@ -830,6 +898,7 @@ class Extractor:
             if written != node["size"]:
                 path = "/".join(parts + [name])
                 raise damaged(f"file {path!r}", f"content is {written} bytes, the recorded size is {node['size']}")
+            set_owner(fd, node)
             os.fchmod(fd, node["mode"])
             os.utime(fd, ns=(node["mtime_ns"], node["mtime_ns"]))
         except BaseException:
@@ -858,13 +927,17 @@ def read_password(path: str | None) -> bytes | None:
 
 
 def select_backup(backups: list[Backup], backup_set: str | None, prefix: str | None) -> Backup:
+    """The backup with that id prefix, or "latest": the last completed one
+    (FORMAT.md "Manifests", order and "latest")."""
     candidates = [b for b in backups if backup_set is None or b.manifest["set"] == backup_set]
     if prefix is not None:
         candidates = [b for b in candidates if b.id.hex().startswith(prefix.lower())]
         if len(candidates) > 1:
             raise ReadError(f"backup id prefix {prefix!r} is ambiguous")
+    else:
+        candidates = [b for b in candidates if b.manifest["status"] == "completed"]
     if not candidates:
-        raise ReadError("no backup matches")
+        raise ReadError("no backup matches" if prefix is not None else "no completed backup: latest names none")
     return candidates[-1]
 
 

@@ -172,7 +172,7 @@ def index_payload(supersedes, packs):
     return out
 
 
-def write_plain_backup(repo, listing, time="2030-01-01T00:00:00Z"):
+def write_plain_backup(repo, listing, time="2030-01-01T00:00:00Z", status="completed"):
     """Stores one tree chunk in a new pack, indexes it, and writes a
     manifest whose root is that tree."""
     chunk_id = hashlib.sha256(listing).digest()
@@ -186,7 +186,7 @@ def write_plain_backup(repo, listing, time="2030-01-01T00:00:00Z"):
         "writer": "test", "hostname": "test", "source": {"kind": "directory", "paths": []},
         "root": [chunk_id.hex()], "stats": dict.fromkeys(
             "files dirs symlinks files_unchanged bytes_total bytes_read bytes_added chunks_added skipped duration_ms".split(), 0
-        ), "status": "completed",
+        ), "status": status,
     }
     put_named(repo, "manifests", envelope(4, json.dumps(manifest).encode()))
 
@@ -239,3 +239,158 @@ def test_superseded_index_is_ignored(tmp_path):
     result = run_reader(repo, tmp_path / "out", "--skip-pack-check")
     assert result.returncode == 1
     assert "not in any index" in result.stderr
+
+
+def deletion_mark(packs, marked_at="2030-01-01T00:00:00Z"):
+    body = json.dumps({"marked_at": marked_at, "packs": [p.hex() for p in packs]}, separators=(",", ":"))
+    return envelope(7, body.encode())
+
+
+def golden_packs(repo):
+    return [bytes.fromhex(p.name) for p in (repo / "data").glob("*/*")]
+
+
+def test_restore_through_a_deletion_mark(tmp_path):
+    """A prune marked every pack of the golden backup and wrote an index
+    without them (the backup was still being written when it looked): the
+    chunks are reachable only through `pending/`, and the backup restores."""
+    repo = copy_repo("v1-plain", tmp_path)
+    (old,) = (repo / "index").iterdir()
+    put_named(repo, "index", envelope(3, index_payload([bytes.fromhex(old.name)], [])))
+    put_named(repo, "pending", deletion_mark(golden_packs(repo)))
+    out = tmp_path / "out"
+    result = run_reader(repo, out)
+    assert result.returncode == 0, result.stderr
+    assert describe(out) == EXPECTED["paths"]
+
+
+def test_a_damaged_deletion_mark_is_an_error(tmp_path):
+    repo = copy_repo("v1-plain", tmp_path)
+    mark = bytearray(deletion_mark(golden_packs(repo)))
+    mark[12] ^= 0xFF
+    put_named(repo, "pending", bytes(mark))
+    result = run_reader(repo, tmp_path / "out", "--skip-pack-check")
+    assert result.returncode == 1
+    assert "pending/" in result.stderr and "checksum" in result.stderr
+
+
+def test_latest_is_the_newest_completed_backup(tmp_path):
+    repo = copy_repo("v1-plain", tmp_path)
+    node = {"name": "newer", "type": "file", "mode": 0o644, "mtime_ns": 0}
+    write_plain_backup(repo, json.dumps(node).encode() + b"\n", status="partially_failed")
+    out = tmp_path / "out"
+    result = run_reader(repo, out)
+    assert result.returncode == 0, result.stderr
+    assert describe(out) == EXPECTED["paths"], "the newer, partially failed backup was restored"
+
+
+@pytest.mark.parametrize("field,value", [("mode", "420.0"), ("mode", "4.2e2"), ("mtime_ns", "true"), ("size", "1e0")])
+def test_an_integer_with_a_fraction_or_exponent_is_damage(field, value, tmp_path):
+    repo = copy_repo("v1-plain", tmp_path)
+    node = {"name": "a", "type": "file", "mode": 420, "mtime_ns": 0, "size": 0}
+    line = json.dumps(node, separators=(",", ":")).replace(f'"{field}":{json.dumps(node[field])}', f'"{field}":{value}')
+    assert value in line
+    write_plain_backup(repo, line.encode() + b"\n")
+    result = run_reader(repo, tmp_path / "out", "--set", "handmade", "--skip-pack-check")
+    assert result.returncode == 1
+    assert "invalid" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["dir", "symlink"])
+def test_a_size_on_a_directory_or_symlink_is_damage(kind, tmp_path):
+    repo = copy_repo("v1-plain", tmp_path)
+    node = {"name": "a", "type": kind, "mode": 0o755, "mtime_ns": 0, "size": 3}
+    node.update(subtree=[]) if kind == "dir" else node.update(target="b")
+    write_plain_backup(repo, json.dumps(node).encode() + b"\n")
+    result = run_reader(repo, tmp_path / "out", "--set", "handmade", "--skip-pack-check")
+    assert result.returncode == 1
+    assert "do not fit" in result.stderr
+
+
+# --- The inline vectors of FORMAT.md ("Test vectors") -------------------------
+
+
+def format_vectors():
+    text = (HERE.parent.parent / "FORMAT.md").read_text(encoding="utf-8")
+    vectors = {}
+    for block in text.split("```text\n")[1:]:
+        lines = block.split("```", 1)[0].splitlines()
+        if not lines or not lines[0].startswith("vector: "):
+            continue
+        fields, last = {}, None
+        for line in lines[1:]:
+            if line.startswith("  "):
+                fields[last] += line.strip()
+            else:
+                last, value = line.split(": ", 1)
+                fields[last] = value.strip()
+        vectors[lines[0][len("vector: "):]] = {k: bytes.fromhex(v) for k, v in fields.items()}
+    return vectors
+
+
+def hchacha20(key, nonce):
+    """HChaCha20 (draft-irtf-cfrg-xchacha 2.2), written out here because
+    PyNaCl does not expose it."""
+    mask = 0xFFFFFFFF
+    state = [0x61707865, 0x3320646E, 0x79622D32, 0x6B206574]
+    state += list(struct.unpack("<8I", key)) + list(struct.unpack("<4I", nonce))
+
+    def quarter(a, b, c, d):
+        for x, y, z, shift in ((a, b, d, 16), (c, d, b, 12), (a, b, d, 8), (c, d, b, 7)):
+            state[x] = (state[x] + state[y]) & mask
+            state[z] ^= state[x]
+            state[z] = ((state[z] << shift) | (state[z] >> (32 - shift))) & mask
+
+    for _ in range(10):
+        for q in ((0, 4, 8, 12), (1, 5, 9, 13), (2, 6, 10, 14), (3, 7, 11, 15)):
+            quarter(*q)
+        for q in ((0, 5, 10, 15), (1, 6, 11, 12), (2, 7, 8, 13), (3, 4, 9, 14)):
+            quarter(*q)
+    return struct.pack("<8I", *(state[0:4] + state[12:16]))
+
+
+def test_inline_vectors(tmp_path):
+    sys.path.insert(0, str(HERE))
+    import read_repo
+
+    vectors = format_vectors()
+    assert sorted(vectors) == ["hchacha20", "index", "key-file", "master-key", "tree"]
+    v = vectors["hchacha20"]
+    assert hchacha20(v["key"], v["nonce"]) == v["subkey"]
+
+    m = vectors["master-key"]
+    master = read_repo.MasterKey.from_bytes(m["master-key"])
+    assert (master.encryption, master.id_key) == (m["encryption-key"], m["id-key"])
+
+    t = vectors["tree"]
+    nodes = read_repo.decode_tree("vector", t["listing"])
+    assert [n["name"] for n in nodes] == ["a.txt", "link"]
+    assert nodes[0]["content"] == [hashlib.sha256(b"hello").digest()]
+    assert hashlib.sha256(t["listing"]).digest() == t["sha256-id"]
+    assert master.chunk_id(t["listing"]) == t["keyed-id"]
+    assert t["encrypted-blob"][:24] == t["blob-nonce"]
+    assert read_repo.aead_open(master.encryption, t["encrypted-blob"], t["keyed-id"] + b"\x02") == t["listing"]
+
+    i = vectors["index"]
+    assert read_repo.open_envelope("vector", i["plain-object"], read_repo.KIND_INDEX, None, False) == i["payload"]
+    assert hashlib.sha256(i["plain-object"]).digest() == i["plain-name"]
+    assert read_repo.open_envelope("vector", i["encrypted-object"], read_repo.KIND_INDEX, master, True) == i["payload"]
+    assert i["encrypted-object"][8:32] == i["envelope-nonce"]
+    index = read_repo.decode_index("vector", i["payload"])
+    assert index.supersedes == [b"\xaa" * 32]
+    ((pack_id, size, (blob,)),) = index.packs
+    assert (pack_id, size) == (b"\xbb" * 32, 4096)
+    assert (blob.kind, blob.offset, blob.stored_length) == (read_repo.BLOB_TREE, 0, len(t["encrypted-blob"]))
+    assert blob.id == t["keyed-id"]
+
+    k = vectors["key-file"]
+    repo = tmp_path / "repo"
+    (repo / "keys").mkdir(parents=True)
+    (repo / "config").write_bytes(k["config-object"])
+    (repo / "keys" / k["key-name"].hex()).write_bytes(k["key-object"])
+    opened = read_repo.Repository(repo)
+    opened.open_config()
+    opened.open_key(k["password"])
+    assert opened.master == master
+    key_file = opened._read_key_file("keys/" + k["key-name"].hex())
+    assert key_file["_sealed"][:24] == k["key-nonce"]

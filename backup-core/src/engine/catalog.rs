@@ -77,7 +77,7 @@ impl Engine {
     /// # Errors
     ///
     /// As [`Repository::list`].
-    pub async fn latest(&self, set: Option<&str>) -> Result<Option<Backup>> {
+    pub async fn newest(&self, set: Option<&str>) -> Result<Option<Backup>> {
         Ok(self
             .list()
             .await?

@@ -130,8 +130,8 @@ impl Engine {
             .flat_map(|(_, file)| file.supersedes.iter().copied())
             .collect();
         let mut index = Index::default();
-        let doomed = self.doomed_packs().await?;
-        index.set_doomed(doomed.clone());
+        let (doomed, marks_unreadable) = self.doomed_packs().await?;
+        index.set_doomed(doomed);
         let live: Vec<&(Id, IndexFile)> = files
             .iter()
             .filter(|(id, _)| !superseded.contains(id))
@@ -144,10 +144,30 @@ impl Engine {
         for (id, file) in live {
             index.add_file(*id, file);
         }
+        // A damaged mark may have named any pack that is in no index; prune
+        // (strict) deletes such marks and decides on the packs anew.
+        let index_damaged = damaged.load(std::sync::atomic::Ordering::Relaxed) > 0;
+        self.add_unlisted_packs(&mut index, index_damaged, marks_unreadable && !strict)
+            .await?;
+        Ok(index)
+    }
+
+    /// Adds to `index` what readers read beyond the index objects (FORMAT.md,
+    /// "Reading a repository", step 3): the doomed packs (`index.doomed()`)
+    /// that no index object lists, from their own headers; and, after a
+    /// damaged index object or deletion mark, every stored pack that no
+    /// index object lists.
+    pub(crate) async fn add_unlisted_packs(
+        &self,
+        index: &mut Index,
+        index_damaged: bool,
+        marks_unreadable: bool,
+    ) -> Result<()> {
         // Doomed packs are in no index once prune has marked them, yet a
         // backup that started before the mark may have finished referencing
         // them: keep them readable (never deduplicated against) until prune
         // either deletes them or puts them back.
+        let doomed: Vec<Id> = index.doomed().iter().copied().collect();
         for pack_id in doomed {
             if index.packs().contains_key(&pack_id) {
                 continue;
@@ -165,26 +185,34 @@ impl Engine {
                 Err(error) => tracing::warn!(%error, "pack marked for deletion is unreadable"),
             }
         }
-        if damaged.load(std::sync::atomic::Ordering::Relaxed) > 0 {
-            // What the damaged index listed is still in its packs: read
-            // their headers, so that nothing it described becomes
-            // unreadable. These packs count as unlisted, and the next
-            // backup writes an index for them.
+        if index_damaged || marks_unreadable {
+            // What a damaged index listed is still in its packs, and what a
+            // damaged mark named is in packs in no index: read their
+            // headers, so that no chunk a backup references becomes
+            // unreadable. After a damaged index these packs count as
+            // unlisted (the next backup writes an index for them); after a
+            // damaged mark they are doomed (readable, never deduplicated
+            // against, not indexed again).
             let stored = list_packs(self.sink.as_ref()).await?;
             let orphans: Vec<(Id, u64)> = stored
                 .into_iter()
                 .filter(|(id, _)| !index.packs().contains_key(id))
                 .collect();
+            if marks_unreadable {
+                let mut doomed = index.doomed().clone();
+                doomed.extend(orphans.iter().map(|(id, _)| *id));
+                index.set_doomed(doomed);
+            }
             let recovered = self.read_pack_headers(orphans).await;
             for pack in &recovered {
                 index.add_pack(pack);
             }
             tracing::info!(
                 packs = recovered.len(),
-                "packs read from their headers in place of a damaged index"
+                "packs read from their headers in place of a damaged index or deletion mark"
             );
         }
-        Ok(index)
+        Ok(())
     }
 
     /// Reads and decodes the index objects `ids`, concurrently. Unless
@@ -237,10 +265,10 @@ impl Engine {
             .await?
             .into_iter()
             .collect();
-        let doomed = self.doomed_packs().await?;
+        let (doomed, marks_unreadable) = self.doomed_packs().await?;
         let new: Option<Vec<Id>> = {
             let index = self.index.read().map_err(|_| poisoned())?;
-            (index.files().is_subset(&stored) && index.doomed() == &doomed)
+            (!marks_unreadable && index.files().is_subset(&stored) && index.doomed() == &doomed)
                 .then(|| stored.difference(index.files()).copied().collect())
         };
         if let Some(new) = new {
@@ -265,14 +293,18 @@ impl Engine {
         Ok(())
     }
 
-    /// Packs named in deletion marks. An unreadable mark is skipped with a
-    /// warning: prune treats it (it removes unreadable marks), and its packs
-    /// are in no index since the mark was written.
-    pub(crate) async fn doomed_packs(&self) -> Result<HashSet<Id>> {
+    /// Packs named in deletion marks, and whether any mark could not be
+    /// read. An unreadable mark is reported with a warning: readers then
+    /// take every pack in no index as doomed (see `load_index_checked`),
+    /// and prune removes the mark.
+    pub(crate) async fn doomed_packs(&self) -> Result<(HashSet<Id>, bool)> {
         let (marks, unreadable) = crate::engine::marks::list_marks(self).await?;
-        for key in unreadable {
-            tracing::warn!(%key, "unreadable deletion mark ignored");
+        for key in &unreadable {
+            tracing::warn!(%key, "unreadable deletion mark: packs in no index are read as doomed");
         }
-        Ok(marks.into_iter().flat_map(|(_, mark)| mark.packs).collect())
+        Ok((
+            marks.into_iter().flat_map(|(_, mark)| mark.packs).collect(),
+            !unreadable.is_empty(),
+        ))
     }
 }

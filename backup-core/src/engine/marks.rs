@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{get_checked, Engine};
+use super::{list_ids, Engine};
 use crate::format::envelope::{self, ObjectKind};
 use crate::{Error, Id, Result};
 
@@ -24,18 +24,23 @@ pub struct DeletionMark {
 /// Marks read, and the keys of marks that could not be read.
 pub(crate) type Marks = (Vec<(String, DeletionMark)>, Vec<String>);
 
-/// Reads every deletion mark.
+/// Reads every deletion mark (`pending/<64 hex>`; other names are not
+/// marks). A mark that is gone by the time it is read was completed by a
+/// prune meanwhile; one that fails a check is returned by key as unreadable.
 pub(crate) async fn list_marks(repo: &Engine) -> Result<Marks> {
     let mut marks = Vec::new();
     let mut unreadable = Vec::new();
-    for meta in repo.sink.list(PENDING_PREFIX).await? {
-        let key = meta.key;
-        let decoded = get_checked(repo.sink.as_ref(), &key, |bytes| {
-            let json = envelope::open(&key, bytes, ObjectKind::DeletionMark, repo.key())?;
-            serde_json::from_slice::<DeletionMark>(&json)
-                .map_err(|error| Error::corrupt(&key, 8, format!("invalid deletion mark: {error}")))
-        })
-        .await;
+    for id in list_ids(repo.sink.as_ref(), PENDING_PREFIX).await? {
+        let key = format!("{PENDING_PREFIX}{id}");
+        let decoded = match repo.get_named(&key, &id).await {
+            Ok(bytes) => envelope::open(&key, &bytes, ObjectKind::DeletionMark, repo.key())
+                .and_then(|json| {
+                    serde_json::from_slice::<DeletionMark>(&json).map_err(|error| {
+                        Error::corrupt(&key, 8, format!("invalid deletion mark: {error}"))
+                    })
+                }),
+            Err(error) => Err(error),
+        };
         match decoded {
             Ok(mark) => marks.push((key, mark)),
             Err(Error::NotFound { .. }) => {}

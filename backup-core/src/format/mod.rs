@@ -12,6 +12,8 @@ pub mod manifest;
 pub mod pack;
 pub mod reader;
 pub mod tree;
+#[cfg(test)]
+mod vectors;
 
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
 pub use envelope::{ObjectKind, ENVELOPE_HEADER_LEN, ENVELOPE_OVERHEAD, MAGIC};

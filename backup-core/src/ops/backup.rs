@@ -198,7 +198,7 @@ async fn backup_registered(
         // read what was written since.
         engine.refresh_index().await?;
         engine.index_unindexed_packs().await?;
-        let newest = engine.latest(Some(&options.set)).await?;
+        let newest = engine.newest(Some(&options.set)).await?;
         if options.check_collision {
             check_collision(&options.set, &writer, newest.as_ref())?;
         }
@@ -264,7 +264,7 @@ async fn backup_registered(
         check_collision(
             &options.set,
             &writer,
-            engine.latest(Some(&options.set)).await?.as_ref(),
+            engine.newest(Some(&options.set)).await?.as_ref(),
         )?;
     }
     let mut stats = archived.stats;

@@ -201,7 +201,18 @@ async fn verify(repo: &Engine, options: &VerifyOptions, tracker: &Tracker) -> Re
         .flat_map(|(_, file)| file.supersedes.iter().copied())
         .collect();
     let mut index = Index::default();
-    index.set_doomed(repo.doomed_packs().await?);
+    let (marks, unreadable_marks) = crate::engine::marks::list_marks(repo).await?;
+    let marks_unreadable = !unreadable_marks.is_empty();
+    for key in unreadable_marks {
+        // The error itself was a warning of the listing; what matters here
+        // is that readers now take every pack in no index as doomed.
+        report.problem(
+            key,
+            "deletion mark cannot be read: packs in no index are read as doomed until prune removes it"
+                .to_string(),
+        );
+    }
+    index.set_doomed(marks.into_iter().flat_map(|(_, mark)| mark.packs).collect());
     for (id, file) in files.iter().filter(|(id, _)| !superseded.contains(id)) {
         for pack in &file.packs {
             index_entries
@@ -229,6 +240,15 @@ async fn verify(repo: &Engine, options: &VerifyOptions, tracker: &Tracker) -> Re
         .keys()
         .filter(|id| !index.packs().contains_key(id))
         .count();
+    // Backups are checked against what readers can read: beyond the index
+    // objects, doomed packs from their headers and, after a damaged index
+    // object or mark (reported above), every pack in no index.
+    let index_damaged = report
+        .errors
+        .iter()
+        .any(|problem| problem.object.starts_with(INDEX_PREFIX));
+    repo.add_unlisted_packs(&mut index, index_damaged, marks_unreadable)
+        .await?;
     if unindexed > 0 {
         report.warnings.push(format!(
             "{unindexed} pack(s) are not in any index (left by an interrupted backup; they are reused or removed by prune)"

@@ -107,13 +107,13 @@ mod status;
 
 pub use backup_job::{run_backup_job, BackupJobReport};
 pub use clock::Clock;
-#[cfg(feature = "test-util")]
-pub use manual_clock::ManualClock;
 pub use expr::JobTimeZone;
 pub use job::{
     runner_fn, JobFailure, JobRunner, JobSpec, RunContext, RunOutcome, RunTrigger,
     DEFAULT_STALE_GRACE,
 };
+#[cfg(feature = "test-util")]
+pub use manual_clock::ManualClock;
 pub use scheduler::{Scheduler, SchedulerBuilder, ShutdownMode};
 pub use status::{JobStatus, LastOutcome, PauseReason, ScheduleEvents, SchedulerEvent};
 

@@ -91,9 +91,13 @@ impl Sink for MemorySink {
 
     async fn get_range(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
         validate_key(key)?;
-        let data = self.lock().get(key).cloned().ok_or_else(|| Error::NotFound {
-            key: key.to_owned(),
-        })?;
+        let data = self
+            .lock()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                key: key.to_owned(),
+            })?;
         let Some(range) = range else {
             return Ok(data);
         };

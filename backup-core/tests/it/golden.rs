@@ -10,7 +10,14 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use backup_core::{Error, LocalSink, Repository, RestoreOptions};
+use backup_core::internals::envelope::{self, ObjectKind};
+use backup_core::internals::index::IndexFile;
+use backup_core::internals::marks::DeletionMark;
+use backup_core::internals::pack::BlobKind;
+use backup_core::{
+    Error, FailureKind, Id, LocalSink, PutMode, Repository, RestoreOptions, Sink, SinkExt, Status,
+    VerifyReport,
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -114,8 +121,15 @@ fn check_path(restored: &Path, relative: &str, want: &Value) {
 async fn restore_and_check(name: &str) {
     let place = tempfile::tempdir().unwrap();
     let copy = copy_golden(name, place.path());
+    let report = restore_and_check_copy(name, &copy, place.path()).await;
+    assert!(report.is_ok(), "{name}: {:?}", report.errors);
+}
+
+/// Opens, lists and restores `copy` of golden repository `name` (perhaps
+/// changed), checks the restored tree, and returns what verify found.
+async fn restore_and_check_copy(name: &str, copy: &Path, place: &Path) -> VerifyReport {
     let password = password(name);
-    let repo = Repository::open(Arc::new(LocalSink::new(&copy)), password.as_deref())
+    let repo = Repository::open(Arc::new(LocalSink::new(copy)), password.as_deref())
         .await
         .unwrap();
     let expected = expected();
@@ -132,7 +146,7 @@ async fn restore_and_check(name: &str) {
         expected["time"].as_str().unwrap()
     );
 
-    let restored = place.path().join("restored");
+    let restored = place.join("restored");
     repo.restore(backup, &restored, &RestoreOptions::default())
         .await
         .unwrap();
@@ -155,9 +169,74 @@ async fn restore_and_check(name: &str) {
     );
 
     let report = verify_data(&repo).await;
-    assert!(report.is_ok(), "{name}: {:?}", report.errors);
     assert_eq!(report.backups, 1);
     assert!(report.packs_read > 0);
+    report
+}
+
+/// Stores `payload` in an unencrypted envelope of `kind` under
+/// `prefix` + its SHA-256, as writers name index objects and marks.
+async fn put_named(sink: &LocalSink, prefix: &str, kind: ObjectKind, payload: &[u8]) {
+    let object = envelope::seal(kind, payload, false, None);
+    let key = format!("{prefix}{}", hex::encode(Sha256::digest(&object)));
+    sink.put(&key, object.into(), PutMode::Create)
+        .await
+        .unwrap();
+}
+
+/// Supersedes the golden repository's index objects with an empty one: as
+/// after a prune that dropped every pack from the index.
+async fn drop_every_pack_from_the_index(sink: &LocalSink) -> Vec<Id> {
+    let mut old = Vec::new();
+    for key in sink.list_keys("index/").await.unwrap() {
+        old.push(key["index/".len()..].parse::<Id>().unwrap());
+    }
+    assert!(!old.is_empty());
+    let empty = IndexFile {
+        supersedes: old,
+        packs: Vec::new(),
+    };
+    put_named(sink, "index/", ObjectKind::Index, &empty.encode()).await;
+    let mut packs = Vec::new();
+    for key in sink.list_keys("data/").await.unwrap() {
+        packs.push(key.rsplit('/').next().unwrap().parse::<Id>().unwrap());
+    }
+    packs
+}
+
+/// FORMAT.md, "Reading a repository", step 3: a backup whose packs a prune
+/// marked (it was still being written when the prune looked) restores
+/// through the deletion mark alone.
+#[tokio::test]
+async fn a_backup_whose_packs_are_only_in_a_deletion_mark_restores() {
+    let place = tempfile::tempdir().unwrap();
+    let copy = copy_golden("v1-plain", place.path());
+    let sink = LocalSink::new(&copy);
+    let packs = drop_every_pack_from_the_index(&sink).await;
+    let mark = DeletionMark {
+        marked_at: chrono::Utc::now(),
+        packs,
+    };
+    let json = serde_json::to_vec(&mark).unwrap();
+    put_named(&sink, "pending/", ObjectKind::DeletionMark, &json).await;
+    let report = restore_and_check_copy("v1-plain", &copy, place.path()).await;
+    assert!(report.is_ok(), "{:?}", report.errors);
+}
+
+/// A deletion mark that cannot be read may have named any pack in no
+/// index: readers take all of them as doomed, so the backup still
+/// restores, and verify names the mark.
+#[tokio::test]
+async fn a_damaged_deletion_mark_leaves_every_unindexed_pack_readable() {
+    let place = tempfile::tempdir().unwrap();
+    let copy = copy_golden("v1-plain", place.path());
+    let sink = LocalSink::new(&copy);
+    drop_every_pack_from_the_index(&sink).await;
+    put_named(&sink, "pending/", ObjectKind::DeletionMark, b"{not json").await;
+    let report = restore_and_check_copy("v1-plain", &copy, place.path()).await;
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert!(report.errors[0].object.starts_with("pending/"));
+    assert!(report.errors[0].message.contains("deletion mark"));
 }
 
 #[tokio::test]
@@ -223,4 +302,58 @@ async fn error_text_mentions_version(repo: &Path) -> bool {
         .unwrap_err()
         .to_string();
     error.contains("version 2") && error.contains("reads versions 1 to 1")
+}
+
+/// FORMAT.md, "Reading a repository", step 6: the kind the index gives a
+/// chunk must be the kind its reference expects. In an unencrypted
+/// repository nothing else notices a tree chunk indexed as data.
+#[tokio::test]
+async fn a_tree_chunk_indexed_as_data_is_damage() {
+    let place = tempfile::tempdir().unwrap();
+    let copy = copy_golden("v1-plain", place.path());
+    let sink = LocalSink::new(&copy);
+    let mut old = Vec::new();
+    let mut packs = Vec::new();
+    for key in sink.list_keys("index/").await.unwrap() {
+        old.push(key["index/".len()..].parse::<Id>().unwrap());
+        let payload = envelope::open(
+            &key,
+            &sink.get(&key).await.unwrap(),
+            ObjectKind::Index,
+            None,
+        )
+        .unwrap();
+        packs.extend(IndexFile::decode(&key, &payload).unwrap().packs);
+    }
+    let mut flipped = 0;
+    for blob in packs.iter_mut().flat_map(|pack| pack.blobs.iter_mut()) {
+        if blob.kind == BlobKind::Tree {
+            blob.kind = BlobKind::Data;
+            flipped += 1;
+        }
+    }
+    assert!(flipped > 0);
+    let relabelled = IndexFile {
+        supersedes: old,
+        packs,
+    };
+    put_named(&sink, "index/", ObjectKind::Index, &relabelled.encode()).await;
+
+    let repo = Repository::open(Arc::new(LocalSink::new(&copy)), None)
+        .await
+        .unwrap();
+    let backup = repo.find_backup("latest", None).await.unwrap();
+    let summary = repo
+        .restore(
+            &backup,
+            &place.path().join("restored"),
+            &RestoreOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary.status, Status::Failed);
+    assert_eq!(summary.files, 0);
+    let failure = &summary.failures[0];
+    assert_eq!(failure.kind, FailureKind::Corrupt);
+    assert!(failure.message.contains("is a data chunk"), "{failure:?}");
 }

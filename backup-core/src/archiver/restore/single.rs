@@ -9,6 +9,7 @@ use super::plan::Planned;
 use super::task_failed;
 use super::writer::{FileJob, SafeWriter};
 use crate::engine::Engine;
+use crate::format::pack::BlobKind;
 use crate::format::tree::Node;
 use crate::progress::Tracker;
 use crate::{Error, Result};
@@ -75,7 +76,7 @@ pub(super) async fn write_verified(
     let mut chunks = futures::stream::iter(node.content.clone())
         .map(|id| {
             let repo = repo.clone();
-            tokio::spawn(async move { repo.read_blob(&id).await })
+            tokio::spawn(async move { repo.read_blob(&id, Some(BlobKind::Data)).await })
         })
         .buffered(CHUNKS_AHEAD);
     while let Some(joined) = chunks.next().await {
