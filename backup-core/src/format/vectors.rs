@@ -287,3 +287,20 @@ fn integers_written_with_a_fraction_or_exponent_are_damage() {
         );
     }
 }
+
+#[test]
+fn timestamps_are_instants_and_fractions_beyond_nine_digits_are_cut() {
+    use chrono::{DateTime, Utc};
+    let parse = |text: &str| serde_json::from_str::<DateTime<Utc>>(&format!("\"{text}\"")).unwrap();
+    assert_eq!(
+        parse("2026-01-01T01:00:00+01:00"),
+        parse("2026-01-01T00:00:00Z")
+    );
+    assert!(parse("2026-01-01T00:00:00.5Z") > parse("2026-01-01T00:00:00Z"));
+    assert_eq!(
+        parse("2026-01-01T00:00:00.123456789999Z"),
+        parse("2026-01-01T00:00:00.123456789Z"),
+        "truncated, not rounded"
+    );
+    assert!(parse("2026-01-01T00:00:00.000000001Z") > parse("2026-01-01T00:00:00Z"));
+}
