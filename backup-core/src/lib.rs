@@ -40,6 +40,9 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 #![warn(unnameable_types)]
 
+#[macro_use]
+mod macros;
+
 mod archiver;
 mod chunker;
 mod crypto;

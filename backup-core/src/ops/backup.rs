@@ -108,19 +108,9 @@ impl BackupOptions {
         self.check_collision = check;
         self
     }
-
-    /// Sends progress events to `progress`.
-    pub fn with_progress(mut self, progress: ProgressSink) -> Self {
-        self.progress = Some(progress);
-        self
-    }
-
-    /// Stops the backup when `token` is cancelled.
-    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
-        self.cancellation = Some(token);
-        self
-    }
 }
+
+progress_and_cancellation_setters!(BackupOptions, "the backup");
 
 impl Default for BackupOptions {
     fn default() -> Self {

@@ -29,19 +29,9 @@ impl ForgetOptions {
         self.dry_run = dry_run;
         self
     }
-
-    /// Sends the forget's progress events to `progress`.
-    pub fn with_progress(mut self, progress: ProgressSink) -> Self {
-        self.progress = Some(progress);
-        self
-    }
-
-    /// Stops the forget when `token` is cancelled.
-    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
-        self.cancellation = Some(token);
-        self
-    }
 }
+
+progress_and_cancellation_setters!(ForgetOptions, "the forget");
 
 /// Why a backup the policy would forget is kept by the engine.
 const ENGINE_FLOOR_REASON: &str = "newest complete backup (kept whatever the policy says)";

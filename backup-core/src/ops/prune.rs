@@ -79,19 +79,9 @@ impl PruneOptions {
         self.dry_run = dry_run;
         self
     }
-
-    /// Sends the prune's progress events to `progress`.
-    pub fn with_progress(mut self, progress: ProgressSink) -> Self {
-        self.progress = Some(progress);
-        self
-    }
-
-    /// Stops the prune when `token` is cancelled.
-    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
-        self.cancellation = Some(token);
-        self
-    }
 }
+
+progress_and_cancellation_setters!(PruneOptions, "the prune");
 
 impl Default for PruneOptions {
     fn default() -> Self {

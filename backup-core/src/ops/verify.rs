@@ -54,19 +54,9 @@ impl VerifyOptions {
         self.read_data_share = Some(share);
         self
     }
-
-    /// Stops the verification when `token` is cancelled.
-    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
-        self.cancellation = Some(token);
-        self
-    }
-
-    /// Sends the verification's progress events to `progress`.
-    pub fn with_progress(mut self, progress: ProgressSink) -> Self {
-        self.progress = Some(progress);
-        self
-    }
 }
+
+progress_and_cancellation_setters!(VerifyOptions, "the verification");
 
 /// One piece of damage found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

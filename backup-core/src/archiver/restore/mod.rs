@@ -70,19 +70,9 @@ impl RestoreOptions {
         self.include = include.into_iter().map(Into::into).collect();
         self
     }
-
-    /// Sends progress events to `progress`.
-    pub fn with_progress(mut self, progress: crate::progress::ProgressSink) -> Self {
-        self.progress = Some(progress);
-        self
-    }
-
-    /// Stops the restore when `token` is cancelled.
-    pub fn with_cancellation(mut self, token: tokio_util::sync::CancellationToken) -> Self {
-        self.cancellation = Some(token);
-        self
-    }
 }
+
+progress_and_cancellation_setters!(RestoreOptions, "the restore");
 
 /// What a restore did: its status, counters, and the items it could not
 /// restore.
