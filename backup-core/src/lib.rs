@@ -11,6 +11,11 @@
 //! manifest written last, so a backup is either complete or invisible.
 //! The byte format is specified in `FORMAT.md`.
 //!
+//! Cargo features: `schedule` (the cron scheduler, module `schedule`),
+//! `test-util` (test helpers for embedders), `conformance` (the
+//! shared [`Sink`] conformance suite, for sink implementers) and
+//! `internals` (the byte codecs; no stable API).
+//!
 //! ```
 //! # async fn demo() -> backup_core::Result<()> {
 //! use std::sync::Arc;
@@ -57,6 +62,7 @@ mod progress;
 mod readahead;
 mod repository;
 mod retention;
+#[cfg(feature = "schedule")]
 pub mod schedule;
 mod sink;
 mod snapshot;
