@@ -117,7 +117,7 @@ pub use ops::verify::{Problem, VerifyOptions, VerifyReport};
 pub use repository::{InitOptions, Repository};
 
 // What a backup records.
-pub use format::manifest::{Backup, BackupStats, BackupStatus, ItemError, Manifest, SourceInfo};
+pub use format::manifest::{Backup, BackupStats, BackupStatus, Manifest, SourceInfo};
 pub use format::tree::NodeKind;
 pub use id::Id;
 

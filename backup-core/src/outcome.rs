@@ -65,7 +65,7 @@ impl std::fmt::Display for Status {
 
 /// What kind of failure an item met, so that a caller can tell "fix the
 /// permissions" from "the repository is damaged" from "retry later".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum FailureKind {
@@ -87,11 +87,17 @@ pub enum FailureKind {
     /// The item cannot be represented (for example a name that is not
     /// UTF-8).
     Unsupported,
-    /// Anything else.
+    /// Anything else; also a kind this build does not know, read from a
+    /// manifest a newer writer wrote.
+    #[serde(other)]
     Other,
 }
 
 impl FailureKind {
+    fn other() -> FailureKind {
+        FailureKind::Other
+    }
+
     /// The kind of `error`.
     pub fn of(error: &Error) -> FailureKind {
         match error {
@@ -120,14 +126,16 @@ impl FailureKind {
 }
 
 /// One item an operation could not do: its path, the kind of failure and a
-/// message for people.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// message for people. A backup records its failures in the manifest
+/// ([`Manifest::errors`](crate::Manifest::errors)).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct ItemFailure {
     /// The item's path (relative to the backup's root for a restore; `/`
-    /// is the root itself).
+    /// is the root itself; a backup's source path for a backup).
     pub path: String,
-    /// What kind of failure it was.
+    /// What kind of failure it was (`other` when a manifest does not say).
+    #[serde(default = "FailureKind::other")]
     pub kind: FailureKind,
     /// Why it failed.
     pub message: String,

@@ -24,15 +24,6 @@ pub enum BackupStatus {
     PartiallyFailed,
 }
 
-/// One item a backup could not store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ItemError {
-    /// Path of the item.
-    pub path: String,
-    /// Why it failed.
-    pub message: String,
-}
-
 /// What was backed up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceInfo {
@@ -102,9 +93,11 @@ pub struct Manifest {
     pub stats: BackupStats,
     /// Outcome.
     pub status: BackupStatus,
-    /// Items that could not be stored.
+    /// Items that could not be stored, each with the kind of its failure
+    /// (manifests written before the kind was recorded read as
+    /// [`FailureKind::Other`](crate::FailureKind::Other)).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<ItemError>,
+    pub errors: Vec<crate::ItemFailure>,
 }
 
 /// Current manifest schema version.

@@ -304,3 +304,31 @@ fn timestamps_are_instants_and_fractions_beyond_nine_digits_are_cut() {
     );
     assert!(parse("2026-01-01T00:00:00.000000001Z") > parse("2026-01-01T00:00:00Z"));
 }
+
+#[test]
+fn a_manifest_error_without_a_kind_or_with_an_unknown_one_reads_as_other() {
+    use crate::{FailureKind, ItemFailure};
+    let read = |json: &str| serde_json::from_str::<ItemFailure>(json).unwrap();
+    assert_eq!(
+        read(r#"{"path":"/srv/a","message":"gone"}"#).kind,
+        FailureKind::Other
+    );
+    assert_eq!(
+        read(r#"{"path":"/srv/a","kind":"permission_denied","message":"no"}"#).kind,
+        FailureKind::PermissionDenied
+    );
+    assert_eq!(
+        read(r#"{"path":"/srv/a","kind":"a_kind_of_a_later_version","message":"?"}"#).kind,
+        FailureKind::Other
+    );
+    let written = serde_json::to_string(&ItemFailure::new(
+        "/srv/a",
+        FailureKind::Unsupported,
+        "odd name",
+    ))
+    .unwrap();
+    assert_eq!(
+        written,
+        r#"{"path":"/srv/a","kind":"unsupported","message":"odd name"}"#
+    );
+}

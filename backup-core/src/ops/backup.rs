@@ -9,7 +9,7 @@ use crate::archiver::{Archiver, ChunkArchiver};
 use crate::engine::inflight::InflightGuard;
 use crate::engine::*;
 use crate::format::envelope::ObjectKind;
-use crate::format::manifest::{Backup, BackupStatus, ItemError, Manifest, MANIFEST_VERSION};
+use crate::format::manifest::{Backup, BackupStatus, Manifest, MANIFEST_VERSION};
 use crate::outcome::{ItemFailure, Status};
 use crate::progress::{Phase, ProgressSink, Reporter, Tracker};
 use crate::snapshot::Snapshotter;
@@ -278,14 +278,7 @@ async fn backup_registered(
         } else {
             BackupStatus::PartiallyFailed
         },
-        errors: archived
-            .errors
-            .iter()
-            .map(|failure| ItemError {
-                path: failure.path.clone(),
-                message: failure.message.clone(),
-            })
-            .collect(),
+        errors: archived.errors.clone(),
     };
     let json = serde_json::to_vec(&manifest)
         .map_err(|error| Error::InvalidArgument(format!("encoding manifest: {error}")))?;

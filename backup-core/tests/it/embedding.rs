@@ -558,6 +558,9 @@ async fn a_backup_reports_each_item_it_cannot_store_as_it_goes() {
     assert_eq!(summary.failures.len(), 1, "{summary:?}");
     assert_eq!(summary.failures[0].kind, FailureKind::Unsupported);
     assert_eq!(summary.manifest.errors.len(), 1);
+    // The manifest keeps the kind too, as the listing reads it back.
+    let listed = repo.load_backup(&summary.id).await.unwrap();
+    assert_eq!(listed.manifest.errors, summary.failures);
     let mut reported = Vec::new();
     while let Ok(event) = events.try_recv() {
         reported.extend(event.failure);
