@@ -12,7 +12,7 @@ use crate::format::manifest::SourceInfo;
 use crate::{Error, Result};
 
 /// Runs a command and stores its standard output as one file, as
-/// `etcdctl snapshot save /dev/stdout`, `pg_dump` or `redis-cli --rdb -`
+/// `pg_dump`, `mariadb-dump` or `redis-cli --rdb -`
 /// produce it.
 ///
 /// The backup is recorded only if the command exits with status 0; otherwise

@@ -4,11 +4,11 @@
 //!
 //! ```toml
 //! [[job]]
-//! name = "etcd"
+//! name = "postgres"
 //! cron = "0 */2 * * *"
-//! set = "etcd"                       # backup set; defaults to the job name
+//! set = "postgres"                     # backup set; defaults to the job name
 //! repository = "file:///backups"
-//! source = { type = "command", command = "etcdctl snapshot save /dev/stdout", file_name = "etcd.db" }
+//! source = { type = "command", command = "pg_dump --format=custom app", file_name = "app.dump" }
 //! retention = { keep_last = 3, keep_daily = 7, ttl = "30d" }
 //! time_zone = "Europe/Berlin"        # default UTC; or "+02:00"
 //! jitter = "5min"                    # random delay in [0, 5 minutes) per run
