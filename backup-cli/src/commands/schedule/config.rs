@@ -6,7 +6,7 @@
 //! [[job]]
 //! name = "postgres"
 //! cron = "0 */2 * * *"
-//! set = "postgres"                     # backup set; defaults to the job name
+//! set = "postgres"                   # backup set; defaults to the job name
 //! repository = "file:///backups"
 //! source = { type = "command", command = "pg_dump --format=custom app", file_name = "app.dump" }
 //! retention = { keep_last = 3, keep_daily = 7, ttl = "30d" }
