@@ -474,7 +474,7 @@ impl Repository {
     ///
     /// [`Error::Corrupt`] when the chunk is missing or damaged.
     pub async fn read_chunk(&self, id: &Id) -> Result<Vec<u8>> {
-        self.engine.read_blob(id, None).await
+        self.engine.read_blob(id).await
     }
 
     #[cfg(feature = "internals")]

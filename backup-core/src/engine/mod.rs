@@ -82,10 +82,10 @@ impl Engine {
             .unwrap_or(false)
     }
 
-    /// Reads, checks and decodes one blob, which the reference expects to be
-    /// of kind `expected` (a content list references data chunks, a subtree
-    /// tree chunks); `None` takes the kind the index gives.
-    pub(crate) async fn read_blob(&self, id: &Id, expected: Option<BlobKind>) -> Result<Vec<u8>> {
+    /// Reads, checks and decodes one blob. The callers check its indexed
+    /// kind against the reference first ([`Engine::load_tree`],
+    /// [`Engine::content_length`]).
+    pub(crate) async fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
         let location = self
             .index
             .read()
@@ -99,19 +99,6 @@ impl Engine {
                 )
             })?;
         let key = pack::pack_key(&location.pack);
-        if let Some(expected) = expected.filter(|kind| *kind != location.entry.kind) {
-            // The associated data binds the kind too, but in an unencrypted
-            // repository nothing else would notice.
-            return Err(Error::corrupt(
-                &key,
-                u64::from(location.entry.offset),
-                format!(
-                    "blob {id} is indexed as a {} chunk where a {} chunk is referenced",
-                    location.entry.kind.name(),
-                    expected.name()
-                ),
-            ));
-        }
         let start = u64::from(location.entry.offset);
         let end = start + u64::from(location.entry.stored_length);
         // A damaged transfer (short read, flipped bit on the wire) must not
@@ -207,7 +194,7 @@ impl Engine {
                     ));
                 }
             }
-            bytes.extend_from_slice(&self.read_blob(id, Some(BlobKind::Tree)).await?);
+            bytes.extend_from_slice(&self.read_blob(id).await?);
         }
         tree::decode(what, &bytes)
     }

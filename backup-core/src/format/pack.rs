@@ -52,14 +52,6 @@ impl BlobKind {
             _ => None,
         }
     }
-
-    /// `data` or `tree`, for messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            BlobKind::Data => "data",
-            BlobKind::Tree => "tree",
-        }
-    }
 }
 
 /// One blob as listed in a pack header or an index.

@@ -9,7 +9,6 @@ use super::plan::Planned;
 use super::task_failed;
 use super::writer::{FileJob, SafeWriter};
 use crate::engine::Engine;
-use crate::format::pack::BlobKind;
 use crate::format::tree::Node;
 use crate::progress::Tracker;
 use crate::{Error, Result};
@@ -76,7 +75,7 @@ pub(super) async fn write_verified(
     let mut chunks = futures::stream::iter(node.content.clone())
         .map(|id| {
             let repo = repo.clone();
-            tokio::spawn(async move { repo.read_blob(&id, Some(BlobKind::Data)).await })
+            tokio::spawn(async move { repo.read_blob(&id).await })
         })
         .buffered(CHUNKS_AHEAD);
     while let Some(joined) = chunks.next().await {
