@@ -142,20 +142,31 @@ fn xchacha(key: &[u8; 32], nonce: &[u8; NONCE_LEN]) -> (LessSafeKey, Nonce) {
     )
 }
 
-/// [`MasterKey::seal_in_place`] under `key`.
+/// [`MasterKey::seal_in_place`] under `key`, with a fresh random nonce.
 fn seal_in_place_with(key: &[u8; 32], buffer: &mut Vec<u8>, associated: &[u8]) {
     let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
-    buffer[..NONCE_LEN].copy_from_slice(&nonce);
-    let (cipher, nonce) = xchacha(key, &nonce);
+    seal_in_place_with_nonce(key, &nonce, buffer, associated);
+}
+
+/// Seals `buffer[NONCE_LEN..]` in place under `key` and `nonce`, writing
+/// the nonce in front and appending the tag.
+fn seal_in_place_with_nonce(
+    key: &[u8; 32],
+    nonce: &[u8; NONCE_LEN],
+    buffer: &mut Vec<u8>,
+    associated: &[u8],
+) {
+    buffer[..NONCE_LEN].copy_from_slice(nonce);
+    let (cipher, short) = xchacha(key, nonce);
     let tag = cipher
-        .seal_in_place_separate_tag(nonce, Aad::from(associated), &mut buffer[NONCE_LEN..])
+        .seal_in_place_separate_tag(short, Aad::from(associated), &mut buffer[NONCE_LEN..])
         .unwrap_or_else(|_| unreachable!("XChaCha20-Poly1305 encryption of an in-memory buffer"));
     buffer.extend_from_slice(tag.as_ref());
 }
 
 /// Seals with a given nonce, for the inline vectors of FORMAT.md (writers
-/// always draw the nonce at random).
+/// always draw the nonce at random), through the writers' own code.
 #[cfg(test)]
 pub(crate) fn seal_with_nonce(
     key: &[u8; 32],
@@ -163,14 +174,9 @@ pub(crate) fn seal_with_nonce(
     plaintext: &[u8],
     associated: &[u8],
 ) -> Vec<u8> {
-    let (cipher, short) = xchacha(key, nonce);
-    let mut out = nonce.to_vec();
-    let mut body = plaintext.to_vec();
-    let tag = cipher
-        .seal_in_place_separate_tag(short, Aad::from(associated), &mut body)
-        .unwrap_or_else(|_| unreachable!("XChaCha20-Poly1305 encryption of an in-memory buffer"));
-    out.extend_from_slice(&body);
-    out.extend_from_slice(tag.as_ref());
+    let mut out = vec![0; NONCE_LEN];
+    out.extend_from_slice(plaintext);
+    seal_in_place_with_nonce(key, nonce, &mut out, associated);
     out
 }
 

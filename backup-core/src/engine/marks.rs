@@ -32,15 +32,11 @@ pub(crate) async fn list_marks(repo: &Engine) -> Result<Marks> {
     let mut unreadable = Vec::new();
     for id in list_ids(repo.sink.as_ref(), PENDING_PREFIX).await? {
         let key = format!("{PENDING_PREFIX}{id}");
-        let decoded = match repo.get_named(&key, &id).await {
-            Ok(bytes) => envelope::open(&key, &bytes, ObjectKind::DeletionMark, repo.key())
-                .and_then(|json| {
-                    serde_json::from_slice::<DeletionMark>(&json).map_err(|error| {
-                        Error::corrupt(&key, 8, format!("invalid deletion mark: {error}"))
-                    })
-                }),
-            Err(error) => Err(error),
-        };
+        let decoded = repo.get_named(&key, &id).await.and_then(|bytes| {
+            let json = envelope::open(&key, &bytes, ObjectKind::DeletionMark, repo.key())?;
+            serde_json::from_slice::<DeletionMark>(&json)
+                .map_err(|error| Error::corrupt(&key, 8, format!("invalid deletion mark: {error}")))
+        });
         match decoded {
             Ok(mark) => marks.push((key, mark)),
             Err(Error::NotFound { .. }) => {}
