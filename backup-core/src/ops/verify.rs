@@ -169,6 +169,7 @@ async fn verify(repo: &Engine, options: &VerifyOptions, tracker: &Tracker) -> Re
     // Indexes, each on its own so that one damaged index does not hide
     // others; superseded ones are checked but not used, as readers do.
     let mut files = Vec::new();
+    let mut index_damaged = false;
     let mut index_entries: HashMap<Id, Vec<BlobEntry>> = HashMap::new();
     for id in list_ids(sink, INDEX_PREFIX).await? {
         report.indexes += 1;
@@ -183,7 +184,10 @@ async fn verify(repo: &Engine, options: &VerifyOptions, tracker: &Tracker) -> Re
             Ok(file) => files.push((id, file)),
             // Deleted by a concurrent prune after the list: not damage.
             Err(Error::NotFound { .. }) => report.indexes -= 1,
-            Err(error) => report.problem(object, error.to_string()),
+            Err(error) => {
+                index_damaged = true;
+                report.problem(object, error.to_string());
+            }
         }
     }
     let superseded: HashSet<Id> = files
@@ -198,8 +202,7 @@ async fn verify(repo: &Engine, options: &VerifyOptions, tracker: &Tracker) -> Re
         // is that readers now take every pack in no index as doomed.
         report.problem(
             key,
-            "deletion mark cannot be read: packs in no index are read as doomed until prune removes it"
-                .to_string(),
+            "deletion mark cannot be read: packs in no index are read as doomed until prune removes it",
         );
     }
     index.set_doomed(marks.into_iter().flat_map(|(_, mark)| mark.packs).collect());
@@ -233,10 +236,6 @@ async fn verify(repo: &Engine, options: &VerifyOptions, tracker: &Tracker) -> Re
     // Backups are checked against what readers can read: beyond the index
     // objects, doomed packs from their headers and, after a damaged index
     // object or mark (reported above), every pack in no index.
-    let index_damaged = report
-        .errors
-        .iter()
-        .any(|problem| problem.object.starts_with(INDEX_PREFIX));
     repo.add_unlisted_packs(&mut index, index_damaged, marks_unreadable)
         .await?;
     if unindexed > 0 {
