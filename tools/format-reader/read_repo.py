@@ -348,16 +348,31 @@ def pack_key(pack_id: bytes) -> str:
 
 def decode_pack_header(key: str, pack: bytes, master: MasterKey | None, encrypted_repo: bool) -> list[BlobEntry]:
     """FORMAT.md "Packs": trailer, header envelope, entries, extents."""
-    if len(pack) < PACK_TRAILER_LEN:
-        raise damaged(key, f"pack of {len(pack)} bytes has no trailer")
-    trailer_start = len(pack) - PACK_TRAILER_LEN
-    header_length = struct.unpack("<I", pack[trailer_start : trailer_start + 4])[0]
-    if pack[trailer_start + 4 :] != PACK_MAGIC:
+    header_start = header_start_from_trailer(key, pack[-PACK_TRAILER_LEN:], len(pack))
+    header = pack[header_start : len(pack) - PACK_TRAILER_LEN]
+    return decode_header_entries(key, header, header_start, master, encrypted_repo)
+
+
+def header_start_from_trailer(key: str, trailer: bytes, size: int) -> int:
+    """Where the header of a pack of `size` bytes starts, from its trailer
+    (HeaderLength, "BKPK")."""
+    if size < PACK_TRAILER_LEN:
+        raise damaged(key, f"pack of {size} bytes has no trailer")
+    trailer_start = size - PACK_TRAILER_LEN
+    header_length = struct.unpack("<I", trailer[:4])[0]
+    if trailer[4:] != PACK_MAGIC:
         raise damaged(key, "bad pack magic", trailer_start + 4)
     if header_length > trailer_start:
         raise damaged(key, f"header length {header_length} exceeds the pack", trailer_start)
-    header_start = trailer_start - header_length
-    payload = open_envelope(key, pack[header_start:trailer_start], KIND_PACK_HEADER, master, encrypted_repo)
+    return trailer_start - header_length
+
+
+def decode_header_entries(
+    key: str, header: bytes, header_start: int, master: MasterKey | None, encrypted_repo: bool
+) -> list[BlobEntry]:
+    """The entries of a pack header found at `header_start`; the blobs must
+    fill the pack exactly up to it."""
+    payload = open_envelope(key, header, KIND_PACK_HEADER, master, encrypted_repo)
     if len(payload) % HEADER_ENTRY_LEN:
         raise damaged(key, "pack header length is not a multiple of 42", header_start)
     entries, offset = [], 0
@@ -599,17 +614,10 @@ class Repository:
 
     def read_pack_header(self, key: str, size: int) -> list[BlobEntry]:
         """A pack's header by two ranged reads: the trailer, then the header."""
-        if size < PACK_TRAILER_LEN:
-            raise damaged(key, f"pack of {size} bytes has no trailer")
-        trailer = self.get_range(key, size - PACK_TRAILER_LEN, PACK_TRAILER_LEN)
-        header_length = struct.unpack("<I", trailer[:4])[0]
-        if trailer[4:] != PACK_MAGIC or header_length > size - PACK_TRAILER_LEN:
-            raise damaged(key, "bad pack trailer", size - PACK_TRAILER_LEN)
-        header_start = size - PACK_TRAILER_LEN - header_length
-        tail = self.get_range(key, header_start, header_length + PACK_TRAILER_LEN)
-        # decode_pack_header checks a whole pack's extents; a pack of blobs
-        # ending where the header starts is what it sees with a gap in front.
-        return decode_pack_header(key, bytes(header_start) + tail, self.master, self.encrypted)
+        trailer = self.get_range(key, max(size - PACK_TRAILER_LEN, 0), PACK_TRAILER_LEN)
+        header_start = header_start_from_trailer(key, trailer, size)
+        header = self.get_range(key, header_start, size - PACK_TRAILER_LEN - header_start)
+        return decode_header_entries(key, header, header_start, self.master, self.encrypted)
 
     # Step 4: manifests.
     def list_backups(self) -> list[Backup]:
