@@ -200,6 +200,17 @@ pub enum Error {
         backup: String,
     },
 
+    /// A restorer refused to restore a backup into a store, before writing
+    /// anything: the backup is of another kind or a version the store cannot
+    /// take, or the target is not empty.
+    #[error("restore into {target} refused: {reason}")]
+    RestoreRefused {
+        /// The target: a data directory, a server.
+        target: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+
     /// The caller's input is not valid.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

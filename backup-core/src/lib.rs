@@ -11,7 +11,9 @@
 //! manifest written last, so a backup is either complete or invisible.
 //! The byte format is specified in `FORMAT.md`.
 //!
-//! Cargo features: `schedule` (the cron scheduler, module `schedule`),
+//! Cargo features: `etcd` ([`EtcdSnapshotter`], [`EtcdRestorer`]; gRPC
+//! through tonic), `redis` ([`RedisSnapshotter`], [`RedisRestorer`]),
+//! `schedule` (the cron scheduler, module `schedule`),
 //! `test-util` (test helpers for embedders), `conformance` (the
 //! shared [`Sink`] conformance suite, for sink implementers) and
 //! `internals` (the byte codecs; no stable API).
@@ -69,6 +71,10 @@ mod snapshot;
 
 #[cfg(feature = "conformance")]
 pub use sink::conformance;
+/// The shared [`Snapshotter`] conformance suite, for snapshotter
+/// implementers (feature `conformance`).
+#[cfg(feature = "conformance")]
+pub use snapshot::conformance as snapshot_conformance;
 
 // The README's Rust example is compiled as a doc test, so it stays on the
 // public API.
@@ -112,6 +118,7 @@ pub use ops::backup::{BackupOptions, BackupSummary, ParentSelection};
 pub use ops::forget::ForgetOptions;
 pub use ops::ls::LsEntry;
 pub use ops::prune::{PruneOptions, PruneReport};
+pub use ops::read_file::FileReader;
 pub use ops::restore::SetRestore;
 pub use ops::verify::{Problem, VerifyOptions, VerifyReport};
 pub use repository::{InitOptions, Repository};
@@ -126,8 +133,14 @@ pub use outcome::{FailureKind, ItemFailure, Status};
 
 // Sources: snapshotters and what they produce.
 pub use snapshot::{
-    CommandSnapshotter, DirectorySnapshotter, Entry, Finisher, Snapshot, Snapshotter,
+    CommandRestorer, CommandSnapshotter, DirectoryRestorer, DirectorySnapshotter, Entry, Finisher,
+    Hook, HookCallback, HookPoint, Hooks, OnError, Restorer, Snapshot, Snapshotter, StoreRestore,
+    WithHooks, DEFAULT_HOOK_TIMEOUT,
 };
+#[cfg(feature = "etcd")]
+pub use snapshot::{EtcdRestorer, EtcdSnapshotter, EtcdTls, ETCD_SNAPSHOT_FILE};
+#[cfg(feature = "redis")]
+pub use snapshot::{RedisRestorer, RedisSnapshotter, REDIS_SNAPSHOT_FILE};
 
 // Turning entries into repository objects.
 pub use archiver::{Archived, Archiver};

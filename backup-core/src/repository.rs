@@ -429,6 +429,34 @@ impl Repository {
         crate::ops::ls::run(&self.engine, backup).await
     }
 
+    /// Opens one stored file of a backup (`path` relative to its root,
+    /// `/`-separated) for reading, chunk by chunk, each chunk checked.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when the backup has no such path,
+    /// [`Error::InvalidArgument`] when it is not a regular file, storage and
+    /// corruption errors.
+    pub async fn open_file(&self, backup: &Backup, path: &str) -> Result<crate::FileReader> {
+        crate::ops::read_file::open(&self.engine, backup, path).await
+    }
+
+    /// Puts a backup back into a store with `restorer`, after checking
+    /// that the backup was made by a snapshotter of the restorer's kind.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RestoreRefused`] for a backup of another kind, and whatever
+    /// the restorer refuses or fails with (see [`Restorer`](crate::Restorer)).
+    pub async fn restore_into(
+        &self,
+        backup: &Backup,
+        restorer: &dyn crate::Restorer,
+    ) -> Result<crate::StoreRestore> {
+        crate::snapshot::check_kind(backup, restorer.kind(), restorer.kind())?;
+        restorer.restore(self, backup).await
+    }
+
     /// Restores a backup (or the parts selected by `options`) under `target`.
     ///
     /// Never writes outside `target`. Files whose data is damaged or missing

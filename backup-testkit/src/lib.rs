@@ -40,6 +40,7 @@
 
 pub mod backupctl;
 pub mod fault;
+pub mod h2_tamper;
 pub mod process;
 pub mod repo;
 pub mod rng;

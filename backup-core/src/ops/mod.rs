@@ -9,5 +9,6 @@ pub(crate) mod backup;
 pub(crate) mod forget;
 pub(crate) mod ls;
 pub(crate) mod prune;
+pub(crate) mod read_file;
 pub(crate) mod restore;
 pub(crate) mod verify;

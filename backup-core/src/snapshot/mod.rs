@@ -16,10 +16,25 @@ use crate::format::manifest::SourceInfo;
 use crate::Result;
 
 mod command;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod directory;
+#[cfg(feature = "etcd")]
+mod etcd;
+mod hooks;
+#[cfg(feature = "redis")]
+mod redis;
+mod restorer;
 
 pub use command::CommandSnapshotter;
 pub use directory::DirectorySnapshotter;
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdRestorer, EtcdSnapshotter, EtcdTls, ETCD_SNAPSHOT_FILE};
+pub use hooks::{Hook, HookCallback, HookPoint, Hooks, OnError, WithHooks, DEFAULT_HOOK_TIMEOUT};
+#[cfg(feature = "redis")]
+pub use redis::{RedisRestorer, RedisSnapshotter, REDIS_SNAPSHOT_FILE};
+pub(crate) use restorer::check_kind;
+pub use restorer::{CommandRestorer, DirectoryRestorer, Restorer, StoreRestore};
 
 /// One item of a snapshot, stored as a top-level entry of the backup.
 #[non_exhaustive]

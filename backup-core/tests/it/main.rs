@@ -25,3 +25,4 @@ mod retention;
 mod schedule;
 mod schedule_runner;
 mod security;
+mod stores;

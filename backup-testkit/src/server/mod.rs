@@ -17,6 +17,8 @@
 //! listens on it, so a test never talks to another test's server.
 
 pub mod azure;
+pub mod etcd;
+pub mod redis;
 pub mod s3;
 pub mod sshd;
 
@@ -249,7 +251,7 @@ impl Drop for ServerProcess {
 
 /// A port nobody listened on a moment ago: only a candidate, see
 /// [`PortChoice::Candidate`].
-fn candidate_port() -> u16 {
+pub fn candidate_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
