@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands::{backup, forget, init, list, ls, prune, restore, schedule, verify};
+use crate::commands::{
+    backup, dump, export, forget, init, list, ls, prune, restore, schedule, show, verify,
+};
 
 /// `backupctl` and its subcommand.
 #[derive(Parser, Debug)]
@@ -27,6 +29,13 @@ pub(crate) enum Command {
     List(list::ListArgs),
     /// List the files of a backup.
     Ls(ls::LsArgs),
+    /// Show one backup: its source, the source's facts, sizes and status.
+    Show(show::ShowArgs),
+    /// Write one stored file to standard output (a directory as tar).
+    Dump(dump::DumpArgs),
+    /// Write one stored file as a plain object in S3, GCS or Azure, and
+    /// print a presigned download URL.
+    Export(export::ExportArgs),
     /// Restore a backup, or several sets at once with --select.
     Restore(restore::RestoreArgs),
     /// Forget backups a retention policy does not keep (per set, like

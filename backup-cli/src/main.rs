@@ -16,6 +16,7 @@ mod parse;
 mod password;
 mod progress;
 mod repository;
+mod source;
 
 use std::process::ExitCode;
 
@@ -60,6 +61,9 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         Command::Backup(args) => commands::backup::run(args).await,
         Command::List(args) => commands::list::run(args).await,
         Command::Ls(args) => commands::ls::run(args).await,
+        Command::Show(args) => commands::show::run(args).await,
+        Command::Dump(args) => commands::dump::run(args).await,
+        Command::Export(args) => commands::export::run(args).await,
         Command::Restore(args) => commands::restore::run(args).await,
         Command::Forget(args) => commands::forget::run(args).await,
         Command::Prune(args) => commands::prune::run(args).await,

@@ -32,17 +32,7 @@ pub(crate) async fn open_sink(location: &str, store: &StoreArgs) -> Result<Arc<d
         None => Ok(Arc::new(LocalSink::new(PathBuf::from(location)))),
         Some("file") => Ok(Arc::new(LocalSink::new(PathBuf::from(&location["file://".len()..])))),
         Some("s3" | "az" | "azure" | "gs") => {
-            let mut options = backup_sinks::ObjectStoreOptions {
-                endpoint: store.endpoint.clone(),
-                region: store.region.clone(),
-                allow_http: store.allow_http.then_some(true),
-                sse_kms_key_id: store.sse_kms_key_id.clone(),
-                azure_use_emulator: store.azure_emulator,
-                ..Default::default()
-            };
-            if let Some(path) = &store.sse_c_key_file {
-                options.sse_customer_key_base64 = Some(read_secret_file(path, "cannot read the SSE-C key file")?);
-            }
+            let options = object_store_options(store)?;
             Ok(Arc::new(backup_sinks::ObjectStoreSink::from_url(location, &options)?))
         }
         Some("sftp") => {
@@ -65,6 +55,25 @@ pub(crate) async fn open_sink(location: &str, store: &StoreArgs) -> Result<Arc<d
             "unknown repository scheme {other}://: use a path, file://, s3://, az://, gs:// or sftp://"
         ))),
     }
+}
+
+/// The object store settings of the command line (and environment).
+pub(crate) fn object_store_options(
+    store: &StoreArgs,
+) -> Result<backup_sinks::ObjectStoreOptions, Error> {
+    let mut options = backup_sinks::ObjectStoreOptions {
+        endpoint: store.endpoint.clone(),
+        region: store.region.clone(),
+        allow_http: store.allow_http.then_some(true),
+        sse_kms_key_id: store.sse_kms_key_id.clone(),
+        azure_use_emulator: store.azure_emulator,
+        ..Default::default()
+    };
+    if let Some(path) = &store.sse_c_key_file {
+        options.sse_customer_key_base64 =
+            Some(read_secret_file(path, "cannot read the SSE-C key file")?);
+    }
+    Ok(options)
 }
 
 /// The directory of a local repository location (a path or file://), which

@@ -4,10 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use backup_core::{
-    BackupOptions, BackupStatus, CommandSnapshotter, DirectorySnapshotter, Error, ParentSelection,
-    Snapshotter,
-};
+use backup_core::{BackupOptions, BackupStatus, Error, OnError, ParentSelection};
 use chrono::{DateTime, Utc};
 use clap::Args;
 use serde_json::json;
@@ -17,6 +14,85 @@ use crate::cli::Common;
 use crate::output::{human_bytes, out, print_json};
 use crate::progress::progress_sink;
 use crate::repository::open;
+use crate::source::{EtcdSource, HooksConfig, RedisSource, SourceConfig};
+
+/// The kinds of source `--source` takes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SourceKind {
+    /// Files and directories (the paths given).
+    Directory,
+    /// The standard output of `--stdin-from-command`.
+    Command,
+    /// An etcd member (`--etcd-endpoints`).
+    Etcd,
+    /// A Redis server (`--redis-url`).
+    Redis,
+}
+
+/// `--etcd-*` and `--redis-*` options of `backup --source`.
+#[derive(Args, Debug)]
+pub(crate) struct StoreSourceArgs {
+    /// etcd client URLs, comma-separated or repeated; the first healthy
+    /// member is snapshotted.
+    #[arg(
+        long,
+        env = "ETCDCTL_ENDPOINTS",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    etcd_endpoints: Vec<String>,
+    /// CA certificate of etcd's client port (PEM).
+    #[arg(long, env = "ETCDCTL_CACERT", value_name = "FILE")]
+    etcd_cacert: Option<PathBuf>,
+    /// Client certificate for etcd (PEM).
+    #[arg(long, env = "ETCDCTL_CERT", value_name = "FILE")]
+    etcd_cert: Option<PathBuf>,
+    /// Client key for etcd (PEM).
+    #[arg(long, env = "ETCDCTL_KEY", value_name = "FILE")]
+    etcd_key: Option<PathBuf>,
+    /// etcd user (the snapshot needs the root role when auth is on).
+    #[arg(long, value_name = "USER")]
+    etcd_user: Option<String>,
+    /// File holding the etcd user's password (else ETCDCTL_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    etcd_password_file: Option<PathBuf>,
+    /// The Redis server, redis://HOST:PORT/ (rediss:// for TLS).
+    #[arg(long, env = "REDIS_URL", value_name = "URL")]
+    redis_url: Option<String>,
+    /// Redis ACL user.
+    #[arg(long, value_name = "USER")]
+    redis_user: Option<String>,
+    /// File holding the Redis password (else REDISCLI_AUTH).
+    #[arg(long, value_name = "FILE")]
+    redis_password_file: Option<PathBuf>,
+    /// Where the Redis data directory is on this host, when not at the
+    /// path the server reports (CONFIG GET dir).
+    #[arg(long, value_name = "DIR")]
+    redis_data_dir: Option<PathBuf>,
+    /// Run this command line before the snapshot (an argv, no shell;
+    /// repeatable, in order).
+    #[arg(long = "hook-before", value_name = "COMMAND")]
+    hook_before: Vec<String>,
+    /// Run this command line after the snapshot, whatever happened to it
+    /// (repeatable).
+    #[arg(long = "hook-after", value_name = "COMMAND")]
+    hook_after: Vec<String>,
+    /// How long each hook may run (default 30s).
+    #[arg(long, value_name = "DURATION")]
+    hook_timeout: Option<String>,
+    /// What a failing hook does: fail the backup, or continue.
+    #[arg(long, value_enum, default_value_t = HookOnError::Fail)]
+    hook_on_error: HookOnError,
+}
+
+/// `--hook-on-error`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HookOnError {
+    /// The backup fails and is not recorded.
+    Fail,
+    /// The failure is logged and the backup goes on.
+    Continue,
+}
 
 /// Options of `backup`.
 #[derive(Args, Debug)]
@@ -48,6 +124,11 @@ pub(crate) struct BackupArgs {
     /// File name for the command's output in the backup.
     #[arg(long, default_value = "stdin", requires = "stdin_from_command")]
     stdin_filename: String,
+    /// What to back up (default: the paths, or the command's output).
+    #[arg(long, value_enum)]
+    source: Option<SourceKind>,
+    #[command(flatten)]
+    stores: StoreSourceArgs,
     /// Files and directories to back up.
     paths: Vec<PathBuf>,
 }
@@ -65,19 +146,76 @@ pub(crate) async fn run(args: BackupArgs) -> Result<ExitCode, Error> {
         check_collision,
         stdin_from_command,
         stdin_filename,
+        source,
+        stores,
         paths,
     } = args;
-    let snapshotter: Box<dyn Snapshotter> = match stdin_from_command {
-        Some(line) => {
-            Box::new(CommandSnapshotter::from_command_line(&line)?.with_file_name(stdin_filename))
-        }
-        None if paths.is_empty() => {
+    let kind = source.unwrap_or(if stdin_from_command.is_some() {
+        SourceKind::Command
+    } else {
+        SourceKind::Directory
+    });
+    if kind != SourceKind::Directory && !paths.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "paths are backed up by the directory source, not --source {}",
+            format!("{kind:?}").to_lowercase()
+        )));
+    }
+    let config = match kind {
+        SourceKind::Directory if paths.is_empty() => {
             return Err(Error::InvalidArgument(
-                "nothing to back up: give paths or --stdin-from-command".into(),
+                "nothing to back up: give paths, --stdin-from-command or --source etcd|redis"
+                    .into(),
             ))
         }
-        None => Box::new(DirectorySnapshotter::new(paths)),
+        SourceKind::Directory => SourceConfig::Directory { paths },
+        SourceKind::Command => SourceConfig::Command {
+            command: stdin_from_command.ok_or_else(|| {
+                Error::InvalidArgument("--source command needs --stdin-from-command".into())
+            })?,
+            file_name: Some(stdin_filename),
+        },
+        SourceKind::Etcd if stores.etcd_endpoints.is_empty() => {
+            return Err(Error::InvalidArgument(
+                "--source etcd needs --etcd-endpoints (or ETCDCTL_ENDPOINTS)".into(),
+            ))
+        }
+        SourceKind::Etcd => SourceConfig::Etcd(EtcdSource {
+            endpoints: stores.etcd_endpoints,
+            cacert: stores.etcd_cacert,
+            cert: stores.etcd_cert,
+            key: stores.etcd_key,
+            user: stores.etcd_user,
+            password_file: stores.etcd_password_file,
+        }),
+        SourceKind::Redis => SourceConfig::Redis(RedisSource {
+            url: stores.redis_url.ok_or_else(|| {
+                Error::InvalidArgument("--source redis needs --redis-url (or REDIS_URL)".into())
+            })?,
+            user: stores.redis_user,
+            password_file: stores.redis_password_file,
+            data_dir: stores.redis_data_dir,
+        }),
     };
+    let hook_timeout = stores
+        .hook_timeout
+        .as_deref()
+        .map(|text| {
+            backup_core::parse_duration(text).map_err(|error| {
+                Error::InvalidArgument(format!("--hook-timeout {text:?}: {error}"))
+            })
+        })
+        .transpose()?;
+    let hooks = HooksConfig::from_command_lines(
+        &stores.hook_before,
+        &stores.hook_after,
+        hook_timeout,
+        match stores.hook_on_error {
+            HookOnError::Fail => OnError::Fail,
+            HookOnError::Continue => OnError::Continue,
+        },
+    )?;
+    let snapshotter = config.snapshotter(&hooks)?;
     let time = time
         .map(|text| {
             DateTime::parse_from_rfc3339(&text)
@@ -119,6 +257,8 @@ pub(crate) async fn run(args: BackupArgs) -> Result<ExitCode, Error> {
             "bytes_total": stats.bytes_total,
             "bytes_read": stats.bytes_read,
             "bytes_added": stats.bytes_added,
+            "source": manifest.source,
+            "facts": manifest.facts,
             "duration_seconds": stats.duration_ms as f64 / 1000.0,
             "errors": summary.failures,
         }));

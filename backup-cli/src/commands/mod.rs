@@ -2,6 +2,8 @@
 //! function that runs it and prints its result.
 
 pub(crate) mod backup;
+pub(crate) mod dump;
+pub(crate) mod export;
 pub(crate) mod forget;
 pub(crate) mod init;
 pub(crate) mod list;
@@ -9,6 +11,7 @@ pub(crate) mod ls;
 pub(crate) mod prune;
 pub(crate) mod restore;
 pub(crate) mod schedule;
+pub(crate) mod show;
 pub(crate) mod verify;
 
 /// Exit status when a backup or restore succeeded only in part.

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use backup_core::{Error, RestoreOptions, Status};
+use backup_core::{Error, EtcdRestorer, RedisRestorer, RestoreOptions, Restorer, Status};
 use clap::Args;
 use serde_json::json;
 
@@ -31,15 +31,51 @@ pub(crate) struct RestoreArgs {
     #[arg(long)]
     set: Option<String>,
     /// Directory to restore into (created if missing).
-    #[arg(long)]
-    target: PathBuf,
+    #[arg(long, required_unless_present = "to")]
+    target: Option<PathBuf>,
+    /// Restore into a store instead: an etcd member's new data directory,
+    /// or a stopped Redis's data directory (with --data-dir).
+    #[arg(long, value_enum, requires = "data_dir", conflicts_with_all = ["target", "select", "include"])]
+    to: Option<StoreKind>,
+    /// The store's data directory (absent or empty for etcd; without an
+    /// RDB or AOF for Redis).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The restored etcd member's name.
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    etcd_name: String,
+    /// The new cluster, NAME=PEER_URL,... (default: this member alone).
+    #[arg(long, value_name = "CLUSTER")]
+    etcd_initial_cluster: Option<String>,
+    /// The restored member's peer URLs.
+    #[arg(long, default_value = "http://localhost:2380", value_name = "URLS")]
+    etcd_initial_advertise_peer_urls: String,
+    /// The new cluster's token.
+    #[arg(long, default_value = "etcd-cluster", value_name = "TOKEN")]
+    etcd_initial_cluster_token: String,
+    /// The Redis configuration file, checked for `appendonly yes`.
+    #[arg(long, value_name = "FILE")]
+    redis_config: Option<PathBuf>,
     /// Restore only what matches this glob (repeatable).
     #[arg(long = "include", value_name = "GLOB")]
     include: Vec<String>,
 }
 
+/// The stores `restore --to` restores into.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StoreKind {
+    /// A new etcd member data directory (etcdutl or etcdctl snapshot restore).
+    Etcd,
+    /// A stopped Redis server's data directory (dump.rdb).
+    Redis,
+}
+
 /// Restores what the arguments select and prints what was restored.
 pub(crate) async fn run(mut args: RestoreArgs) -> Result<ExitCode, Error> {
+    if args.to.is_some() {
+        let backup = args.backup.take().unwrap_or_default();
+        return restore_store(args, &backup).await;
+    }
     match args.backup.take() {
         Some(backup) => restore_one(args, &backup).await,
         None => restore_sets(args).await,
@@ -72,6 +108,7 @@ async fn restore_sets(args: RestoreArgs) -> Result<ExitCode, Error> {
         options.progress = progress_sink(&common);
         options
     };
+    let target = target.unwrap_or_default();
     let results = repo.restore_sets(&selections, &target, &options).await?;
     if common.json {
         print_json(&json!({ "target": target, "sets": results }));
@@ -122,6 +159,7 @@ async fn restore_one(args: RestoreArgs, backup: &str) -> Result<ExitCode, Error>
         include,
         ..
     } = args;
+    let target = target.unwrap_or_default();
     let repo = open(&common).await?;
     let backup = repo.find_backup(backup, set.as_deref()).await?;
     let options = {
@@ -157,4 +195,54 @@ async fn restore_one(args: RestoreArgs, backup: &str) -> Result<ExitCode, Error>
         );
         Ok(ExitCode::from(EXIT_PARTIAL))
     }
+}
+
+/// `restore BACKUP --to etcd|redis --data-dir DIR`: into a store.
+async fn restore_store(args: RestoreArgs, backup: &str) -> Result<ExitCode, Error> {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .ok_or_else(|| Error::InvalidArgument("--to needs --data-dir".into()))?;
+    let restorer: Box<dyn Restorer> = match args.to {
+        Some(StoreKind::Redis) => {
+            let mut restorer = RedisRestorer::new(&data_dir);
+            if let Some(config) = &args.redis_config {
+                restorer = restorer.with_config(config);
+            }
+            Box::new(restorer)
+        }
+        _ => {
+            let mut restorer = EtcdRestorer::new(&data_dir)
+                .with_name(&args.etcd_name)
+                .with_initial_advertise_peer_urls(&args.etcd_initial_advertise_peer_urls)
+                .with_initial_cluster_token(&args.etcd_initial_cluster_token);
+            if let Some(cluster) = &args.etcd_initial_cluster {
+                restorer = restorer.with_initial_cluster(cluster);
+            }
+            Box::new(restorer)
+        }
+    };
+    let repo = open(&args.common).await?;
+    let backup = repo.find_backup(backup, args.set.as_deref()).await?;
+    let restored = repo.restore_into(&backup, restorer.as_ref()).await?;
+    if args.common.json {
+        print_json(&json!({ "id": backup.id.to_hex(), "restored": restored }));
+    } else {
+        out!(
+            "restored {} backup {} to {}: {}",
+            restored.kind,
+            backup.id.short(),
+            restored.target.display(),
+            human_bytes(restored.bytes)
+        );
+        for (key, value) in &restored.details {
+            out!(
+                "  {key}: {}",
+                value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_string)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -20,6 +20,7 @@ mod crash;
 mod lifecycle;
 mod remote;
 mod secrets;
+mod stores;
 
 use std::ops::Deref;
 use std::path::PathBuf;

@@ -218,7 +218,7 @@ pub async fn run_snapshotter_suite(fixture: &dyn SnapshotterFixture) {
     let hooked = Hooks::new()
         .before(Hook::command(["false"]))
         .after(after.clone())
-        .around(Boxed(fixture.working()));
+        .around(fixture.working());
     let error = repo
         .backup(&hooked, BackupOptions::default())
         .await
@@ -241,7 +241,7 @@ pub async fn run_snapshotter_suite(fixture: &dyn SnapshotterFixture) {
 
     // A stored backup runs the after hook.
     let (after, count) = counting_after();
-    let hooked = Hooks::new().after(after).around(Boxed(fixture.working()));
+    let hooked = Hooks::new().after(after).around(fixture.working());
     let stored = repo
         .backup(&hooked, BackupOptions::default())
         .await
@@ -279,18 +279,4 @@ pub async fn run_snapshotter_suite(fixture: &dyn SnapshotterFixture) {
         "a dropped backup changed the listing"
     );
     assert_clean("a dropped backup", fixture, &repo).await;
-}
-
-/// A boxed snapshotter as a sized one, for [`Hooks::around`].
-struct Boxed(Box<dyn Snapshotter>);
-
-#[async_trait]
-impl Snapshotter for Boxed {
-    fn kind(&self) -> &str {
-        self.0.kind()
-    }
-
-    async fn snapshot(&self) -> crate::Result<Snapshot> {
-        self.0.snapshot().await
-    }
 }

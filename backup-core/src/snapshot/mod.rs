@@ -182,3 +182,14 @@ pub trait Snapshotter: Send + Sync {
     /// be snapshotted.
     async fn snapshot(&self) -> Result<Snapshot>;
 }
+
+#[async_trait]
+impl<S: Snapshotter + ?Sized> Snapshotter for Box<S> {
+    fn kind(&self) -> &str {
+        (**self).kind()
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot> {
+        (**self).snapshot().await
+    }
+}

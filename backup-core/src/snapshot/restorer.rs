@@ -136,6 +136,7 @@ pub(crate) fn require_empty_dir(dir: &Path) -> Result<()> {
 /// Writes one stored file of `backup` to `target` through a temporary name
 /// beside it, synced, then renamed into place; returns the bytes written.
 /// `target` must not exist.
+#[cfg(any(feature = "etcd", feature = "redis"))]
 pub(crate) async fn write_stored_file(
     repo: &Repository,
     backup: &Backup,

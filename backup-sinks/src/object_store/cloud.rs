@@ -97,6 +97,41 @@ impl StoreUrl {
     }
 }
 
+/// Builds the client for `url`'s cloud, with its URL signer.
+pub(super) fn build_signing_store(
+    url: &StoreUrl,
+    options: &ObjectStoreOptions,
+) -> Result<(
+    Arc<dyn ObjectStore>,
+    Arc<dyn ::object_store::signer::Signer>,
+)> {
+    match url.cloud {
+        #[cfg(feature = "s3")]
+        Cloud::S3 => {
+            let store = Arc::new(build_s3(url, options)?);
+            Ok((store.clone(), store))
+        }
+        #[cfg(feature = "azure")]
+        Cloud::Azure => {
+            let store = Arc::new(build_azure(url, options)?);
+            Ok((store.clone(), store))
+        }
+        #[cfg(feature = "gcs")]
+        Cloud::Gcs => {
+            let store = Arc::new(build_gcs(url, options)?);
+            Ok((store.clone(), store))
+        }
+        #[allow(unreachable_patterns)]
+        _ => match build_store(url, options) {
+            Err(error) => Err(error),
+            Ok(_) => Err(Error::InvalidArgument(format!(
+                "{} cannot sign URLs",
+                url.location()
+            ))),
+        },
+    }
+}
+
 /// Builds the client for `url`'s cloud.
 pub(super) fn build_store(
     url: &StoreUrl,
@@ -104,11 +139,11 @@ pub(super) fn build_store(
 ) -> Result<Arc<dyn ObjectStore>> {
     match url.cloud {
         #[cfg(feature = "s3")]
-        Cloud::S3 => build_s3(url, options),
+        Cloud::S3 => Ok(Arc::new(build_s3(url, options)?)),
         #[cfg(feature = "azure")]
-        Cloud::Azure => build_azure(url, options),
+        Cloud::Azure => Ok(Arc::new(build_azure(url, options)?)),
         #[cfg(feature = "gcs")]
-        Cloud::Gcs => build_gcs(url, options),
+        Cloud::Gcs => Ok(Arc::new(build_gcs(url, options)?)),
         #[allow(unreachable_patterns)]
         cloud => {
             let feature = match cloud {
@@ -136,7 +171,7 @@ fn configuration_error(url: &StoreUrl, error: ::object_store::Error) -> Error {
 }
 
 #[cfg(feature = "s3")]
-fn build_s3(url: &StoreUrl, options: &ObjectStoreOptions) -> Result<Arc<dyn ObjectStore>> {
+fn build_s3(url: &StoreUrl, options: &ObjectStoreOptions) -> Result<::object_store::aws::AmazonS3> {
     use ::object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3CopyIfNotExists};
 
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(&url.bucket);
@@ -189,11 +224,14 @@ fn build_s3(url: &StoreUrl, options: &ObjectStoreOptions) -> Result<Arc<dyn Obje
         .with_retry(options.retry_config())
         .build()
         .map_err(|error| configuration_error(url, error))?;
-    Ok(Arc::new(store))
+    Ok(store)
 }
 
 #[cfg(feature = "azure")]
-fn build_azure(url: &StoreUrl, options: &ObjectStoreOptions) -> Result<Arc<dyn ObjectStore>> {
+fn build_azure(
+    url: &StoreUrl,
+    options: &ObjectStoreOptions,
+) -> Result<::object_store::azure::MicrosoftAzure> {
     use ::object_store::azure::MicrosoftAzureBuilder;
 
     let mut builder = MicrosoftAzureBuilder::from_env().with_container_name(&url.bucket);
@@ -228,11 +266,14 @@ fn build_azure(url: &StoreUrl, options: &ObjectStoreOptions) -> Result<Arc<dyn O
         .with_retry(options.retry_config())
         .build()
         .map_err(|error| configuration_error(url, error))?;
-    Ok(Arc::new(store))
+    Ok(store)
 }
 
 #[cfg(feature = "gcs")]
-fn build_gcs(url: &StoreUrl, options: &ObjectStoreOptions) -> Result<Arc<dyn ObjectStore>> {
+fn build_gcs(
+    url: &StoreUrl,
+    options: &ObjectStoreOptions,
+) -> Result<::object_store::gcp::GoogleCloudStorage> {
     use ::object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
     use ::object_store::ClientConfigKey;
 
@@ -260,7 +301,7 @@ fn build_gcs(url: &StoreUrl, options: &ObjectStoreOptions) -> Result<Arc<dyn Obj
         .with_retry(options.retry_config())
         .build()
         .map_err(|error| configuration_error(url, error))?;
-    Ok(Arc::new(store))
+    Ok(store)
 }
 
 #[cfg(test)]

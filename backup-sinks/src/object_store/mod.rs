@@ -119,6 +119,7 @@
 
 mod cloud;
 mod error;
+mod export;
 mod key_locks;
 mod options;
 mod upload;
@@ -144,6 +145,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use error::{interrupted_in_flight, sink_error};
 use key_locks::KeyLocks;
 
+pub use export::ExportTarget;
 pub use options::{
     ObjectStoreOptions, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, DEFAULT_RETRY_TIMEOUT,

@@ -21,7 +21,25 @@
 //! cron = "30 3 * * *"
 //! repository = "s3://bucket/prefix"
 //! source = { type = "directory", paths = ["/data"] }
+//!
+//! [[job]]
+//! name = "etcd"
+//! cron = "0 */2 * * *"
+//! repository = "s3://bucket/etcd"
+//! source = { type = "etcd", endpoints = ["https://10.0.0.1:2379"], cacert = "/etc/etcd/ca.pem" }
+//! hooks.before = [{ command = ["kubectl", "scale", "deploy/operator", "--replicas=0"], timeout = "1min" }]
+//! hooks.after = [{ command = ["kubectl", "scale", "deploy/operator", "--replicas=1"] }]
+//!
+//! [[job]]
+//! name = "redis"
+//! cron = "0 3 * * *"
+//! repository = "/backups"
+//! source = { type = "redis", url = "redis://127.0.0.1:6379/", password_file = "/run/secrets/redis" }
 //! ```
+//!
+//! A hook is an argv (no shell), with a `timeout` (default 30 s) and
+//! `on_error = "fail"` (default) or `"continue"`; the after hooks run
+//! whatever happened to the snapshot.
 //!
 //! Durations are written as everywhere else ([`backup_core::parse_duration`]
 //! and [`CalendarDuration`]): `jitter` and `stale_grace` are exact (`min`
@@ -29,13 +47,13 @@
 //! `ttl` are calendar spans as in `backupctl forget` (`1m` is one month).
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 
 use backup_core::schedule::{JobSpec, JobTimeZone, ScheduleError};
 use backup_core::{CalendarDuration, KeepPolicy};
 use serde::Deserialize;
 
 use crate::parse::ExactDuration;
+pub(crate) use crate::source::{HooksConfig, SourceConfig};
 
 /// What is wrong with a schedule file.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +103,9 @@ pub(crate) struct JobConfig {
     pub(crate) repository: String,
     /// What is backed up.
     pub(crate) source: SourceConfig,
+    /// Commands run before and after the snapshot.
+    #[serde(default)]
+    pub(crate) hooks: HooksConfig,
     /// Which backups are kept after each successful run.
     #[serde(default)]
     pub(crate) retention: RetentionConfig,
@@ -137,37 +158,11 @@ impl JobConfig {
         if self.set.as_deref().is_some_and(|set| set.trim().is_empty()) {
             return Err(invalid("`set` is empty"));
         }
-        match &self.source {
-            SourceConfig::Directory { paths } if paths.is_empty() => {
-                Err(invalid("the directory source has no `paths`"))
-            }
-            SourceConfig::Command { command, .. } if command.trim().is_empty() => {
-                Err(invalid("the command source has an empty `command`"))
-            }
-            _ => Ok(()),
+        match self.source.problem() {
+            Some(problem) => Err(invalid(problem)),
+            None => Ok(()),
         }
     }
-}
-
-/// What a job backs up.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub(crate) enum SourceConfig {
-    /// Files and directories.
-    Directory {
-        /// The paths backed up.
-        paths: Vec<PathBuf>,
-    },
-    /// The standard output of a command, such as `etcdctl snapshot save
-    /// /dev/stdout` or `pg_dump`.
-    Command {
-        /// The command line (split like a shell would, without running a
-        /// shell).
-        command: String,
-        /// Name of the file the output is stored as.
-        #[serde(default)]
-        file_name: Option<String>,
-    },
 }
 
 /// Which backups to keep, mirroring restic's `forget` options. Unset fields

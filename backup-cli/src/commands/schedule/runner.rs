@@ -6,13 +6,10 @@ use async_trait::async_trait;
 use backup_core::schedule::{
     run_backup_job, BackupJobReport, JobFailure, JobRunner, JobSpec, RunContext, RunOutcome,
 };
-use backup_core::{
-    BackupOptions, CancellationToken, CommandSnapshotter, DirectorySnapshotter, Error,
-    PruneOptions, Repository, Snapshotter,
-};
+use backup_core::{BackupOptions, CancellationToken, Error, PruneOptions, Repository};
 use zeroize::Zeroizing;
 
-use super::config::{JobConfig, SourceConfig};
+use super::config::JobConfig;
 use crate::cli::StoreArgs;
 use crate::repository::open_sink;
 
@@ -65,16 +62,7 @@ impl BackupJobRunner {
             self.password.as_ref().map(|password| password.as_slice()),
         )
         .await?;
-        let snapshotter: Box<dyn Snapshotter> = match &config.source {
-            SourceConfig::Directory { paths } => Box::new(DirectorySnapshotter::new(paths.clone())),
-            SourceConfig::Command { command, file_name } => {
-                let snapshotter = CommandSnapshotter::from_command_line(command)?;
-                Box::new(match file_name {
-                    Some(name) => snapshotter.with_file_name(name.clone()),
-                    None => snapshotter,
-                })
-            }
-        };
+        let snapshotter = config.source.snapshotter(&config.hooks)?;
         let options = {
             let mut options = BackupOptions::default();
             options.set = config.set_name().to_string();

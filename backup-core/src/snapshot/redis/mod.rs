@@ -57,6 +57,7 @@ const POLL: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 pub struct RedisSnapshotter {
     url: String,
+    credentials: Option<(Option<String>, zeroize::Zeroizing<String>)>,
     data_dir: Option<PathBuf>,
     file_name: String,
     save_timeout: Duration,
@@ -93,10 +94,18 @@ impl RedisSnapshotter {
     pub fn new(url: impl Into<String>) -> RedisSnapshotter {
         RedisSnapshotter {
             url: url.into(),
+            credentials: None,
             data_dir: None,
             file_name: REDIS_SNAPSHOT_FILE.into(),
             save_timeout: Duration::from_secs(3600),
         }
+    }
+
+    /// Logs in with this password (and ACL user), when the URL has none:
+    /// keeps the secret out of the URL and the process list.
+    pub fn with_password(mut self, user: Option<String>, password: impl Into<String>) -> Self {
+        self.credentials = Some((user, zeroize::Zeroizing::new(password.into())));
+        self
     }
 
     /// Reads the RDB from this directory rather than the one the server
@@ -218,12 +227,19 @@ impl Snapshotter for RedisSnapshotter {
         // Log in with AUTH ourselves, so that a refusal reaches the user in
         // the server's own words (WRONGPASS ...).
         let settings = info.redis_settings();
-        let credentials = settings.password().map(|password| {
-            (
-                settings.username().map(str::to_string),
-                password.to_string(),
-            )
-        });
+        let credentials = settings
+            .password()
+            .map(|password| {
+                (
+                    settings.username().map(str::to_string),
+                    password.to_string(),
+                )
+            })
+            .or_else(|| {
+                self.credentials
+                    .as_ref()
+                    .map(|(user, password)| (user.clone(), password.to_string()))
+            });
         let db = settings.db();
         let info = info.set_redis_settings(redis::RedisConnectionInfo::default().set_db(0));
         let client = redis::Client::open(info)

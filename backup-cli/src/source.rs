@@ -1,0 +1,257 @@
+//! What a backup reads: the sources `backupctl backup --source` and the
+//! `source` table of `schedule.toml` name, and the hooks around them; one
+//! description for both, turned into a snapshotter here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use backup_core::{
+    CommandSnapshotter, DirectorySnapshotter, Error, EtcdSnapshotter, EtcdTls, Hook, Hooks,
+    OnError, RedisSnapshotter, Snapshotter, DEFAULT_HOOK_TIMEOUT,
+};
+use serde::Deserialize;
+
+use crate::parse::ExactDuration;
+use crate::password::read_secret_file;
+
+/// A source, as `schedule.toml` writes it (`type = "etcd"`, ...) and as the
+/// backup command's options build it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum SourceConfig {
+    /// Files and directories.
+    Directory {
+        /// The paths backed up.
+        paths: Vec<PathBuf>,
+    },
+    /// The standard output of a command, such as `pg_dump`.
+    Command {
+        /// The command line (split like a shell would, without running a
+        /// shell).
+        command: String,
+        /// Name of the file the output is stored as.
+        #[serde(default)]
+        file_name: Option<String>,
+    },
+    /// An etcd member, through its Maintenance API.
+    Etcd(EtcdSource),
+    /// A Redis server: BGSAVE, then its RDB.
+    Redis(RedisSource),
+}
+
+/// The settings of an etcd source.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EtcdSource {
+    /// Client URLs; the first healthy member is snapshotted.
+    pub(crate) endpoints: Vec<String>,
+    /// CA certificate (PEM).
+    #[serde(default)]
+    pub(crate) cacert: Option<PathBuf>,
+    /// Client certificate (PEM).
+    #[serde(default)]
+    pub(crate) cert: Option<PathBuf>,
+    /// Client key (PEM).
+    #[serde(default)]
+    pub(crate) key: Option<PathBuf>,
+    /// User to authenticate as.
+    #[serde(default)]
+    pub(crate) user: Option<String>,
+    /// File holding the user's password (else `ETCDCTL_PASSWORD`).
+    #[serde(default)]
+    pub(crate) password_file: Option<PathBuf>,
+}
+
+/// The settings of a Redis source.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RedisSource {
+    /// `redis://host:port/` (credentials better in `password_file`).
+    pub(crate) url: String,
+    /// ACL user, with the password.
+    #[serde(default)]
+    pub(crate) user: Option<String>,
+    /// File holding the password (else `REDISCLI_AUTH`).
+    #[serde(default)]
+    pub(crate) password_file: Option<PathBuf>,
+    /// Where the server's data directory is on this host, when not at the
+    /// path the server reports.
+    #[serde(default)]
+    pub(crate) data_dir: Option<PathBuf>,
+}
+
+/// One hook, as `schedule.toml` writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HookConfig {
+    /// The command as an argv (no shell).
+    pub(crate) command: Vec<String>,
+    /// How long it may run (default 30 s).
+    #[serde(default)]
+    pub(crate) timeout: Option<ExactDuration>,
+    /// `fail` (default) or `continue`.
+    #[serde(default)]
+    pub(crate) on_error: OnError,
+}
+
+/// The hooks of a source.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HooksConfig {
+    /// Run before the snapshot, in order.
+    #[serde(default)]
+    pub(crate) before: Vec<HookConfig>,
+    /// Run after the snapshot whatever happened, in order.
+    #[serde(default)]
+    pub(crate) after: Vec<HookConfig>,
+}
+
+impl HooksConfig {
+    fn hooks(&self) -> Result<Hooks, Error> {
+        let hook = |config: &HookConfig| -> Result<Hook, Error> {
+            if config
+                .command
+                .first()
+                .is_none_or(|program| program.is_empty())
+            {
+                return Err(Error::InvalidArgument("a hook has an empty command".into()));
+            }
+            Ok(Hook::command(config.command.clone())
+                .with_timeout(
+                    config
+                        .timeout
+                        .map_or(DEFAULT_HOOK_TIMEOUT, |timeout| timeout.0),
+                )
+                .with_on_error(config.on_error))
+        };
+        let mut hooks = Hooks::new();
+        for config in &self.before {
+            hooks = hooks.before(hook(config)?);
+        }
+        for config in &self.after {
+            hooks = hooks.after(hook(config)?);
+        }
+        Ok(hooks)
+    }
+
+    /// Hooks from the command line: each a command line split into an
+    /// argv (no shell runs it).
+    pub(crate) fn from_command_lines(
+        before: &[String],
+        after: &[String],
+        timeout: Option<Duration>,
+        on_error: OnError,
+    ) -> Result<HooksConfig, Error> {
+        let hook = |line: &String| -> Result<HookConfig, Error> {
+            let command = shell_words::split(line).map_err(|error| {
+                Error::InvalidArgument(format!("hook {line:?}: unterminated quote ({error})"))
+            })?;
+            Ok(HookConfig {
+                command,
+                timeout: timeout.map(ExactDuration),
+                on_error,
+            })
+        };
+        Ok(HooksConfig {
+            before: before.iter().map(hook).collect::<Result<_, _>>()?,
+            after: after.iter().map(hook).collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+impl SourceConfig {
+    /// What is wrong with the settings, if anything.
+    pub(crate) fn problem(&self) -> Option<&'static str> {
+        match self {
+            SourceConfig::Directory { paths } if paths.is_empty() => {
+                Some("the directory source has no `paths`")
+            }
+            SourceConfig::Command { command, .. } if command.trim().is_empty() => {
+                Some("the command source has an empty `command`")
+            }
+            SourceConfig::Etcd(etcd) if etcd.endpoints.is_empty() => {
+                Some("the etcd source has no `endpoints`")
+            }
+            SourceConfig::Redis(redis) if redis.url.trim().is_empty() => {
+                Some("the redis source has an empty `url`")
+            }
+            _ => None,
+        }
+    }
+
+    /// The snapshotter, with `hooks` around it.
+    pub(crate) fn snapshotter(&self, hooks: &HooksConfig) -> Result<Box<dyn Snapshotter>, Error> {
+        if let Some(problem) = self.problem() {
+            return Err(Error::InvalidArgument(problem.into()));
+        }
+        let snapshotter: Box<dyn Snapshotter> = match self {
+            SourceConfig::Directory { paths } => Box::new(DirectorySnapshotter::new(paths.clone())),
+            SourceConfig::Command { command, file_name } => {
+                let snapshotter = CommandSnapshotter::from_command_line(command)?;
+                Box::new(match file_name {
+                    Some(name) => snapshotter.with_file_name(name.clone()),
+                    None => snapshotter,
+                })
+            }
+            SourceConfig::Etcd(etcd) => {
+                let mut snapshotter = EtcdSnapshotter::new(etcd.endpoints.clone());
+                if etcd.cacert.is_some() || etcd.cert.is_some() || etcd.key.is_some() {
+                    snapshotter = snapshotter.with_tls(EtcdTls::new(
+                        etcd.cacert.clone(),
+                        etcd.cert.clone(),
+                        etcd.key.clone(),
+                    ));
+                }
+                if let Some(user) = &etcd.user {
+                    let password = secret(
+                        etcd.password_file.as_deref(),
+                        "ETCDCTL_PASSWORD",
+                        "the etcd password",
+                    )?
+                    .ok_or_else(|| {
+                        Error::InvalidArgument(format!(
+                            "etcd user {user:?} needs a password: give --etcd-password-file (or \
+                             `password_file`) or set ETCDCTL_PASSWORD"
+                        ))
+                    })?;
+                    snapshotter = snapshotter.with_credentials(user.clone(), password);
+                }
+                Box::new(snapshotter)
+            }
+            SourceConfig::Redis(redis) => {
+                let mut snapshotter = RedisSnapshotter::new(redis.url.clone());
+                if let Some(dir) = &redis.data_dir {
+                    snapshotter = snapshotter.with_data_dir(dir.clone());
+                }
+                if let Some(password) = secret(
+                    redis.password_file.as_deref(),
+                    "REDISCLI_AUTH",
+                    "the Redis password",
+                )? {
+                    snapshotter = snapshotter.with_password(redis.user.clone(), password);
+                }
+                Box::new(snapshotter)
+            }
+        };
+        let hooks = hooks.hooks()?;
+        Ok(if hooks.is_empty() {
+            snapshotter
+        } else {
+            Box::new(hooks.around(snapshotter))
+        })
+    }
+}
+
+/// A secret from a file, else from an environment variable.
+fn secret(
+    file: Option<&std::path::Path>,
+    variable: &str,
+    what: &'static str,
+) -> Result<Option<String>, Error> {
+    if let Some(file) = file {
+        return read_secret_file(file, what).map(Some);
+    }
+    Ok(std::env::var(variable)
+        .ok()
+        .filter(|value| !value.is_empty()))
+}
