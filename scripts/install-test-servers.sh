@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the servers that the backup-sinks integration tests start on
-# 127.0.0.1: s3s-fs and moto (S3), Azurite (Azure Blob) and OpenSSH (SFTP).
+# 127.0.0.1: s3s-fs and moto (S3), Azurite (Azure Blob), OpenSSH (SFTP), and
+# the data stores the snapshotters' tests back up: etcd and Redis.
 #
 # Idempotent: each step is skipped when its program is already installed.
 # Meant for a fresh Debian machine, run as root (as scripts/test.sh and CI
@@ -13,6 +14,8 @@
 #                 (default BACKUP_TEST_SERVERS_DIR=$HOME/.cache/backup-test-servers;
 #                 the tests look there and on PATH)
 #   sshd          /usr/sbin/sshd                 (Debian openssh-server)
+#   etcd, etcdctl /usr/bin                       (Debian etcd-server, etcd-client)
+#   redis-server  /usr/bin                       (Debian redis-server)
 #   cargo-deny    ~/.cargo/bin/cargo-deny        (cargo install; the dependency
 #                 policy check of scripts/test.sh, not a server)
 set -euo pipefail
@@ -73,6 +76,26 @@ else
         DEBIAN_FRONTEND=noninteractive apt-get install -y openssh-server
     fi
 fi
+
+# --- Data stores: etcd and Redis (Debian) -----------------------------------------
+stores=()
+command -v etcd >/dev/null || stores+=(etcd-server)
+command -v etcdctl >/dev/null || stores+=(etcd-client)
+command -v redis-server >/dev/null || stores+=(redis-server)
+if [ "${#stores[@]}" -eq 0 ]; then
+    echo "etcd, redis: already installed"
+else
+    echo "data stores: installing ${stores[*]} from Debian"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y "${stores[@]}"; then
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y "${stores[@]}"
+    fi
+fi
+# Debian starts the packaged services; the tests start their own servers on
+# other ports, so stop these to keep the machine quiet.
+for service in etcd redis-server; do
+    if command -v systemctl >/dev/null 2>&1; then systemctl stop "$service" >/dev/null 2>&1 || true; fi
+done
 
 # --- Dependency policy: cargo-deny -----------------------------------------------
 if [ "$(cargo deny --version 2>/dev/null || true)" = "cargo-deny $CARGO_DENY_VERSION" ]; then

@@ -134,6 +134,6 @@ impl ExportTarget {
             .signed_url(Method::GET, &self.path, expires_in)
             .await
             .map(|url| url.to_string())
-            .map_err(|error| sink_error("presign", &self.path.to_string(), error))
+            .map_err(|error| sink_error("presign", self.path.as_ref(), error))
     }
 }

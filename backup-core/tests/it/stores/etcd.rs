@@ -95,11 +95,7 @@ async fn an_etcd_backup_taken_while_a_writer_writes_restores_one_consistent_poin
         facts["etcd_version"].as_str().unwrap().starts_with("3."),
         "{facts:?}"
     );
-    assert_eq!(
-        facts["member_id"].as_str().unwrap().len() >= 8,
-        true,
-        "{facts:?}"
-    );
+    assert!(facts["member_id"].as_str().unwrap().len() >= 8, "{facts:?}");
     let db_size = facts["db_size"].as_u64().unwrap();
     assert!(db_size > (KNOWN * VALUE_BYTES) as u64, "{facts:?}");
 
