@@ -314,3 +314,25 @@ impl Restorer for CommandRestorer {
         Ok(StoreRestore::new("command", &self.program, bytes).with_detail("file", stored))
     }
 }
+
+/// Reads the file at `path` in 1 MiB blocks, handing each to `each`: how a
+/// restorer checks a store's integrity format on the file it wrote.
+#[cfg(any(feature = "etcd", feature = "redis"))]
+pub(crate) fn read_blocks(
+    path: &Path,
+    mut each: impl FnMut(&[u8]) -> std::result::Result<(), String>,
+) -> std::result::Result<(), String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)
+        .map_err(|error| format!("cannot open {}: {error}", path.display()))?;
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = file
+            .read(&mut buffer)
+            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+        if read == 0 {
+            return Ok(());
+        }
+        each(&buffer[..read])?;
+    }
+}

@@ -153,7 +153,12 @@ impl EtcdSnapshotter {
         let url = self.url(endpoint);
         let mut builder = tonic::transport::Endpoint::from_shared(url.clone())
             .map_err(|error| format!("{url:?} is not an endpoint URL: {error}"))?
-            .connect_timeout(CONNECT_TIMEOUT);
+            .connect_timeout(CONNECT_TIMEOUT)
+            // A member that stalls mid-stream without closing the
+            // connection fails the backup rather than hanging it.
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
         if let Some(tls) = &self.tls {
             let read = |path: &PathBuf| {
                 std::fs::read(path)

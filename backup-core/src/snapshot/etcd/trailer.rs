@@ -91,20 +91,11 @@ impl TrailerCheck {
 /// Checks a whole snapshot file's trailer, as `etcdctl snapshot save` writes
 /// it: read in blocks.
 pub(crate) fn check_file(path: &std::path::Path) -> Result<Verified, String> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)
-        .map_err(|error| format!("cannot open {}: {error}", path.display()))?;
     let mut check = TrailerCheck::default();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let read = file
-            .read(&mut buffer)
-            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-        if read == 0 {
-            break;
-        }
-        check.update(&buffer[..read]);
-    }
+    crate::snapshot::restorer::read_blocks(path, |block| {
+        check.update(block);
+        Ok(())
+    })?;
     // A bbolt file is whole pages: with the trailer, the length is 32 past a
     // multiple of 512.
     if check.total() % 512 != TRAILER_LEN as u64 {

@@ -154,22 +154,12 @@ impl LastBytes {
 
 /// Checks a whole RDB file.
 pub(crate) fn check_file(path: &std::path::Path) -> Result<CheckedRdb, String> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)
-        .map_err(|error| format!("cannot open {}: {error}", path.display()))?;
     let mut check = RdbCheck::default();
     let mut last = LastBytes::default();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let read = file
-            .read(&mut buffer)
-            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-        if read == 0 {
-            break;
-        }
-        check.update(&buffer[..read])?;
-        last.update(&buffer[..read]);
-    }
+    crate::snapshot::restorer::read_blocks(path, |block| {
+        last.update(block);
+        check.update(block)
+    })?;
     check.finish(last.marker())
 }
 
