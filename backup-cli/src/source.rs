@@ -78,6 +78,10 @@ pub(crate) struct RedisSource {
     /// path the server reports.
     #[serde(default)]
     pub(crate) data_dir: Option<PathBuf>,
+    /// Read the RDB over the replication protocol instead of BGSAVE and
+    /// the file (for a server whose files are not on this host).
+    #[serde(default)]
+    pub(crate) replication: bool,
 }
 
 /// One hook, as `schedule.toml` writes it.
@@ -220,6 +224,9 @@ impl SourceConfig {
             }
             SourceConfig::Redis(redis) => {
                 let mut snapshotter = RedisSnapshotter::new(redis.url.clone());
+                if redis.replication {
+                    snapshotter = snapshotter.with_replication_stream();
+                }
                 if let Some(dir) = &redis.data_dir {
                     snapshotter = snapshotter.with_data_dir(dir.clone());
                 }

@@ -69,6 +69,11 @@ pub(crate) struct StoreSourceArgs {
     /// path the server reports (CONFIG GET dir).
     #[arg(long, value_name = "DIR")]
     redis_data_dir: Option<PathBuf>,
+    /// Read the RDB over the replication protocol (REPLCONF rdb-only, PSYNC)
+    /// instead of BGSAVE and the server's file: for a server whose data
+    /// directory is not on this host.
+    #[arg(long)]
+    redis_replication: bool,
     /// Run this command line before the snapshot (an argv, no shell;
     /// repeatable, in order).
     #[arg(long = "hook-before", value_name = "COMMAND")]
@@ -195,6 +200,7 @@ pub(crate) async fn run(args: BackupArgs) -> Result<ExitCode, Error> {
             user: stores.redis_user,
             password_file: stores.redis_password_file,
             data_dir: stores.redis_data_dir,
+            replication: stores.redis_replication,
         }),
     };
     let hook_timeout = stores

@@ -190,6 +190,29 @@ fn redis_through_backupctl_and_restore_into_a_fresh_server() {
         .ok()
         .json();
     assert_eq!(backup["facts"]["keyspace"]["db0"], 2000);
+    assert_eq!(backup["facts"]["mode"], "save");
+    // The same over the replication stream, as from another host.
+    let streamed = repo
+        .run([
+            "backup",
+            "--json",
+            "--set",
+            "redis-stream",
+            "--source",
+            "redis",
+            "--redis-url",
+            &url,
+            "--redis-password-file",
+            password.to_str().unwrap(),
+            "--redis-replication",
+        ])
+        .ok()
+        .json();
+    assert_eq!(streamed["facts"]["mode"], "replication");
+    assert_eq!(
+        streamed["facts"]["rdb_version"],
+        backup["facts"]["rdb_version"]
+    );
     assert!(
         !backup.to_string().contains("redis secret"),
         "the password was printed"

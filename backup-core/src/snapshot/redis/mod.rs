@@ -14,6 +14,7 @@ use crate::format::manifest::SourceInfo;
 use crate::{Error, Result};
 
 pub(crate) mod rdb;
+mod replication;
 mod restore;
 
 use rdb::{CheckedRdb, LastBytes, RdbCheck};
@@ -61,6 +62,7 @@ pub struct RedisSnapshotter {
     data_dir: Option<PathBuf>,
     file_name: String,
     save_timeout: Duration,
+    replication: bool,
 }
 
 impl std::fmt::Debug for RedisSnapshotter {
@@ -98,6 +100,7 @@ impl RedisSnapshotter {
             data_dir: None,
             file_name: REDIS_SNAPSHOT_FILE.into(),
             save_timeout: Duration::from_secs(3600),
+            replication: false,
         }
     }
 
@@ -118,6 +121,17 @@ impl RedisSnapshotter {
     /// Sets the name the RDB is stored under (default `dump.rdb`).
     pub fn with_file_name(mut self, name: impl Into<String>) -> Self {
         self.file_name = name.into();
+        self
+    }
+
+    /// Reads the RDB over the replication protocol instead of saving it
+    /// (`REPLCONF rdb-only 1`, `PSYNC ? -1`): for a server whose data
+    /// directory is not on this host. With diskless sync on the server
+    /// (`repl-diskless-sync yes`, the default since 7.0) nothing is written
+    /// to its disk; `sync_offset` records the replication offset the RDB
+    /// holds. Not over TLS.
+    pub fn with_replication_stream(mut self) -> Self {
+        self.replication = true;
         self
     }
 
@@ -155,7 +169,7 @@ async fn query<T: redis::FromRedisValue>(
 }
 
 struct RdbReader {
-    file: std::fs::File,
+    file: Box<dyn Read + Send>,
     check: Option<RdbCheck>,
     last: LastBytes,
     outcome: Arc<Mutex<Option<CheckedRdb>>>,
@@ -210,102 +224,14 @@ impl Finisher for RedisFinisher {
     }
 }
 
-#[async_trait]
-impl Snapshotter for RedisSnapshotter {
-    fn kind(&self) -> &str {
-        "redis"
-    }
-
-    async fn snapshot(&self) -> Result<Snapshot> {
-        crate::format::tree::validate_name(&self.file_name)?;
-        use redis::IntoConnectionInfo;
-        let info = self
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|error| self.failed(format!("invalid URL: {error}")))?;
-        // Log in with AUTH ourselves, so that a refusal reaches the user in
-        // the server's own words (WRONGPASS ...).
-        let settings = info.redis_settings();
-        let credentials = settings
-            .password()
-            .map(|password| {
-                (
-                    settings.username().map(str::to_string),
-                    password.to_string(),
-                )
-            })
-            .or_else(|| {
-                self.credentials
-                    .as_ref()
-                    .map(|(user, password)| (user.clone(), password.to_string()))
-            });
-        let db = settings.db();
-        let info = info.set_redis_settings(redis::RedisConnectionInfo::default().set_db(0));
-        let client = redis::Client::open(info)
-            .map_err(|error| self.failed(format!("invalid URL: {error}")))?;
-        let mut connection = tokio::time::timeout(
-            Duration::from_secs(10),
-            client.get_multiplexed_async_connection(),
-        )
-        .await
-        .map_err(|_| self.failed("no answer within 10 s"))?
-        .map_err(|error| self.failed(format!("cannot connect: {error}")))?;
-        let con = &mut connection;
-        if let Some((user, password)) = credentials {
-            let mut auth = redis::cmd("AUTH");
-            if let Some(user) = user {
-                auth.arg(user);
-            }
-            let _: () = query(con, auth.arg(password.as_str()))
-                .await
-                .map_err(|error| self.failed(format!("AUTH failed: {error}")))?;
-        }
-        if db != 0 {
-            let _: () = query(con, redis::cmd("SELECT").arg(db))
-                .await
-                .map_err(|error| self.failed(format!("SELECT {db} failed: {error}")))?;
-        }
-        let info: String = query(con, redis::cmd("INFO").arg("everything"))
-            .await
-            .map_err(|error| self.failed(format!("INFO failed: {error}")))?;
-        let fields = info_fields(&info);
-        let config: Vec<String> = query(
-            con,
-            redis::cmd("CONFIG")
-                .arg("GET")
-                .arg("dir")
-                .arg("dbfilename")
-                .arg("appendonly"),
-        )
-        .await
-        .map_err(|error| self.failed(format!("CONFIG GET failed: {error}")))?;
-        let config: BTreeMap<String, String> = config
-            .chunks(2)
-            .filter_map(|pair| match pair {
-                [key, value] => Some((key.clone(), value.clone())),
-                _ => None,
-            })
-            .collect();
-        let dir = config.get("dir").cloned().unwrap_or_default();
-        let dbfilename = config
-            .get("dbfilename")
-            .cloned()
-            .unwrap_or_else(|| "dump.rdb".into());
-        let keyspace: serde_json::Map<String, serde_json::Value> = fields
-            .iter()
-            .filter(|(key, _)| {
-                key.starts_with("db") && key[2..].chars().all(|c| c.is_ascii_digit())
-            })
-            .filter_map(|(key, value)| {
-                let keys = value
-                    .split(',')
-                    .find_map(|part| part.strip_prefix("keys="))?
-                    .parse::<u64>()
-                    .ok()?;
-                Some((key.clone(), keys.into()))
-            })
-            .collect();
+impl RedisSnapshotter {
+    /// BGSAVE, waited on until it really finished, then the RDB file opened.
+    async fn save_and_open(
+        &self,
+        con: &mut redis::aio::MultiplexedConnection,
+        dir: &str,
+        dbfilename: &str,
+    ) -> Result<Box<dyn Read + Send>> {
         // Save, waiting out a save already running; then wait for ours.
         let deadline = tokio::time::Instant::now() + self.save_timeout;
         let persistence = |text: String| info_fields(&text);
@@ -375,8 +301,8 @@ impl Snapshotter for RedisSnapshotter {
                 return Err(self.failed("the background save did not finish in time"));
             }
         }
-        let local_dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from(&dir));
-        let path = local_dir.join(&dbfilename);
+        let local_dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from(dir));
+        let path = local_dir.join(dbfilename);
         let file = std::fs::File::open(&path).map_err(|error| {
             self.failed(format!(
                 "the save finished but {} cannot be opened here: {error} (is the server's data \
@@ -384,12 +310,131 @@ impl Snapshotter for RedisSnapshotter {
                 path.display()
             ))
         })?;
+        Ok(Box::new(file))
+    }
+}
+
+#[async_trait]
+impl Snapshotter for RedisSnapshotter {
+    fn kind(&self) -> &str {
+        "redis"
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot> {
+        crate::format::tree::validate_name(&self.file_name)?;
+        use redis::IntoConnectionInfo;
+        let info = self
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|error| self.failed(format!("invalid URL: {error}")))?;
+        // Log in with AUTH ourselves, so that a refusal reaches the user in
+        // the server's own words (WRONGPASS ...).
+        let settings = info.redis_settings();
+        let credentials = settings
+            .password()
+            .map(|password| {
+                (
+                    settings.username().map(str::to_string),
+                    password.to_string(),
+                )
+            })
+            .or_else(|| {
+                self.credentials
+                    .as_ref()
+                    .map(|(user, password)| (user.clone(), password.to_string()))
+            });
+        let db = settings.db();
+        let addr = info.addr().clone();
+        let info = info.set_redis_settings(redis::RedisConnectionInfo::default().set_db(0));
+        let client = redis::Client::open(info)
+            .map_err(|error| self.failed(format!("invalid URL: {error}")))?;
+        let mut connection = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| self.failed("no answer within 10 s"))?
+        .map_err(|error| self.failed(format!("cannot connect: {error}")))?;
+        let con = &mut connection;
+        if let Some((user, password)) = &credentials {
+            let mut auth = redis::cmd("AUTH");
+            if let Some(user) = user {
+                auth.arg(user);
+            }
+            let _: () = query(con, auth.arg(password.as_str()))
+                .await
+                .map_err(|error| self.failed(format!("AUTH failed: {error}")))?;
+        }
+        if db != 0 {
+            let _: () = query(con, redis::cmd("SELECT").arg(db))
+                .await
+                .map_err(|error| self.failed(format!("SELECT {db} failed: {error}")))?;
+        }
+        let info: String = query(con, redis::cmd("INFO").arg("everything"))
+            .await
+            .map_err(|error| self.failed(format!("INFO failed: {error}")))?;
+        let fields = info_fields(&info);
+        let config: Vec<String> = query(
+            con,
+            redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("dir")
+                .arg("dbfilename")
+                .arg("appendonly"),
+        )
+        .await
+        .map_err(|error| self.failed(format!("CONFIG GET failed: {error}")))?;
+        let config: BTreeMap<String, String> = config
+            .chunks(2)
+            .filter_map(|pair| match pair {
+                [key, value] => Some((key.clone(), value.clone())),
+                _ => None,
+            })
+            .collect();
+        let dir = config.get("dir").cloned().unwrap_or_default();
+        let dbfilename = config
+            .get("dbfilename")
+            .cloned()
+            .unwrap_or_else(|| "dump.rdb".into());
+        let keyspace: serde_json::Map<String, serde_json::Value> = fields
+            .iter()
+            .filter(|(key, _)| {
+                key.starts_with("db") && key[2..].chars().all(|c| c.is_ascii_digit())
+            })
+            .filter_map(|(key, value)| {
+                let keys = value
+                    .split(',')
+                    .find_map(|part| part.strip_prefix("keys="))?
+                    .parse::<u64>()
+                    .ok()?;
+                Some((key.clone(), keys.into()))
+            })
+            .collect();
+        let mut extra: Vec<(&str, serde_json::Value)> = Vec::new();
+        let rdb: Box<dyn Read + Send> = if self.replication {
+            let credentials = credentials.clone();
+            let (reader, resync) =
+                tokio::task::spawn_blocking(move || replication::open(&addr, credentials))
+                    .await
+                    .map_err(|error| self.failed(format!("the replication task failed: {error}")))?
+                    .map_err(|detail| self.failed(detail))?;
+            extra.push(("mode", "replication".into()));
+            extra.push(("master_replid", resync.replid.into()));
+            extra.push(("rdb_only", resync.rdb_only.into()));
+            extra.push(("diskless", resync.diskless.into()));
+            extra.push(("sync_offset", resync.offset.into()));
+            reader
+        } else {
+            extra.push(("mode", "save".into()));
+            self.save_and_open(con, &dir, &dbfilename).await?
+        };
         let outcome = Arc::new(Mutex::new(None));
         let mut snapshot = Snapshot::new(
             vec![Entry::Stream {
                 name: self.file_name.clone(),
                 reader: Box::new(RdbReader {
-                    file,
+                    file: rdb,
                     check: Some(RdbCheck::default()),
                     last: LastBytes::default(),
                     outcome: outcome.clone(),
@@ -423,6 +468,7 @@ impl Snapshotter for RedisSnapshotter {
             ("keyspace", serde_json::Value::Object(keyspace)),
             ("file", self.file_name.clone().into()),
         ];
+        let facts = facts.into_iter().chain(extra);
         snapshot.facts.extend(
             facts
                 .into_iter()

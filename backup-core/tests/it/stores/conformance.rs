@@ -262,37 +262,50 @@ struct RedisFixture {
     redis: Redis,
     digest: String,
     refused: RefusedPort,
+    replication: bool,
+}
+
+impl RedisFixture {
+    fn source(&self, url: String) -> RedisSnapshotter {
+        let source = RedisSnapshotter::new(url);
+        if self.replication {
+            // The data directory is never read in this mode.
+            source
+                .with_replication_stream()
+                .with_data_dir("/nonexistent/redis/data")
+        } else {
+            source
+        }
+    }
 }
 
 #[async_trait]
 impl SnapshotterFixture for RedisFixture {
     fn working(&self) -> Box<dyn Snapshotter> {
-        Box::new(RedisSnapshotter::new(self.redis.url()))
+        Box::new(self.source(self.redis.url()))
     }
 
     fn failing(&self) -> Vec<FailingSource> {
         vec![
             FailingSource {
                 case: "redis down".into(),
-                snapshotter: Box::new(RedisSnapshotter::new(format!(
-                    "redis://127.0.0.1:{}/",
-                    self.refused.port()
-                ))),
+                snapshotter: Box::new(
+                    self.source(format!("redis://127.0.0.1:{}/", self.refused.port())),
+                ),
                 message: "Connection refused".into(),
             },
             FailingSource {
                 case: "a wrong redis password".into(),
-                snapshotter: Box::new(RedisSnapshotter::new(format!(
-                    "redis://:wrong@127.0.0.1:{}/",
-                    self.redis.port()
-                ))),
+                snapshotter: Box::new(
+                    self.source(format!("redis://:wrong@127.0.0.1:{}/", self.redis.port())),
+                ),
                 message: "WRONGPASS".into(),
             },
         ]
     }
 
     fn expected_facts(&self) -> Vec<&'static str> {
-        vec![
+        let mut facts = vec![
             "redis_version",
             "role",
             "master_repl_offset",
@@ -304,7 +317,12 @@ impl SnapshotterFixture for RedisFixture {
             "rdb_size",
             "crc64",
             "file",
-        ]
+            "mode",
+        ];
+        if self.replication {
+            facts.extend(["master_replid", "sync_offset", "rdb_only", "diskless"]);
+        }
+        facts
     }
 
     async fn leftovers(&self) -> Vec<String> {
@@ -341,6 +359,22 @@ async fn the_redis_snapshotter_keeps_the_contract() {
         redis,
         digest,
         refused: RefusedPort::new(),
+        replication: false,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_redis_snapshotter_over_the_replication_stream_keeps_the_contract() {
+    let redis = Redis::start_with(&["--requirepass", "redis password"]);
+    redis.cli(&["DEBUG", "POPULATE", "3000", "key", "64"]);
+    redis.cli(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
+    let digest = redis.cli(&["DEBUG", "DIGEST"]);
+    run_snapshotter_suite(&RedisFixture {
+        redis,
+        digest,
+        refused: RefusedPort::new(),
+        replication: true,
     })
     .await;
 }
