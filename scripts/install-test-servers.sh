@@ -79,6 +79,7 @@ fi
 
 # --- Data stores: etcd and Redis (Debian) -----------------------------------------
 stores=()
+command -v openssl >/dev/null || stores+=(openssl)
 command -v etcd >/dev/null || stores+=(etcd-server)
 command -v etcdctl >/dev/null || stores+=(etcd-client)
 command -v redis-server >/dev/null || stores+=(redis-server)

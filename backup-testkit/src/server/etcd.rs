@@ -14,7 +14,94 @@ struct EtcdKind<'a> {
     name: &'a str,
     data_dir: &'a Path,
     peer_port: u16,
-    extra: &'a [String],
+    tls: Option<&'a EtcdCerts>,
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made
+/// with openssl, for an etcd whose client port takes TLS with client
+/// certificates only.
+#[derive(Debug, Clone)]
+pub struct EtcdCerts {
+    /// The CA certificate (PEM).
+    pub ca: PathBuf,
+    /// The server's certificate and key.
+    pub server_cert: PathBuf,
+    /// The server's key.
+    pub server_key: PathBuf,
+    /// A client certificate the server accepts.
+    pub client_cert: PathBuf,
+    /// Its key.
+    pub client_key: PathBuf,
+}
+
+impl EtcdCerts {
+    fn make(dir: &Path) -> EtcdCerts {
+        let openssl = |args: &[&str]| {
+            let mut command = Command::new("openssl");
+            command.current_dir(dir).args(args);
+            super::run_checked(&mut command);
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test etcd CA",
+        ]);
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .expect("writing the certificate extensions");
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")
+            .expect("writing the certificate extensions");
+        for (name, subject) in [("server", "/CN=127.0.0.1"), ("client", "/CN=root")] {
+            openssl(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                subject,
+            ]);
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+            ]);
+        }
+        EtcdCerts {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        }
+    }
 }
 
 impl ServerKind for EtcdKind<'_> {
@@ -29,7 +116,8 @@ impl ServerKind for EtcdKind<'_> {
     fn command(&self, port: u16, _dir: &Path) -> Command {
         let mut command = Command::new(find_program("etcd", &[PathBuf::from("/usr/bin/etcd")]));
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let client = format!("http://127.0.0.1:{port}");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{port}");
         command
             .arg(format!("--name={}", self.name))
             .arg(format!("--data-dir={}", self.data_dir.display()))
@@ -38,13 +126,29 @@ impl ServerKind for EtcdKind<'_> {
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster={}={peer}", self.name))
-            .arg("--log-level=warn")
-            .args(self.extra);
+            .arg("--log-level=warn");
+        if let Some(certs) = self.tls {
+            command
+                .arg(format!("--cert-file={}", certs.server_cert.display()))
+                .arg(format!("--key-file={}", certs.server_key.display()))
+                .arg(format!("--trusted-ca-file={}", certs.ca.display()))
+                .arg("--client-cert-auth");
+        }
         command
     }
 
     fn is_ready(&self, port: u16) -> bool {
-        health(port)
+        match self.tls {
+            None => health(port),
+            Some(certs) => etcdctl()
+                .arg(format!("--endpoints=https://127.0.0.1:{port}"))
+                .arg(format!("--cacert={}", certs.ca.display()))
+                .arg(format!("--cert={}", certs.client_cert.display()))
+                .arg(format!("--key={}", certs.client_key.display()))
+                .args(["endpoint", "health"])
+                .output()
+                .is_ok_and(|output| output.status.success()),
+        }
     }
 }
 
@@ -70,6 +174,7 @@ pub struct Etcd {
     /// The member's name.
     pub name: String,
     peer_port: u16,
+    certs: Option<EtcdCerts>,
     process: ServerProcess,
     data_dir: PathBuf,
     // Last: the directory outlives the process.
@@ -81,42 +186,54 @@ impl Etcd {
     pub fn start() -> Etcd {
         let dir = server_dir("etcd");
         let data_dir = dir.path().join("member.etcd");
-        Etcd::launch("test", data_dir, candidate_port(), dir, &[])
+        Etcd::launch("test", data_dir, candidate_port(), dir, false)
+    }
+
+    /// A new member whose client port takes TLS and client certificates
+    /// only ([`Etcd::certs`]).
+    pub fn start_tls() -> Etcd {
+        let dir = server_dir("etcd-tls");
+        let data_dir = dir.path().join("member.etcd");
+        Etcd::launch("test", data_dir, candidate_port(), dir, true)
+    }
+
+    /// The certificates of a TLS member.
+    pub fn certs(&self) -> Option<&EtcdCerts> {
+        self.certs.as_ref()
     }
 
     /// A member started on a data directory made by a restore, with the
     /// name and peer port the restore was given.
     pub fn start_restored(name: &str, data_dir: &Path, peer_port: u16) -> Etcd {
         let dir = server_dir("etcd-restored");
-        Etcd::launch(name, data_dir.to_path_buf(), peer_port, dir, &[])
+        Etcd::launch(name, data_dir.to_path_buf(), peer_port, dir, false)
     }
 
-    fn launch(
-        name: &str,
-        data_dir: PathBuf,
-        peer_port: u16,
-        dir: TempDir,
-        extra: &[String],
-    ) -> Etcd {
+    fn launch(name: &str, data_dir: PathBuf, peer_port: u16, dir: TempDir, tls: bool) -> Etcd {
+        let certs = tls.then(|| EtcdCerts::make(dir.path()));
         let kind = EtcdKind {
             name,
             data_dir: &data_dir,
             peer_port,
-            extra,
+            tls: certs.as_ref(),
         };
         let process = ServerProcess::start(&kind, dir.path());
         Etcd {
             name: name.to_string(),
             peer_port,
+            certs,
             process,
             data_dir,
             _dir: dir,
         }
     }
 
-    /// `http://127.0.0.1:PORT`, the client URL.
+    /// The client URL: `http://127.0.0.1:PORT`, `https://` with TLS.
     pub fn endpoint(&self) -> String {
-        self.process.endpoint()
+        match self.certs {
+            Some(_) => format!("https://127.0.0.1:{}", self.process.port()),
+            None => self.process.endpoint(),
+        }
     }
 
     /// The peer port.
@@ -153,9 +270,14 @@ impl Etcd {
     /// When etcdctl fails.
     pub fn etcdctl(&self, args: &[&str]) -> String {
         let mut command = etcdctl();
-        command
-            .arg(format!("--endpoints={}", self.endpoint()))
-            .args(args);
+        command.arg(format!("--endpoints={}", self.endpoint()));
+        if let Some(certs) = &self.certs {
+            command
+                .arg(format!("--cacert={}", certs.ca.display()))
+                .arg(format!("--cert={}", certs.client_cert.display()))
+                .arg(format!("--key={}", certs.client_key.display()));
+        }
+        command.args(args);
         super::run_checked(&mut command)
     }
 }

@@ -269,7 +269,9 @@ name = "etcd"
 cron = "0 */2 * * *"
 set = "etcd"
 repository = "file:///backups"
-source = { type = "command", command = "etcdctl snapshot save /dev/stdout", file_name = "etcd.db" }
+source = { type = "etcd", endpoints = ["https://10.0.0.1:2379"], cacert = "/etc/etcd/ca.pem", cert = "/etc/etcd/client.pem", key = "/etc/etcd/client-key.pem", user = "root", password_file = "/run/secrets/etcd" }
+hooks.before = [{ command = ["kubectl", "scale", "deploy/operator", "--replicas=0"], timeout = "1min" }]
+hooks.after = [{ command = ["kubectl", "scale", "deploy/operator", "--replicas=1"], on_error = "continue" }]
 retention = { keep_last = 3, keep_daily = 7, ttl = "720h" }
 time_zone = "Europe/Berlin"
 jitter = "5min"
@@ -298,11 +300,19 @@ source = { type = "directory", paths = ["/data", "/etc/app"] }
         assert_eq!(etcd.repository, "file:///backups");
         assert_eq!(
             etcd.source,
-            SourceConfig::Command {
-                command: "etcdctl snapshot save /dev/stdout".into(),
-                file_name: Some("etcd.db".into()),
-            }
+            SourceConfig::Etcd(crate::source::EtcdSource {
+                endpoints: vec!["https://10.0.0.1:2379".into()],
+                cacert: Some("/etc/etcd/ca.pem".into()),
+                cert: Some("/etc/etcd/client.pem".into()),
+                key: Some("/etc/etcd/client-key.pem".into()),
+                user: Some("root".into()),
+                password_file: Some("/run/secrets/etcd".into()),
+            })
         );
+        assert_eq!(etcd.hooks.before.len(), 1);
+        assert_eq!(etcd.hooks.before[0].command[0], "kubectl");
+        assert_eq!(etcd.hooks.before[0].timeout.map(|t| t.0), Some(MINUTE));
+        assert_eq!(etcd.hooks.after[0].on_error, backup_core::OnError::Continue);
         assert_eq!(etcd.retention.keep_last, Some(3));
         assert_eq!(etcd.retention.keep_daily, Some(7));
         assert_eq!(etcd.retention.keep_hourly, None);
@@ -354,7 +364,7 @@ source = { type = "directory", paths = ["/data", "/etc/app"] }
 
         let message = error_of(&CONFIG.replace("jitter = \"5min\"", "jitter = \"5 mins\""));
         assert!(message.contains("invalid duration \"5 mins\""), "{message}");
-        assert!(message.contains("line 10"), "{message}");
+        assert!(message.contains("line 12"), "{message}");
 
         let message = error_of(&CONFIG.replace("Europe/Berlin", "Europe/Atlantis"));
         assert!(
@@ -421,5 +431,32 @@ source = { type = "directory", paths = ["/data", "/etc/app"] }
             }
         );
         assert!(RetentionConfig::default().keep_policy().is_empty());
+    }
+
+    #[test]
+    fn a_redis_source_parses_and_an_empty_store_setting_is_refused() {
+        let redis = CONFIG.replace(
+            r#"source = { type = "directory", paths = ["/data", "/etc/app"] }"#,
+            r#"source = { type = "redis", url = "redis://10.0.0.5:6379/", password_file = "/run/secrets/redis", replication = true }"#,
+        );
+        let config = ScheduleConfig::from_toml_str(&redis).unwrap();
+        assert_eq!(
+            config.jobs[1].source,
+            SourceConfig::Redis(crate::source::RedisSource {
+                url: "redis://10.0.0.5:6379/".into(),
+                user: None,
+                password_file: Some("/run/secrets/redis".into()),
+                data_dir: None,
+                replication: true,
+            })
+        );
+        let message =
+            error_of(&CONFIG.replace(r#"endpoints = ["https://10.0.0.1:2379"]"#, "endpoints = []"));
+        assert!(
+            message.contains("the etcd source has no `endpoints`"),
+            "{message}"
+        );
+        let message = error_of(&CONFIG.replace("on_error = \"continue\"", "on_error = \"retry\""));
+        assert!(message.contains("retry"), "{message}");
     }
 }

@@ -1,7 +1,7 @@
 //! etcd: a real member, a writer writing through the backup, restore into a
 //! new member, and a damaged snapshot stream.
 
-use backup_core::{BackupOptions, Error, EtcdRestorer, EtcdSnapshotter};
+use backup_core::{BackupOptions, Error, EtcdRestorer, EtcdSnapshotter, EtcdTls};
 use backup_testkit::h2_tamper::{H2Tamper, Tamper};
 use backup_testkit::rng::TestRng;
 use backup_testkit::server::candidate_port;
@@ -236,4 +236,71 @@ async fn a_snapshot_stream_with_a_flipped_byte_fails_the_trailer_check() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_snapshot_stream_without_its_trailer_fails_the_trailer_check() {
     tampered_backup_fails(Tamper::DropTrailer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_etcd_member_that_takes_only_tls_client_certificates_is_backed_up_over_tls() {
+    let etcd = Etcd::start_tls();
+    etcd.etcdctl(&["put", "secret/key", "over tls"]);
+    let certs = etcd.certs().unwrap().clone();
+    let (_dir, repo) = local_repo().await;
+    // Without a client certificate the member refuses the connection.
+    let anonymous = EtcdSnapshotter::new([etcd.endpoint()]).with_tls(EtcdTls::new(
+        Some(certs.ca.clone()),
+        None,
+        None,
+    ));
+    let error = repo
+        .backup(&anonymous, BackupOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Snapshot { .. }), "{error}");
+    // A CA that did not sign the member's certificate: refused by us.
+    let stranger = EtcdSnapshotter::new([etcd.endpoint()]).with_tls(EtcdTls::new(
+        Some(certs.client_cert.clone()),
+        Some(certs.client_cert.clone()),
+        Some(certs.client_key.clone()),
+    ));
+    let error = repo
+        .backup(&stranger, BackupOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().to_lowercase().contains("certificate"),
+        "{error}"
+    );
+    assert!(repo.list().await.unwrap().is_empty());
+
+    let source = EtcdSnapshotter::new([etcd.endpoint()]).with_tls(EtcdTls::new(
+        Some(certs.ca.clone()),
+        Some(certs.client_cert.clone()),
+        Some(certs.client_key.clone()),
+    ));
+    let summary = repo
+        .backup(&source, BackupOptions::default())
+        .await
+        .unwrap();
+    assert!(summary.manifest.facts["endpoint"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://"));
+    let backup = repo.load_backup(&summary.id).await.unwrap();
+    let place = tempfile::tempdir().unwrap();
+    let data_dir = place.path().join("m.etcd");
+    let peer_port = candidate_port();
+    repo.restore_into(
+        &backup,
+        &EtcdRestorer::new(&data_dir)
+            .with_name("m")
+            .with_initial_advertise_peer_urls(format!("http://127.0.0.1:{peer_port}")),
+    )
+    .await
+    .unwrap();
+    let restored = Etcd::start_restored("m", &data_dir, peer_port);
+    assert_eq!(
+        restored
+            .etcdctl(&["get", "secret/key", "--print-value-only"])
+            .trim(),
+        "over tls"
+    );
 }
