@@ -15,6 +15,7 @@ struct EtcdKind<'a> {
     data_dir: &'a Path,
     peer_port: u16,
     tls: Option<&'a EtcdCerts>,
+    initial_cluster: Option<&'a str>,
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, made
@@ -125,7 +126,11 @@ impl ServerKind for EtcdKind<'_> {
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster={}={peer}", self.name))
+            .arg(format!(
+                "--initial-cluster={}",
+                self.initial_cluster
+                    .map_or_else(|| format!("{}={peer}", self.name), str::to_string)
+            ))
             .arg("--log-level=warn");
         if let Some(certs) = self.tls {
             command
@@ -209,13 +214,56 @@ impl Etcd {
         Etcd::launch(name, data_dir.to_path_buf(), peer_port, dir, false)
     }
 
+    /// Starts the members of a cluster restored from one backup, all at
+    /// once (each waits for the others to be healthy): `(name, data
+    /// directory, peer port)` each, with the initial cluster the restores
+    /// were given.
+    pub fn start_restored_cluster(
+        members: &[(&str, &Path, u16)],
+        initial_cluster: &str,
+    ) -> Vec<Etcd> {
+        std::thread::scope(|scope| {
+            let starting: Vec<_> = members
+                .iter()
+                .map(|(name, data_dir, peer_port)| {
+                    scope.spawn(move || {
+                        Etcd::launch_with(
+                            name,
+                            data_dir.to_path_buf(),
+                            *peer_port,
+                            server_dir("etcd-member"),
+                            false,
+                            Some(initial_cluster),
+                        )
+                    })
+                })
+                .collect();
+            starting
+                .into_iter()
+                .map(|member| member.join().expect("starting a member"))
+                .collect()
+        })
+    }
+
     fn launch(name: &str, data_dir: PathBuf, peer_port: u16, dir: TempDir, tls: bool) -> Etcd {
+        Etcd::launch_with(name, data_dir, peer_port, dir, tls, None)
+    }
+
+    fn launch_with(
+        name: &str,
+        data_dir: PathBuf,
+        peer_port: u16,
+        dir: TempDir,
+        tls: bool,
+        initial_cluster: Option<&str>,
+    ) -> Etcd {
         let certs = tls.then(|| EtcdCerts::make(dir.path()));
         let kind = EtcdKind {
             name,
             data_dir: &data_dir,
             peer_port,
             tls: certs.as_ref(),
+            initial_cluster,
         };
         let process = ServerProcess::start(&kind, dir.path());
         Etcd {

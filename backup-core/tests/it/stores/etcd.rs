@@ -304,3 +304,70 @@ async fn an_etcd_member_that_takes_only_tls_client_certificates_is_backed_up_ove
         "over tls"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_members_restore_from_one_backup_into_a_new_cluster() {
+    let etcd = Etcd::start();
+    for i in 0..20 {
+        etcd.etcdctl(&["put", &format!("k/{i}"), &format!("v{i}")]);
+    }
+    let (_dir, repo) = local_repo().await;
+    let summary = repo
+        .backup(
+            &EtcdSnapshotter::new([etcd.endpoint()]),
+            BackupOptions::default(),
+        )
+        .await
+        .unwrap();
+    drop(etcd);
+    let backup = repo.load_backup(&summary.id).await.unwrap();
+    let place = tempfile::tempdir().unwrap();
+    let members: Vec<(String, std::path::PathBuf, u16)> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|name| {
+            (
+                name.to_string(),
+                place.path().join(format!("{name}.etcd")),
+                candidate_port(),
+            )
+        })
+        .collect();
+    let initial_cluster = members
+        .iter()
+        .map(|(name, _, port)| format!("{name}=http://127.0.0.1:{port}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    for (name, data_dir, port) in &members {
+        repo.restore_into(
+            &backup,
+            &EtcdRestorer::new(data_dir)
+                .with_name(name)
+                .with_initial_cluster(&initial_cluster)
+                .with_initial_advertise_peer_urls(format!("http://127.0.0.1:{port}"))
+                .with_initial_cluster_token("new-cluster"),
+        )
+        .await
+        .unwrap();
+    }
+    let specs: Vec<(&str, &std::path::Path, u16)> = members
+        .iter()
+        .map(|(name, dir, port)| (name.as_str(), dir.as_path(), *port))
+        .collect();
+    let cluster = Etcd::start_restored_cluster(&specs, &initial_cluster);
+    for member in &cluster {
+        assert_eq!(
+            member.etcdctl(&["get", "k/7", "--print-value-only"]).trim(),
+            "v7"
+        );
+        let listed = member.etcdctl(&["member", "list"]);
+        assert_eq!(listed.lines().count(), 3, "{listed}");
+    }
+    // The new cluster takes writes on every member.
+    cluster[0].etcdctl(&["put", "after", "restore"]);
+    assert_eq!(
+        cluster[2]
+            .etcdctl(&["get", "after", "--print-value-only"])
+            .trim(),
+        "restore"
+    );
+}
