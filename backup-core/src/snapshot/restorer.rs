@@ -336,3 +336,13 @@ pub(crate) fn read_blocks(
         each(&buffer[..read])?;
     }
 }
+
+/// The first `name` that is a file in a directory of the `PATH`: the store's
+/// own tool a restorer runs or asks for its version.
+#[cfg(any(feature = "etcd", feature = "redis"))]
+pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}

@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use super::trailer;
 use crate::format::manifest::Backup;
 use crate::repository::Repository;
-use crate::snapshot::restorer::{require_empty_dir, write_stored_file, Restorer, StoreRestore};
+use crate::snapshot::restorer::{
+    find_in_path, require_empty_dir, write_stored_file, Restorer, StoreRestore,
+};
 use crate::{Error, Result};
 
 /// Restores an etcd backup into a new data directory for one member, with
@@ -117,13 +119,6 @@ impl EtcdRestorer {
             "neither etcdutl nor etcdctl is installed (restoring needs one of them on the PATH)",
         ))
     }
-}
-
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
 }
 
 /// `major.minor` of a version string such as `3.4.23`.

@@ -17,7 +17,7 @@ pub(crate) mod rdb;
 mod replication;
 mod restore;
 
-use rdb::{CheckedRdb, LastBytes, RdbCheck};
+use rdb::{CheckedRdb, RdbCheck};
 pub use restore::RedisRestorer;
 
 /// The name the RDB is stored under by default.
@@ -171,7 +171,6 @@ async fn query<T: redis::FromRedisValue>(
 struct RdbReader {
     file: Box<dyn Read + Send>,
     check: Option<RdbCheck>,
-    last: LastBytes,
     outcome: Arc<Mutex<Option<CheckedRdb>>>,
 }
 
@@ -183,11 +182,10 @@ impl Read for RdbReader {
             if let Some(check) = &mut self.check {
                 check.update(&buf[..read]).map_err(invalid)?;
             }
-            self.last.update(&buf[..read]);
             return Ok(read);
         }
         if let Some(check) = self.check.take() {
-            let checked = check.finish(self.last.marker()).map_err(invalid)?;
+            let checked = check.finish().map_err(invalid)?;
             if let Ok(mut outcome) = self.outcome.lock() {
                 *outcome = Some(checked);
             }
@@ -436,7 +434,6 @@ impl Snapshotter for RedisSnapshotter {
                 reader: Box::new(RdbReader {
                     file: rdb,
                     check: Some(RdbCheck::default()),
-                    last: LastBytes::default(),
                     outcome: outcome.clone(),
                 }),
                 mode: 0o600,

@@ -10,6 +10,9 @@ pub(crate) struct RdbCheck {
     digest: crc::Digest<'static, u64>,
     header: Vec<u8>,
     tail: Vec<u8>,
+    /// The last byte hashed: the ninth from the end, the end marker once
+    /// the stream is whole.
+    last_hashed: Option<u8>,
     total: u64,
 }
 
@@ -19,6 +22,7 @@ impl Default for RdbCheck {
             digest: CRC64.digest(),
             header: Vec::new(),
             tail: Vec::new(),
+            last_hashed: None,
             total: 0,
         }
     }
@@ -35,6 +39,7 @@ pub(crate) struct CheckedRdb {
     pub(crate) crc64: Option<u64>,
 }
 
+/// The end marker and the CRC-64.
 const TAIL: usize = 9;
 const HEADER: usize = 9;
 
@@ -60,18 +65,18 @@ impl RdbCheck {
         self.digest.update(&self.tail[..from_tail]);
         let from_data = to_hash - from_tail;
         self.digest.update(&data[..from_data]);
+        self.last_hashed = match from_data {
+            0 => self.tail.get(from_tail - 1).copied(),
+            _ => data.get(from_data - 1).copied(),
+        };
         let mut keep: Vec<u8> = self.tail.split_off(from_tail);
         keep.extend_from_slice(&data[from_data..]);
-        // Keep the end marker too, for the check at the end: nine bytes.
         self.tail = keep;
         Ok(())
     }
 
     /// Checks the end of the stream.
-    pub(crate) fn finish(
-        self,
-        last_byte_before_checksum: Option<u8>,
-    ) -> Result<CheckedRdb, String> {
+    pub(crate) fn finish(self) -> Result<CheckedRdb, String> {
         if self.total < (HEADER + TAIL) as u64 {
             return Err(format!(
                 "the RDB failed its check: {} bytes is too short for a header, an end marker \
@@ -80,7 +85,7 @@ impl RdbCheck {
             ));
         }
         let version = parse_header(&self.header)?;
-        if last_byte_before_checksum != Some(0xFF) {
+        if self.last_hashed != Some(0xFF) {
             return Err(
                 "the RDB failed its check: no 0xFF end marker before the CRC-64 (the file is cut off)"
                     .into(),
@@ -130,37 +135,11 @@ fn parse_header(header: &[u8]) -> Result<u32, String> {
         .ok_or_else(|| "the RDB failed its check: unreadable version".to_string())
 }
 
-/// Tracks the byte before the last eight of a stream: the end marker.
-#[derive(Default)]
-pub(crate) struct LastBytes {
-    window: std::collections::VecDeque<u8>,
-}
-
-impl LastBytes {
-    pub(crate) fn update(&mut self, data: &[u8]) {
-        for byte in data.iter().skip(data.len().saturating_sub(TAIL)) {
-            if self.window.len() == TAIL {
-                self.window.pop_front();
-            }
-            self.window.push_back(*byte);
-        }
-    }
-
-    /// The ninth byte from the end.
-    pub(crate) fn marker(&self) -> Option<u8> {
-        (self.window.len() == TAIL).then(|| self.window[0])
-    }
-}
-
 /// Checks a whole RDB file.
 pub(crate) fn check_file(path: &std::path::Path) -> Result<CheckedRdb, String> {
     let mut check = RdbCheck::default();
-    let mut last = LastBytes::default();
-    crate::snapshot::restorer::read_blocks(path, |block| {
-        last.update(block);
-        check.update(block)
-    })?;
-    check.finish(last.marker())
+    crate::snapshot::restorer::read_blocks(path, |block| check.update(block))?;
+    check.finish()
 }
 
 /// The newest RDB version a Redis server of `major.minor` loads.
@@ -191,12 +170,10 @@ mod tests {
 
     fn check(bytes: &[u8], step: usize) -> Result<CheckedRdb, String> {
         let mut check = RdbCheck::default();
-        let mut last = LastBytes::default();
         for piece in bytes.chunks(step) {
             check.update(piece)?;
-            last.update(piece);
         }
-        check.finish(last.marker())
+        check.finish()
     }
 
     #[test]

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use super::rdb;
 use crate::format::manifest::Backup;
 use crate::repository::Repository;
-use crate::snapshot::restorer::{write_stored_file, Restorer, StoreRestore};
+use crate::snapshot::restorer::{find_in_path, write_stored_file, Restorer, StoreRestore};
 use crate::{Error, Result};
 
 /// Restores a Redis backup: its RDB written as `dump.rdb` (or the given
@@ -115,13 +115,10 @@ impl RedisRestorer {
     }
 
     fn server_version(&self) -> Option<(u32, u32)> {
-        let server = self.server.clone().or_else(|| {
-            std::env::var_os("PATH").and_then(|path| {
-                std::env::split_paths(&path)
-                    .map(|dir| dir.join("redis-server"))
-                    .find(|candidate| candidate.is_file())
-            })
-        })?;
+        let server = self
+            .server
+            .clone()
+            .or_else(|| find_in_path("redis-server"))?;
         let output = std::process::Command::new(server)
             .arg("--version")
             .output()
