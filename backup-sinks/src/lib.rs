@@ -8,6 +8,9 @@
 //! | [`object_store`] | `s3`, `azure`, `gcs` (any of them) | Amazon S3 and S3-compatible servers, Azure Blob Storage, Google Cloud Storage, and the `object_store` crate's in-memory and local stores |
 //! | [`sftp`] | `sftp` | a directory on an SSH server, over SFTP, with the host key verified |
 //!
+//! [`open_sink`] turns a repository location (a path or a URL) and its
+//! [`StorageOptions`] into the right sink.
+//!
 //! All features are on by default. The local sinks of `backup-core` are
 //! re-exported so that front ends can depend on this one crate.
 //!
@@ -34,3 +37,8 @@ pub use self::object_store::{ObjectStoreOptions, ObjectStoreSink};
 
 #[cfg(feature = "sftp")]
 pub mod sftp;
+
+pub mod location;
+pub use self::location::{
+    local_root, open_sink, read_password_file, read_secret_file, StorageOptions,
+};

@@ -9,7 +9,8 @@ use serde_json::json;
 use crate::cli::Common;
 use crate::output::{out, print_json};
 use crate::password::password;
-use crate::repository::{local_root, sink_for};
+use crate::repository::sink_for;
+use backup_sinks::local_root;
 
 /// Options of `init`.
 #[derive(Args, Debug)]

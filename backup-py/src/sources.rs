@@ -1,0 +1,535 @@
+//! The sources a backup reads (the library's snapshotters) and the stores a
+//! backup is restored into (its restorers), as Python objects that hold
+//! their settings. Each call builds the library's own snapshotter or
+//! restorer from them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use backup_core::{
+    CommandRestorer, CommandSnapshotter, DirectoryRestorer, DirectorySnapshotter, EtcdRestorer,
+    EtcdSnapshotter, EtcdTls, Hook, Hooks, OnError, RedisRestorer, RedisSnapshotter,
+    RestoreOptions, Restorer, Snapshotter,
+};
+use pyo3::prelude::*;
+
+use crate::errors::invalid;
+
+/// What a source is.
+#[derive(Clone)]
+enum SourceSpec {
+    Directory(Vec<PathBuf>),
+    Command {
+        argv: Vec<String>,
+        file_name: Option<String>,
+    },
+    Etcd {
+        endpoints: Vec<String>,
+        ca: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        user: Option<String>,
+        password: Option<String>,
+        file_name: Option<String>,
+    },
+    Redis {
+        url: String,
+        user: Option<String>,
+        password: Option<String>,
+        data_dir: Option<PathBuf>,
+        replication: bool,
+        save_timeout: Option<Duration>,
+        file_name: Option<String>,
+    },
+}
+
+/// A source of a backup: one of `DirectorySource`, `CommandSource`,
+/// `EtcdSource`, `RedisSource`.
+#[pyclass(name = "Source", module = "backup_toolkit", subclass, frozen)]
+pub(crate) struct PySource {
+    spec: SourceSpec,
+}
+
+impl PySource {
+    /// The library's snapshotter for this source.
+    pub(crate) fn snapshotter(&self) -> Box<dyn Snapshotter> {
+        match &self.spec {
+            SourceSpec::Directory(paths) => Box::new(DirectorySnapshotter::new(paths.clone())),
+            SourceSpec::Command { argv, file_name } => {
+                let mut snapshotter = CommandSnapshotter::new(argv[0].clone(), argv[1..].to_vec());
+                if let Some(name) = file_name {
+                    snapshotter = snapshotter.with_file_name(name.clone());
+                }
+                Box::new(snapshotter)
+            }
+            SourceSpec::Etcd {
+                endpoints,
+                ca,
+                cert,
+                key,
+                user,
+                password,
+                file_name,
+            } => {
+                let mut snapshotter = EtcdSnapshotter::new(endpoints.clone());
+                if ca.is_some() || cert.is_some() || key.is_some() {
+                    snapshotter =
+                        snapshotter.with_tls(EtcdTls::new(ca.clone(), cert.clone(), key.clone()));
+                }
+                if let (Some(user), Some(password)) = (user, password) {
+                    snapshotter = snapshotter.with_credentials(user.clone(), password.clone());
+                }
+                if let Some(name) = file_name {
+                    snapshotter = snapshotter.with_file_name(name.clone());
+                }
+                Box::new(snapshotter)
+            }
+            SourceSpec::Redis {
+                url,
+                user,
+                password,
+                data_dir,
+                replication,
+                save_timeout,
+                file_name,
+            } => {
+                let mut snapshotter = RedisSnapshotter::new(url.clone());
+                if let Some(password) = password {
+                    snapshotter = snapshotter.with_password(user.clone(), password.clone());
+                }
+                if let Some(dir) = data_dir {
+                    snapshotter = snapshotter.with_data_dir(dir.clone());
+                }
+                if *replication {
+                    snapshotter = snapshotter.with_replication_stream();
+                }
+                if let Some(timeout) = save_timeout {
+                    snapshotter = snapshotter.with_save_timeout(*timeout);
+                }
+                if let Some(name) = file_name {
+                    snapshotter = snapshotter.with_file_name(name.clone());
+                }
+                Box::new(snapshotter)
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl PySource {
+    /// The kind of backup this source makes (`directory`, `command`,
+    /// `etcd`, `redis`).
+    #[getter]
+    fn kind(&self) -> &'static str {
+        match self.spec {
+            SourceSpec::Directory(_) => "directory",
+            SourceSpec::Command { .. } => "command",
+            SourceSpec::Etcd { .. } => "etcd",
+            SourceSpec::Redis { .. } => "redis",
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        match &self.spec {
+            SourceSpec::Directory(paths) => format!("DirectorySource({paths:?})"),
+            SourceSpec::Command { argv, .. } => format!("CommandSource({argv:?})"),
+            SourceSpec::Etcd { endpoints, .. } => format!("EtcdSource({endpoints:?})"),
+            // The URL may carry a password: only its host part is shown.
+            SourceSpec::Redis { url, .. } => {
+                let host = url.rsplit('@').next().unwrap_or(url);
+                format!("RedisSource({host:?})")
+            }
+        }
+    }
+}
+
+/// The files and directories under some paths, read as they are.
+#[pyclass(name = "DirectorySource", module = "backup_toolkit", extends = PySource, frozen)]
+pub(crate) struct PyDirectorySource;
+
+#[pymethods]
+impl PyDirectorySource {
+    #[new]
+    fn new(paths: Vec<PathBuf>) -> PyResult<PyClassInitializer<Self>> {
+        if paths.is_empty() {
+            return Err(invalid("DirectorySource needs at least one path"));
+        }
+        Ok(PyClassInitializer::from(PySource {
+            spec: SourceSpec::Directory(paths),
+        })
+        .add_subclass(PyDirectorySource))
+    }
+}
+
+/// The standard output of a command (a dump tool), stored as one file.
+/// No shell is involved; a command that exits non-zero fails the backup
+/// with its standard error.
+#[pyclass(name = "CommandSource", module = "backup_toolkit", extends = PySource, frozen)]
+pub(crate) struct PyCommandSource;
+
+#[pymethods]
+impl PyCommandSource {
+    #[new]
+    #[pyo3(signature = (argv, *, file_name=None))]
+    fn new(argv: Vec<String>, file_name: Option<String>) -> PyResult<PyClassInitializer<Self>> {
+        if argv.is_empty() {
+            return Err(invalid("CommandSource needs a program to run"));
+        }
+        Ok(PyClassInitializer::from(PySource {
+            spec: SourceSpec::Command { argv, file_name },
+        })
+        .add_subclass(PyCommandSource))
+    }
+}
+
+/// An etcd member's snapshot (the Maintenance API's Snapshot stream, its
+/// checksum checked), from the first healthy endpoint.
+#[pyclass(name = "EtcdSource", module = "backup_toolkit", extends = PySource, frozen)]
+pub(crate) struct PyEtcdSource;
+
+#[pymethods]
+impl PyEtcdSource {
+    #[new]
+    #[pyo3(signature = (endpoints, *, ca=None, cert=None, key=None, user=None, password=None, file_name=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        endpoints: Vec<String>,
+        ca: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        user: Option<String>,
+        password: Option<String>,
+        file_name: Option<String>,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        if endpoints.is_empty() {
+            return Err(invalid("EtcdSource needs at least one endpoint"));
+        }
+        if user.is_some() != password.is_some() {
+            return Err(invalid("EtcdSource takes a user and a password together"));
+        }
+        Ok(PyClassInitializer::from(PySource {
+            spec: SourceSpec::Etcd {
+                endpoints,
+                ca,
+                cert,
+                key,
+                user,
+                password,
+                file_name,
+            },
+        })
+        .add_subclass(PyEtcdSource))
+    }
+}
+
+/// A Redis server's RDB snapshot: a BGSAVE read back from its data
+/// directory, or the RDB of a replication stream (`replication=True`, for
+/// a server whose files this host cannot read).
+#[pyclass(name = "RedisSource", module = "backup_toolkit", extends = PySource, frozen)]
+pub(crate) struct PyRedisSource;
+
+#[pymethods]
+impl PyRedisSource {
+    #[new]
+    #[pyo3(signature = (url, *, user=None, password=None, data_dir=None, replication=false, save_timeout=None, file_name=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        url: String,
+        user: Option<String>,
+        password: Option<String>,
+        data_dir: Option<PathBuf>,
+        replication: bool,
+        save_timeout: Option<Duration>,
+        file_name: Option<String>,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        if user.is_some() && password.is_none() {
+            return Err(invalid("RedisSource takes a user only with a password"));
+        }
+        Ok(PyClassInitializer::from(PySource {
+            spec: SourceSpec::Redis {
+                url,
+                user,
+                password,
+                data_dir,
+                replication,
+                save_timeout,
+                file_name,
+            },
+        })
+        .add_subclass(PyRedisSource))
+    }
+}
+
+/// Commands run before and after a source's snapshot (no shell; killed
+/// after `timeout` seconds). The after commands run whatever happened.
+#[pyclass(name = "Hooks", module = "backup_toolkit", frozen)]
+pub(crate) struct PyHooks {
+    before: Vec<Vec<String>>,
+    after: Vec<Vec<String>>,
+    timeout: Option<Duration>,
+    on_error: OnError,
+}
+
+impl PyHooks {
+    /// The snapshotter with these hooks around it.
+    pub(crate) fn around(&self, snapshotter: Box<dyn Snapshotter>) -> Box<dyn Snapshotter> {
+        let hook = |argv: &Vec<String>| {
+            let mut hook = Hook::command(argv.clone()).with_on_error(self.on_error);
+            if let Some(timeout) = self.timeout {
+                hook = hook.with_timeout(timeout);
+            }
+            hook
+        };
+        let mut hooks = Hooks::new();
+        for argv in &self.before {
+            hooks = hooks.before(hook(argv));
+        }
+        for argv in &self.after {
+            hooks = hooks.after(hook(argv));
+        }
+        Box::new(hooks.around(snapshotter))
+    }
+}
+
+#[pymethods]
+impl PyHooks {
+    #[new]
+    #[pyo3(signature = (*, before=Vec::new(), after=Vec::new(), timeout=None, on_error="fail"))]
+    fn new(
+        before: Vec<Vec<String>>,
+        after: Vec<Vec<String>>,
+        timeout: Option<Duration>,
+        on_error: &str,
+    ) -> PyResult<Self> {
+        if before.iter().chain(&after).any(Vec::is_empty) {
+            return Err(invalid(
+                "a hook is a non-empty list: the program and its arguments",
+            ));
+        }
+        let on_error = match on_error {
+            "fail" => OnError::Fail,
+            "continue" => OnError::Continue,
+            other => {
+                return Err(invalid(format!(
+                    "on_error={other:?}: give \"fail\" or \"continue\""
+                )))
+            }
+        };
+        Ok(PyHooks {
+            before,
+            after,
+            timeout,
+            on_error,
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Hooks(before={:?}, after={:?})", self.before, self.after)
+    }
+}
+
+/// What a restorer is.
+#[derive(Clone)]
+enum RestorerSpec {
+    Directory {
+        target: PathBuf,
+        include: Vec<String>,
+    },
+    Command(Vec<String>),
+    Etcd {
+        data_dir: PathBuf,
+        name: Option<String>,
+        initial_cluster: Option<String>,
+        initial_cluster_token: Option<String>,
+        initial_advertise_peer_urls: Option<String>,
+        tool: Option<PathBuf>,
+    },
+    Redis {
+        data_dir: PathBuf,
+        dbfilename: Option<String>,
+        config: Option<PathBuf>,
+        server: Option<PathBuf>,
+    },
+}
+
+/// Where `Repository.restore_into` puts a backup back: one of
+/// `DirectoryRestorer`, `CommandRestorer`, `EtcdRestorer`, `RedisRestorer`.
+#[pyclass(name = "Restorer", module = "backup_toolkit", subclass, frozen)]
+pub(crate) struct PyRestorer {
+    spec: RestorerSpec,
+}
+
+impl PyRestorer {
+    /// The library's restorer.
+    pub(crate) fn restorer(&self) -> Box<dyn Restorer> {
+        match &self.spec {
+            RestorerSpec::Directory { target, include } => Box::new(
+                DirectoryRestorer::new(target.clone())
+                    .with_options(RestoreOptions::default().with_include(include.clone())),
+            ),
+            RestorerSpec::Command(argv) => {
+                Box::new(CommandRestorer::new(argv[0].clone(), argv[1..].to_vec()))
+            }
+            RestorerSpec::Etcd {
+                data_dir,
+                name,
+                initial_cluster,
+                initial_cluster_token,
+                initial_advertise_peer_urls,
+                tool,
+            } => {
+                let mut restorer = EtcdRestorer::new(data_dir.clone());
+                if let Some(name) = name {
+                    restorer = restorer.with_name(name.clone());
+                }
+                if let Some(cluster) = initial_cluster {
+                    restorer = restorer.with_initial_cluster(cluster.clone());
+                }
+                if let Some(token) = initial_cluster_token {
+                    restorer = restorer.with_initial_cluster_token(token.clone());
+                }
+                if let Some(urls) = initial_advertise_peer_urls {
+                    restorer = restorer.with_initial_advertise_peer_urls(urls.clone());
+                }
+                if let Some(tool) = tool {
+                    restorer = restorer.with_tool(tool.clone());
+                }
+                Box::new(restorer)
+            }
+            RestorerSpec::Redis {
+                data_dir,
+                dbfilename,
+                config,
+                server,
+            } => {
+                let mut restorer = RedisRestorer::new(data_dir.clone());
+                if let Some(name) = dbfilename {
+                    restorer = restorer.with_dbfilename(name.clone());
+                }
+                if let Some(config) = config {
+                    restorer = restorer.with_config(config.clone());
+                }
+                if let Some(server) = server {
+                    restorer = restorer.with_server(server.clone());
+                }
+                Box::new(restorer)
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl PyRestorer {
+    /// The kind of backup it restores.
+    #[getter]
+    fn kind(&self) -> &'static str {
+        match self.spec {
+            RestorerSpec::Directory { .. } => "directory",
+            RestorerSpec::Command(_) => "command",
+            RestorerSpec::Etcd { .. } => "etcd",
+            RestorerSpec::Redis { .. } => "redis",
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        match &self.spec {
+            RestorerSpec::Directory { target, .. } => format!("DirectoryRestorer({target:?})"),
+            RestorerSpec::Command(argv) => format!("CommandRestorer({argv:?})"),
+            RestorerSpec::Etcd { data_dir, .. } => format!("EtcdRestorer({data_dir:?})"),
+            RestorerSpec::Redis { data_dir, .. } => format!("RedisRestorer({data_dir:?})"),
+        }
+    }
+}
+
+/// A directory backup into an empty directory.
+#[pyclass(name = "DirectoryRestorer", module = "backup_toolkit", extends = PyRestorer, frozen)]
+pub(crate) struct PyDirectoryRestorer;
+
+#[pymethods]
+impl PyDirectoryRestorer {
+    #[new]
+    #[pyo3(signature = (target, *, include=Vec::new()))]
+    fn new(target: PathBuf, include: Vec<String>) -> PyClassInitializer<Self> {
+        PyClassInitializer::from(PyRestorer {
+            spec: RestorerSpec::Directory { target, include },
+        })
+        .add_subclass(PyDirectoryRestorer)
+    }
+}
+
+/// A command backup's output piped into a command's standard input (a
+/// loader such as `psql` or `redis-cli --pipe`).
+#[pyclass(name = "CommandRestorer", module = "backup_toolkit", extends = PyRestorer, frozen)]
+pub(crate) struct PyCommandRestorer;
+
+#[pymethods]
+impl PyCommandRestorer {
+    #[new]
+    fn new(argv: Vec<String>) -> PyResult<PyClassInitializer<Self>> {
+        if argv.is_empty() {
+            return Err(invalid("CommandRestorer needs a program to run"));
+        }
+        Ok(PyClassInitializer::from(PyRestorer {
+            spec: RestorerSpec::Command(argv),
+        })
+        .add_subclass(PyCommandRestorer))
+    }
+}
+
+/// An etcd backup into a new member's data directory (etcdutl, or etcdctl
+/// where etcdutl is missing), with the new cluster's settings.
+#[pyclass(name = "EtcdRestorer", module = "backup_toolkit", extends = PyRestorer, frozen)]
+pub(crate) struct PyEtcdRestorer;
+
+#[pymethods]
+impl PyEtcdRestorer {
+    #[new]
+    #[pyo3(signature = (data_dir, *, name=None, initial_cluster=None, initial_cluster_token=None, initial_advertise_peer_urls=None, tool=None))]
+    fn new(
+        data_dir: PathBuf,
+        name: Option<String>,
+        initial_cluster: Option<String>,
+        initial_cluster_token: Option<String>,
+        initial_advertise_peer_urls: Option<String>,
+        tool: Option<PathBuf>,
+    ) -> PyClassInitializer<Self> {
+        PyClassInitializer::from(PyRestorer {
+            spec: RestorerSpec::Etcd {
+                data_dir,
+                name,
+                initial_cluster,
+                initial_cluster_token,
+                initial_advertise_peer_urls,
+                tool,
+            },
+        })
+        .add_subclass(PyEtcdRestorer)
+    }
+}
+
+/// A Redis backup into a stopped server's data directory (its RDB checked
+/// first, its version against the server's).
+#[pyclass(name = "RedisRestorer", module = "backup_toolkit", extends = PyRestorer, frozen)]
+pub(crate) struct PyRedisRestorer;
+
+#[pymethods]
+impl PyRedisRestorer {
+    #[new]
+    #[pyo3(signature = (data_dir, *, dbfilename=None, config=None, server=None))]
+    fn new(
+        data_dir: PathBuf,
+        dbfilename: Option<String>,
+        config: Option<PathBuf>,
+        server: Option<PathBuf>,
+    ) -> PyClassInitializer<Self> {
+        PyClassInitializer::from(PyRestorer {
+            spec: RestorerSpec::Redis {
+                data_dir,
+                dbfilename,
+                config,
+                server,
+            },
+        })
+        .add_subclass(PyRedisRestorer)
+    }
+}
