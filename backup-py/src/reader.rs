@@ -84,8 +84,8 @@ impl PyFileReader {
     }
 }
 
-fn size_argument(size: i64) -> Option<usize> {
-    usize::try_from(size).ok()
+fn size_argument(size: Option<i64>) -> Option<usize> {
+    size.and_then(|size| usize::try_from(size).ok())
 }
 
 #[pymethods]
@@ -106,10 +106,10 @@ impl PyFileReader {
         self.mode
     }
 
-    /// Up to `size` bytes, all the rest when `size` is negative; `b""` at
+    /// Up to `size` bytes, all the rest when `size` is None or negative; `b""` at
     /// the end.
-    #[pyo3(signature = (size=-1))]
-    fn read(&self, py: Python<'_>, size: i64) -> PyResult<Bytes> {
+    #[pyo3(signature = (size=None))]
+    fn read(&self, py: Python<'_>, size: Option<i64>) -> PyResult<Bytes> {
         let state = self.state.clone();
         wait(
             py,
@@ -121,8 +121,8 @@ impl PyFileReader {
     }
 
     /// `read`, as an awaitable.
-    #[pyo3(signature = (size=-1))]
-    fn read_async<'py>(&self, py: Python<'py>, size: i64) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (size=None))]
+    fn read_async<'py>(&self, py: Python<'py>, size: Option<i64>) -> PyResult<Bound<'py, PyAny>> {
         let state = self.state.clone();
         awaitable(py, async move {
             state

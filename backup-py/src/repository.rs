@@ -42,7 +42,7 @@ enum Paths {
 /// prefix of one) resolved in the call.
 #[derive(Clone)]
 pub(crate) enum BackupRef {
-    Backup(Backup),
+    Backup(Box<Backup>),
     Selector(String),
 }
 
@@ -51,7 +51,7 @@ impl<'a, 'py> FromPyObject<'a, 'py> for BackupRef {
 
     fn extract(object: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
         if let Ok(backup) = object.cast::<PyBackup>() {
-            return Ok(BackupRef::Backup(backup.get().inner.clone()));
+            return Ok(BackupRef::Backup(Box::new(backup.get().inner.clone())));
         }
         if let Ok(selector) = object.extract::<String>() {
             return Ok(BackupRef::Selector(selector));
@@ -71,7 +71,7 @@ impl BackupRef {
         set: Option<&str>,
     ) -> backup_core::Result<Backup> {
         match self {
-            BackupRef::Backup(backup) => Ok(backup),
+            BackupRef::Backup(backup) => Ok(*backup),
             BackupRef::Selector(selector) => repository.find_backup(&selector, set).await,
         }
     }
@@ -284,7 +284,7 @@ impl PyRepository {
         py: Python<'_>,
         asynchronous: bool,
         paths: Option<Paths>,
-        set: String,
+        set: &str,
         tags: BTreeMap<String, String>,
         time: Option<&Bound<'_, PyAny>>,
         source: Option<PyRef<'_, PySource>>,
@@ -314,7 +314,7 @@ impl PyRepository {
             Some(hooks) => hooks.around(snapshotter),
             None => snapshotter,
         };
-        backup_core::validate_set_name(&set).map_err(to_py)?;
+        backup_core::validate_set_name(set).map_err(to_py)?;
         let mut options = BackupOptions::default()
             .with_set(set)
             .with_tags(tags)
@@ -639,13 +639,13 @@ impl PyRepository {
 
     /// Backs up `paths` (a directory source) or `source` as a new backup
     /// of `set`.
-    #[pyo3(signature = (paths=None, *, set="default".to_owned(), tags=BTreeMap::new(), time=None, source=None, hooks=None, check_collision=false, writer=None, on_progress=None))]
+    #[pyo3(signature = (paths=None, *, set="default", tags=BTreeMap::new(), time=None, source=None, hooks=None, check_collision=false, writer=None, on_progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn backup(
         &self,
         py: Python<'_>,
         paths: Option<Paths>,
-        set: String,
+        set: &str,
         tags: BTreeMap<String, String>,
         time: Option<&Bound<'_, PyAny>>,
         source: Option<PyRef<'_, PySource>>,
@@ -671,13 +671,13 @@ impl PyRepository {
     }
 
     /// `backup`, as an awaitable; `on_progress` is called on the event loop.
-    #[pyo3(signature = (paths=None, *, set="default".to_owned(), tags=BTreeMap::new(), time=None, source=None, hooks=None, check_collision=false, writer=None, on_progress=None))]
+    #[pyo3(signature = (paths=None, *, set="default", tags=BTreeMap::new(), time=None, source=None, hooks=None, check_collision=false, writer=None, on_progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn backup_async<'py>(
         &self,
         py: Python<'py>,
         paths: Option<Paths>,
-        set: String,
+        set: &str,
         tags: BTreeMap<String, String>,
         time: Option<&Bound<'py, PyAny>>,
         source: Option<PyRef<'py, PySource>>,
@@ -716,21 +716,21 @@ impl PyRepository {
 
     /// The backup `selector` names: `latest` (the newest completed one, of
     /// `set` when given), or an id or a unique prefix of one.
-    #[pyo3(signature = (selector="latest".to_owned(), set=None))]
-    fn find(&self, py: Python<'_>, selector: String, set: Option<String>) -> PyResult<PyBackup> {
-        self.find_call(selector, set)
+    #[pyo3(signature = (selector="latest", set=None))]
+    fn find(&self, py: Python<'_>, selector: &str, set: Option<String>) -> PyResult<PyBackup> {
+        self.find_call(selector.to_owned(), set)
             .wait(py, |inner| PyBackup { inner })
     }
 
     /// `find`, as an awaitable.
-    #[pyo3(signature = (selector="latest".to_owned(), set=None))]
+    #[pyo3(signature = (selector="latest", set=None))]
     fn find_async<'py>(
         &self,
         py: Python<'py>,
-        selector: String,
+        selector: &str,
         set: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.find_call(selector, set)
+        self.find_call(selector.to_owned(), set)
             .awaitable(py, |inner| PyBackup { inner })
     }
 

@@ -32,7 +32,9 @@ use crate::sources::{PyHooks, PySource};
 /// their queues and at signals.
 const TICK: Duration = Duration::from_millis(50);
 
-/// What a job does.
+/// What a job does. Made once per job, so the size of a backup job's
+/// settings does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Work {
     Backup {
         repository: Repository,
@@ -268,7 +270,7 @@ impl PyScheduler {
     /// `repository` as a backup of `set` (checking for collisions with
     /// another writer of the set), then forget what `keep` does not keep in
     /// that set, and prune when `prune` is true.
-    #[pyo3(signature = (name, cron, repository, paths=None, *, source=None, hooks=None, set="default".to_owned(), keep=None, prune=false, time_zone="UTC", jitter=None, stale_after_grace=None))]
+    #[pyo3(signature = (name, cron, repository, paths=None, *, source=None, hooks=None, set="default", keep=None, prune=false, time_zone="UTC", jitter=None, stale_after_grace=None))]
     #[allow(clippy::too_many_arguments)]
     fn add_backup(
         &self,
@@ -278,7 +280,7 @@ impl PyScheduler {
         paths: Option<Vec<std::path::PathBuf>>,
         source: Option<PyRef<'_, PySource>>,
         hooks: Option<PyRef<'_, PyHooks>>,
-        set: String,
+        set: &str,
         keep: Option<PyRef<'_, PyKeepPolicy>>,
         prune: bool,
         time_zone: &str,
@@ -296,7 +298,7 @@ impl PyScheduler {
             Some(hooks) => hooks.around(snapshotter),
             None => snapshotter,
         };
-        backup_core::validate_set_name(&set).map_err(crate::errors::to_py)?;
+        backup_core::validate_set_name(set).map_err(crate::errors::to_py)?;
         let work = Work::Backup {
             repository: repository.inner().clone(),
             snapshotter: Arc::from(snapshotter),

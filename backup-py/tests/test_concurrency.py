@@ -162,6 +162,6 @@ def test_a_forked_child_gets_a_clear_error(tmp_path: Path) -> None:
         os._exit(0)
     os.close(write)
     with os.fdopen(read, "rb") as pipe:
-        message = pipe.read().decode()
+        said = pipe.read().decode()
     os.waitpid(pid, 0)
-    assert "forked" in message, message
+    assert "forked" in said, said

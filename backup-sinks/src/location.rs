@@ -316,6 +316,8 @@ mod tests {
         std::fs::write(&file, "two\n\n").unwrap();
         assert_eq!(read_password_file(&file).unwrap(), b"two\n");
         let missing = read_password_file(&place.path().join("none")).unwrap_err();
-        assert!(missing.to_string().contains("cannot read the password file"));
+        assert!(missing
+            .to_string()
+            .contains("cannot read the password file"));
     }
 }

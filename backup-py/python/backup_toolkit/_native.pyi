@@ -1,12 +1,47 @@
 """Type stubs of the native module (the binding of the Rust library)."""
 
+import builtins
 import os
 import pathlib
 from collections.abc import Awaitable, Callable, Iterator, AsyncIterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal, final
 
+from typing_extensions import disjoint_base
+
 __version__: str
+__all__ = [
+    "Backup",
+    "BackupStats",
+    "BackupSummary",
+    "CommandRestorer",
+    "CommandSource",
+    "DirectoryRestorer",
+    "DirectorySource",
+    "Entry",
+    "EtcdRestorer",
+    "EtcdSource",
+    "FileReader",
+    "ForgetDecision",
+    "Hooks",
+    "ItemFailure",
+    "JobStatus",
+    "KeepPolicy",
+    "Problem",
+    "Progress",
+    "PruneReport",
+    "RedisRestorer",
+    "RedisSource",
+    "Repository",
+    "RestoreSummary",
+    "Restorer",
+    "ScheduleEvent",
+    "Scheduler",
+    "Source",
+    "StoreRestore",
+    "VerifyReport",
+    "__version__",
+]
 
 _StrPath = str | os.PathLike[str]
 _BackupRef = Backup | str
@@ -79,7 +114,7 @@ class Backup:
     def status(self) -> Literal["completed", "partially_failed"]: ...
     @property
     def errors(self) -> list[ItemFailure]: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
 @final
@@ -243,6 +278,7 @@ class KeepPolicy:
     @property
     def empty(self) -> bool: ...
 
+@disjoint_base
 class Source:
     @property
     def kind(self) -> str: ...
@@ -294,6 +330,7 @@ class Hooks:
         on_error: Literal["fail", "continue"] = "fail",
     ) -> Hooks: ...
 
+@disjoint_base
 class Restorer:
     @property
     def kind(self) -> str: ...
@@ -338,8 +375,8 @@ class FileReader:
     def size(self) -> int: ...
     @property
     def mode(self) -> int: ...
-    def read(self, size: int = -1) -> bytes: ...
-    def read_async(self, size: int = -1) -> Awaitable[bytes]: ...
+    def read(self, size: int | None = None) -> bytes: ...
+    def read_async(self, size: int | None = None) -> Awaitable[bytes]: ...
     def close(self) -> None: ...
     def __iter__(self) -> Iterator[bytes]: ...
     def __next__(self) -> bytes: ...
@@ -458,12 +495,12 @@ class Repository:
         writer: str | None = None,
         on_progress: _ProgressCallback | None = None,
     ) -> Awaitable[BackupSummary]: ...
-    def list(self, set: str | None = None) -> list[Backup]: ...
-    def list_async(self, set: str | None = None) -> Awaitable[list[Backup]]: ...
+    def list(self, set: str | None = None) -> builtins.list[Backup]: ...
+    def list_async(self, set: str | None = None) -> Awaitable[builtins.list[Backup]]: ...
     def find(self, selector: str = "latest", set: str | None = None) -> Backup: ...
     def find_async(self, selector: str = "latest", set: str | None = None) -> Awaitable[Backup]: ...
-    def ls(self, backup: _BackupRef) -> list[Entry]: ...
-    def ls_async(self, backup: _BackupRef) -> Awaitable[list[Entry]]: ...
+    def ls(self, backup: _BackupRef) -> builtins.list[Entry]: ...
+    def ls_async(self, backup: _BackupRef) -> Awaitable[builtins.list[Entry]]: ...
     def restore(
         self,
         backup: _BackupRef,
@@ -502,10 +539,10 @@ class Repository:
     ) -> Awaitable[VerifyReport]: ...
     def forget(
         self, policy: KeepPolicy, *, set: str | None = None, dry_run: bool = False
-    ) -> list[ForgetDecision]: ...
+    ) -> builtins.list[ForgetDecision]: ...
     def forget_async(
         self, policy: KeepPolicy, *, set: str | None = None, dry_run: bool = False
-    ) -> Awaitable[list[ForgetDecision]]: ...
+    ) -> Awaitable[builtins.list[ForgetDecision]]: ...
     def prune(
         self,
         *,
