@@ -146,3 +146,19 @@ def test_invalid_arguments(tmp_path: Path) -> None:
         bt.Repository.init(str(tmp_path / "other"))
     with pytest.raises(bt.InvalidArgumentError, match="unknown repository scheme"):
         bt.Repository.open("ftp://host/repo")
+
+
+def test_a_newer_format_gets_a_version_error(tmp_path: Path) -> None:
+    import hashlib
+
+    bt.Repository.init(str(tmp_path / "repo"), encryption=False)
+    config = tmp_path / "repo" / "config"
+    raw = config.read_bytes()
+    # An unencrypted config: its JSON after the header, then the SHA-256 of
+    # everything before (FORMAT.md, "The envelope").
+    assert hashlib.sha256(raw[:-32]).digest() == raw[-32:]
+    body = raw[:-32].replace(b'"version": 1', b'"version": 9')
+    config.write_bytes(body + hashlib.sha256(body).digest())
+    with pytest.raises(bt.UnsupportedVersionError, match="version 9") as caught:
+        bt.Repository.open(str(tmp_path / "repo"))
+    assert caught.value.found == 9
