@@ -285,7 +285,7 @@ impl PyRepository {
         asynchronous: bool,
         paths: Option<Paths>,
         set: &str,
-        tags: BTreeMap<String, String>,
+        tags: Option<BTreeMap<String, String>>,
         time: Option<&Bound<'_, PyAny>>,
         source: Option<PyRef<'_, PySource>>,
         hooks: Option<PyRef<'_, PyHooks>>,
@@ -317,7 +317,7 @@ impl PyRepository {
         backup_core::validate_set_name(set).map_err(to_py)?;
         let mut options = BackupOptions::default()
             .with_set(set)
-            .with_tags(tags)
+            .with_tags(tags.unwrap_or_default())
             .with_check_collision(check_collision);
         if let Some(time) = time_argument(time)? {
             options = options.with_time(time);
@@ -343,12 +343,12 @@ impl PyRepository {
         asynchronous: bool,
         backup: BackupRef,
         target: PathBuf,
-        include: Vec<String>,
+        include: Option<Vec<String>>,
         on_progress: Option<Py<PyAny>>,
     ) -> PyResult<Call<impl Future<Output = backup_core::Result<backup_core::RestoreSummary>>>>
     {
         let cancel = CancellationToken::new();
-        let mut options = RestoreOptions::default().with_include(include);
+        let mut options = RestoreOptions::default().with_include(include.unwrap_or_default());
         options.cancellation = Some(cancel.clone());
         let (sink, pump) = progress(py, asynchronous, on_progress)?;
         options.progress = sink;
@@ -639,14 +639,14 @@ impl PyRepository {
 
     /// Backs up `paths` (a directory source) or `source` as a new backup
     /// of `set`.
-    #[pyo3(signature = (paths=None, *, set="default", tags=BTreeMap::new(), time=None, source=None, hooks=None, check_collision=false, writer=None, on_progress=None))]
+    #[pyo3(signature = (paths=None, *, set="default", tags=None, time=None, source=None, hooks=None, check_collision=false, writer=None, on_progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn backup(
         &self,
         py: Python<'_>,
         paths: Option<Paths>,
         set: &str,
-        tags: BTreeMap<String, String>,
+        tags: Option<BTreeMap<String, String>>,
         time: Option<&Bound<'_, PyAny>>,
         source: Option<PyRef<'_, PySource>>,
         hooks: Option<PyRef<'_, PyHooks>>,
@@ -671,14 +671,14 @@ impl PyRepository {
     }
 
     /// `backup`, as an awaitable; `on_progress` is called on the event loop.
-    #[pyo3(signature = (paths=None, *, set="default", tags=BTreeMap::new(), time=None, source=None, hooks=None, check_collision=false, writer=None, on_progress=None))]
+    #[pyo3(signature = (paths=None, *, set="default", tags=None, time=None, source=None, hooks=None, check_collision=false, writer=None, on_progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn backup_async<'py>(
         &self,
         py: Python<'py>,
         paths: Option<Paths>,
         set: &str,
-        tags: BTreeMap<String, String>,
+        tags: Option<BTreeMap<String, String>>,
         time: Option<&Bound<'py, PyAny>>,
         source: Option<PyRef<'py, PySource>>,
         hooks: Option<PyRef<'py, PyHooks>>,
@@ -746,13 +746,13 @@ impl PyRepository {
 
     /// Restores a backup (or the paths `include` selects: globs or
     /// prefixes) into the directory `target`.
-    #[pyo3(signature = (backup, target, *, include=Vec::new(), on_progress=None))]
+    #[pyo3(signature = (backup, target, *, include=None, on_progress=None))]
     fn restore(
         &self,
         py: Python<'_>,
         backup: BackupRef,
         target: PathBuf,
-        include: Vec<String>,
+        include: Option<Vec<String>>,
         on_progress: Option<Py<PyAny>>,
     ) -> PyResult<PyRestoreSummary> {
         self.restore_call(py, false, backup, target, include, on_progress)?
@@ -760,13 +760,13 @@ impl PyRepository {
     }
 
     /// `restore`, as an awaitable.
-    #[pyo3(signature = (backup, target, *, include=Vec::new(), on_progress=None))]
+    #[pyo3(signature = (backup, target, *, include=None, on_progress=None))]
     fn restore_async<'py>(
         &self,
         py: Python<'py>,
         backup: BackupRef,
         target: PathBuf,
-        include: Vec<String>,
+        include: Option<Vec<String>>,
         on_progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         self.restore_call(py, true, backup, target, include, on_progress)?

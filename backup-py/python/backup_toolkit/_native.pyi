@@ -474,7 +474,7 @@ class Repository:
         paths: _StrPath | Sequence[_StrPath] | None = None,
         *,
         set: str = "default",
-        tags: Mapping[str, str] = ...,
+        tags: Mapping[str, str] | None = None,
         time: datetime | None = None,
         source: Source | None = None,
         hooks: Hooks | None = None,
@@ -487,7 +487,7 @@ class Repository:
         paths: _StrPath | Sequence[_StrPath] | None = None,
         *,
         set: str = "default",
-        tags: Mapping[str, str] = ...,
+        tags: Mapping[str, str] | None = None,
         time: datetime | None = None,
         source: Source | None = None,
         hooks: Hooks | None = None,
@@ -506,7 +506,7 @@ class Repository:
         backup: _BackupRef,
         target: _StrPath,
         *,
-        include: Sequence[str] = ...,
+        include: Sequence[str] | None = None,
         on_progress: _ProgressCallback | None = None,
     ) -> RestoreSummary: ...
     def restore_async(
@@ -514,7 +514,7 @@ class Repository:
         backup: _BackupRef,
         target: _StrPath,
         *,
-        include: Sequence[str] = ...,
+        include: Sequence[str] | None = None,
         on_progress: _ProgressCallback | None = None,
     ) -> Awaitable[RestoreSummary]: ...
     def restore_into(self, backup: _BackupRef, restorer: Restorer) -> StoreRestore: ...
