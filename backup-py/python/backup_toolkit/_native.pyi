@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Iterator, AsyncIterator, Mappin
 from datetime import datetime, timedelta
 from typing import Any, Literal, final
 
-from typing_extensions import disjoint_base
+from typing_extensions import TypedDict, Unpack, disjoint_base
 
 __version__: str
 __all__ = [
@@ -47,6 +47,21 @@ _StrPath = str | os.PathLike[str]
 _BackupRef = Backup | str
 _Status = Literal["completed", "partially_failed", "failed"]
 _ProgressCallback = Callable[[Progress], object]
+
+class _StorageOptions(TypedDict, total=False):
+    """The storage options of remote repositories; each defaults to its
+    ``BACKUP_*`` environment variable, as for backupctl."""
+
+    endpoint: str | None
+    region: str | None
+    allow_http: bool | None
+    sse_kms_key_id: str | None
+    sse_c_key_file: _StrPath | None
+    azure_emulator: bool | None
+    ssh_key: _StrPath | None
+    ssh_key_passphrase_file: _StrPath | None
+    known_hosts: _StrPath | None
+    host_key_fingerprint: str | None
 
 @final
 class ItemFailure:
@@ -395,16 +410,7 @@ class Repository:
         password: str | bytes | None = None,
         password_file: _StrPath | None = None,
         encryption: bool = True,
-        endpoint: str | None = None,
-        region: str | None = None,
-        allow_http: bool | None = None,
-        sse_kms_key_id: str | None = None,
-        sse_c_key_file: _StrPath | None = None,
-        azure_emulator: bool | None = None,
-        ssh_key: _StrPath | None = None,
-        ssh_key_passphrase_file: _StrPath | None = None,
-        known_hosts: _StrPath | None = None,
-        host_key_fingerprint: str | None = None,
+        **storage_options: Unpack[_StorageOptions],
     ) -> Repository: ...
     @classmethod
     def init_async(
@@ -414,16 +420,7 @@ class Repository:
         password: str | bytes | None = None,
         password_file: _StrPath | None = None,
         encryption: bool = True,
-        endpoint: str | None = None,
-        region: str | None = None,
-        allow_http: bool | None = None,
-        sse_kms_key_id: str | None = None,
-        sse_c_key_file: _StrPath | None = None,
-        azure_emulator: bool | None = None,
-        ssh_key: _StrPath | None = None,
-        ssh_key_passphrase_file: _StrPath | None = None,
-        known_hosts: _StrPath | None = None,
-        host_key_fingerprint: str | None = None,
+        **storage_options: Unpack[_StorageOptions],
     ) -> Awaitable[Repository]: ...
     @classmethod
     def open(
@@ -432,16 +429,7 @@ class Repository:
         *,
         password: str | bytes | None = None,
         password_file: _StrPath | None = None,
-        endpoint: str | None = None,
-        region: str | None = None,
-        allow_http: bool | None = None,
-        sse_kms_key_id: str | None = None,
-        sse_c_key_file: _StrPath | None = None,
-        azure_emulator: bool | None = None,
-        ssh_key: _StrPath | None = None,
-        ssh_key_passphrase_file: _StrPath | None = None,
-        known_hosts: _StrPath | None = None,
-        host_key_fingerprint: str | None = None,
+        **storage_options: Unpack[_StorageOptions],
     ) -> Repository: ...
     @classmethod
     def open_async(
@@ -450,16 +438,7 @@ class Repository:
         *,
         password: str | bytes | None = None,
         password_file: _StrPath | None = None,
-        endpoint: str | None = None,
-        region: str | None = None,
-        allow_http: bool | None = None,
-        sse_kms_key_id: str | None = None,
-        sse_c_key_file: _StrPath | None = None,
-        azure_emulator: bool | None = None,
-        ssh_key: _StrPath | None = None,
-        ssh_key_passphrase_file: _StrPath | None = None,
-        known_hosts: _StrPath | None = None,
-        host_key_fingerprint: str | None = None,
+        **storage_options: Unpack[_StorageOptions],
     ) -> Awaitable[Repository]: ...
     @property
     def location(self) -> str: ...
