@@ -49,7 +49,8 @@ cargo test --workspace --locked
 # The Python binding, installed as a user installs it (pip install
 # ./backup-py), but with the dev profile and the workspace's target directory
 # so that it reuses what the tests above compiled (a user's install builds
-# the release profile), then its type stubs, its typed tests and its tests.
+# the release profile), then its type stubs, its typed tests and examples,
+# and its tests.
 echo "== Python binding"
 python3 -m pip install --quiet --disable-pip-version-check mypy
 CARGO_TARGET_DIR="$PWD/target" MATURIN_PEP517_ARGS="--profile dev" \
@@ -57,7 +58,7 @@ CARGO_TARGET_DIR="$PWD/target" MATURIN_PEP517_ARGS="--profile dev" \
 (
     cd backup-py
     python3 -m mypy.stubtest backup_toolkit
-    python3 -m mypy --strict tests
+    python3 -m mypy --strict tests ../examples/python
     python3 -m pytest -q tests
 )
 
