@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use backup_core::{
     Backup, BackupOptions, CancellationToken, Error, ForgetOptions, InitOptions, PruneOptions,
-    Repository, RestoreOptions, Snapshotter, VerifyOptions,
+    Repository, RestoreOptions, VerifyOptions,
 };
 use backup_sinks::StorageOptions;
 use chrono::{DateTime, FixedOffset, Utc};
@@ -18,7 +18,7 @@ use crate::errors::{invalid, to_py};
 use crate::policy::PyKeepPolicy;
 use crate::reader::PyFileReader;
 use crate::runtime::{async_progress, awaitable, wait, ProgressPump};
-use crate::sources::{PyHooks, PyRestorer, PySource};
+use crate::sources::{snapshotter_for, Paths, PyHooks, PyRestorer, PySource};
 use crate::types::{
     Bytes, PyBackup, PyBackupSummary, PyEntry, PyForgetDecision, PyPruneReport, PyRestoreSummary,
     PyStoreRestore, PyVerifyReport,
@@ -29,13 +29,6 @@ use crate::types::{
 enum Secret {
     Text(String),
     Bytes(Vec<u8>),
-}
-
-/// One path or several.
-#[derive(FromPyObject)]
-enum Paths {
-    One(PathBuf),
-    Many(Vec<PathBuf>),
 }
 
 /// A backup: a `Backup` object, or a selector (`latest`, an id or a unique
@@ -137,17 +130,13 @@ impl PasswordSource {
     }
 
     fn read(self) -> backup_core::Result<Option<Vec<u8>>> {
-        use backup_sinks::location::env;
         if let Some(password) = self.given {
             return Ok(Some(password));
         }
-        let file = self
-            .file
-            .or_else(|| std::env::var_os(env::PASSWORD_FILE).map(PathBuf::from));
-        if let Some(file) = file {
-            return backup_sinks::read_password_file(&file).map(Some);
-        }
-        Ok(std::env::var_os(env::PASSWORD).map(|value| value.into_encoded_bytes()))
+        let file = self.file.or_else(|| {
+            std::env::var_os(backup_sinks::location::env::PASSWORD_FILE).map(PathBuf::from)
+        });
+        backup_sinks::read_password(file.as_deref())
     }
 }
 
@@ -293,28 +282,7 @@ impl PyRepository {
         writer: Option<String>,
         on_progress: Option<Py<PyAny>>,
     ) -> PyResult<Call<impl Future<Output = backup_core::Result<backup_core::BackupSummary>>>> {
-        let snapshotter: Box<dyn Snapshotter> = match (paths, source) {
-            (Some(_), Some(_)) => {
-                return Err(invalid("give paths or source, not both"));
-            }
-            (None, None) => return Err(invalid("nothing to back up: give paths or a source")),
-            (Some(paths), None) => {
-                let paths = match paths {
-                    Paths::One(path) => vec![path],
-                    Paths::Many(paths) => paths,
-                };
-                if paths.is_empty() {
-                    return Err(invalid("nothing to back up: paths is empty"));
-                }
-                Box::new(backup_core::DirectorySnapshotter::new(paths))
-            }
-            (None, Some(source)) => source.snapshotter(),
-        };
-        let snapshotter = match hooks {
-            Some(hooks) => hooks.around(snapshotter),
-            None => snapshotter,
-        };
-        backup_core::validate_set_name(set).map_err(to_py)?;
+        let snapshotter = snapshotter_for(paths, source, hooks)?;
         let mut options = BackupOptions::default()
             .with_set(set)
             .with_tags(tags.unwrap_or_default())
@@ -486,11 +454,9 @@ impl PyRepository {
         let repository = self.inner.clone();
         Call::new(async move {
             let backup = backup.resolve(&repository, None).await?;
-            let mut reader = repository.open_file(&backup, &path).await?;
+            let reader = repository.open_file(&backup, &path).await?;
             let mut bytes = Vec::with_capacity(usize::try_from(reader.size()).unwrap_or(0));
-            while let Some(chunk) = reader.next_chunk().await? {
-                bytes.extend_from_slice(&chunk);
-            }
+            reader.copy_to(&mut bytes).await?;
             Ok(bytes)
         })
     }

@@ -22,9 +22,10 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::errors::{backup_error, to_py};
 use crate::types::PyProgress;
 
-/// How long a synchronous call waits without the GIL between two checks
-/// for signals and progress.
-const TICK: Duration = Duration::from_millis(50);
+/// How long a synchronous call (and the scheduler's `run` and `stop`)
+/// waits without the GIL between two checks for signals, progress and
+/// Python jobs.
+pub(crate) const TICK: Duration = Duration::from_millis(50);
 
 /// How long an interrupted operation may take to stop after its
 /// cancellation before it is dropped.

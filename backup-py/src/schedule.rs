@@ -25,12 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::errors::{backup_error, invalid};
 use crate::policy::PyKeepPolicy;
 use crate::repository::PyRepository;
-use crate::runtime::runtime;
-use crate::sources::{PyHooks, PySource};
-
-/// How long `run` and `stop` wait without the GIL between two looks at
-/// their queues and at signals.
-const TICK: Duration = Duration::from_millis(50);
+use crate::runtime::{runtime, TICK};
+use crate::sources::{snapshotter_for, Paths, PyHooks, PySource};
 
 /// What a job does. Made once per job, so the size of a backup job's
 /// settings does not matter.
@@ -277,7 +273,7 @@ impl PyScheduler {
         name: String,
         cron: &str,
         repository: PyRef<'_, PyRepository>,
-        paths: Option<Vec<std::path::PathBuf>>,
+        paths: Option<Paths>,
         source: Option<PyRef<'_, PySource>>,
         hooks: Option<PyRef<'_, PyHooks>>,
         set: &str,
@@ -287,17 +283,8 @@ impl PyScheduler {
         jitter: Option<Duration>,
         stale_after_grace: Option<Duration>,
     ) -> PyResult<()> {
-        let snapshotter: Box<dyn Snapshotter> = match (paths, source) {
-            (Some(paths), None) if !paths.is_empty() => {
-                Box::new(backup_core::DirectorySnapshotter::new(paths))
-            }
-            (None, Some(source)) => source.snapshotter(),
-            _ => return Err(invalid("a backup job takes paths or a source")),
-        };
-        let snapshotter = match hooks {
-            Some(hooks) => hooks.around(snapshotter),
-            None => snapshotter,
-        };
+        let snapshotter = snapshotter_for(paths, source, hooks)?;
+        // Checked now, when the job is defined, not at its first run.
         backup_core::validate_set_name(set).map_err(crate::errors::to_py)?;
         let work = Work::Backup {
             repository: repository.inner().clone(),

@@ -15,6 +15,41 @@ use pyo3::prelude::*;
 
 use crate::errors::invalid;
 
+/// One path or several.
+#[derive(FromPyObject)]
+pub(crate) enum Paths {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
+}
+
+/// The snapshotter of a backup call: the directory source of `paths`, or
+/// `source`, with `hooks` around it.
+pub(crate) fn snapshotter_for(
+    paths: Option<Paths>,
+    source: Option<PyRef<'_, PySource>>,
+    hooks: Option<PyRef<'_, PyHooks>>,
+) -> PyResult<Box<dyn Snapshotter>> {
+    let snapshotter: Box<dyn Snapshotter> = match (paths, source) {
+        (Some(_), Some(_)) => return Err(invalid("give paths or source, not both")),
+        (None, None) => return Err(invalid("nothing to back up: give paths or a source")),
+        (Some(paths), None) => {
+            let paths = match paths {
+                Paths::One(path) => vec![path],
+                Paths::Many(paths) => paths,
+            };
+            if paths.is_empty() {
+                return Err(invalid("nothing to back up: paths is empty"));
+            }
+            Box::new(DirectorySnapshotter::new(paths))
+        }
+        (None, Some(source)) => source.snapshotter(),
+    };
+    Ok(match hooks {
+        Some(hooks) => hooks.around(snapshotter),
+        None => snapshotter,
+    })
+}
+
 /// What a source is.
 #[derive(Clone)]
 enum SourceSpec {

@@ -40,5 +40,5 @@ pub mod sftp;
 
 pub mod location;
 pub use self::location::{
-    local_root, open_sink, read_password_file, read_secret_file, StorageOptions,
+    local_root, open_sink, read_password, read_password_file, read_secret_file, StorageOptions,
 };

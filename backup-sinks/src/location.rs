@@ -273,6 +273,20 @@ pub fn read_password_file(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The repository password: the content of `file` (without one trailing
+/// line ending) when one is given, else the [`env::PASSWORD`] variable,
+/// else none.
+///
+/// # Errors
+///
+/// [`Error::Io`] when the file cannot be read.
+pub fn read_password(file: Option<&Path>) -> Result<Option<Vec<u8>>> {
+    match file {
+        Some(file) => read_password_file(file).map(Some),
+        None => Ok(std::env::var_os(env::PASSWORD).map(|value| value.into_encoded_bytes())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;

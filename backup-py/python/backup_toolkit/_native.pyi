@@ -591,7 +591,7 @@ class Scheduler:
         name: str,
         cron: str,
         repository: Repository,
-        paths: Sequence[_StrPath] | None = None,
+        paths: _StrPath | Sequence[_StrPath] | None = None,
         *,
         source: Source | None = None,
         hooks: Hooks | None = None,
