@@ -135,10 +135,14 @@ pub use outcome::{FailureKind, ItemFailure, Status};
 pub use snapshot::{
     CommandRestorer, CommandSnapshotter, DirectoryRestorer, DirectorySnapshotter, Entry, Finisher,
     Hook, HookCallback, HookPoint, Hooks, OnError, Restorer, Snapshot, Snapshotter, StoreRestore,
-    WithHooks, DEFAULT_HOOK_TIMEOUT,
+    TarCapture, WithHooks, DEFAULT_HOOK_TIMEOUT,
 };
 #[cfg(feature = "etcd")]
 pub use snapshot::{EtcdRestorer, EtcdSnapshotter, EtcdTls, ETCD_SNAPSHOT_FILE};
+#[cfg(feature = "postgres")]
+pub use snapshot::{
+    PostgresMode, PostgresRestorer, PostgresSnapshotter, POSTGRES_DATA_DIR, POSTGRES_GLOBALS_FILE,
+};
 #[cfg(feature = "redis")]
 pub use snapshot::{RedisRestorer, RedisSnapshotter, REDIS_SNAPSHOT_FILE};
 

@@ -44,6 +44,7 @@ mod packing;
 pub(crate) mod restore;
 mod small_files;
 mod streams;
+mod tar_stream;
 mod walk;
 mod writer;
 

@@ -118,6 +118,9 @@ impl BackupWriter {
                     self.archive_path(path, name, None, parent.cloned()).await
                 }
                 Entry::Stream { reader, mode, .. } => self.archive_stream(name, reader, mode).await,
+                Entry::Tar {
+                    reader, capture, ..
+                } => self.archive_tar(name, reader, capture).await,
             };
             match outcome {
                 Ok(Some(node)) => nodes.push(node),

@@ -206,7 +206,7 @@ async fn backup_registered(
         .iter()
         .filter_map(|entry| match entry {
             crate::snapshot::Entry::Path { path, .. } => Some(path.clone()),
-            crate::snapshot::Entry::Stream { .. } => None,
+            crate::snapshot::Entry::Stream { .. } | crate::snapshot::Entry::Tar { .. } => None,
         })
         .collect();
     // Streams have no size known in advance; trees are counted beside

@@ -22,15 +22,23 @@ mod directory;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod hooks;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
 mod restorer;
+#[cfg(any(feature = "postgres", feature = "mariadb"))]
+mod tool;
 
 pub use command::CommandSnapshotter;
 pub use directory::DirectorySnapshotter;
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdRestorer, EtcdSnapshotter, EtcdTls, ETCD_SNAPSHOT_FILE};
 pub use hooks::{Hook, HookCallback, HookPoint, Hooks, OnError, WithHooks, DEFAULT_HOOK_TIMEOUT};
+#[cfg(feature = "postgres")]
+pub use postgres::{
+    PostgresMode, PostgresRestorer, PostgresSnapshotter, POSTGRES_DATA_DIR, POSTGRES_GLOBALS_FILE,
+};
 #[cfg(feature = "redis")]
 pub use redis::{RedisRestorer, RedisSnapshotter, REDIS_SNAPSHOT_FILE};
 pub(crate) use restorer::check_kind;
@@ -56,6 +64,74 @@ pub enum Entry {
         /// Permission bits to restore the file with.
         mode: u32,
     },
+    /// A tar stream (ustar, GNU or pax), stored as the directory tree it
+    /// holds under `name`: each member a file, directory or symlink of
+    /// its own, so that the next backup deduplicates file by file.
+    ///
+    /// Member paths are relative (a leading `./` is dropped); a member
+    /// whose path is absolute or climbs out with `..` fails the backup, as
+    /// does a truncated or damaged stream. Hard links, devices and FIFOs
+    /// are refused. Permission bits and modification times are kept,
+    /// owners are not (the restored files belong to whoever restores).
+    Tar {
+        /// Name of the directory at the backup's root.
+        name: String,
+        /// The stream; read on a blocking thread.
+        reader: Box<dyn Read + Send>,
+        /// Members whose contents the snapshotter wants to see as they
+        /// pass (a label, a manifest), to record facts from them.
+        capture: Option<TarCapture>,
+    },
+}
+
+/// Copies of chosen members of an [`Entry::Tar`] stream, taken as the
+/// stream is archived: how a snapshotter learns facts (a backup label,
+/// a manifest) from a stream it does not read itself.
+///
+/// # Examples
+///
+/// ```
+/// use backup_core::TarCapture;
+/// let capture = TarCapture::new(["backup_label"]);
+/// assert!(capture.get("backup_label").is_none()); // nothing archived yet
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct TarCapture {
+    wanted: std::sync::Arc<[String]>,
+    captured: std::sync::Arc<std::sync::Mutex<BTreeMap<String, Vec<u8>>>>,
+}
+
+impl TarCapture {
+    /// Members larger than this are not captured (they are still archived).
+    pub const LIMIT: u64 = 64 << 20;
+
+    /// Captures the members at these paths (relative, as in the stream
+    /// without its leading `./`).
+    pub fn new<I, S>(paths: I) -> TarCapture
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        TarCapture {
+            wanted: paths.into_iter().map(Into::into).collect(),
+            captured: Default::default(),
+        }
+    }
+
+    /// The contents of the member at `path`, once archived.
+    pub fn get(&self, path: &str) -> Option<Vec<u8>> {
+        self.captured.lock().ok()?.get(path).cloned()
+    }
+
+    pub(crate) fn wants(&self, path: &str, size: u64) -> bool {
+        size <= Self::LIMIT && self.wanted.iter().any(|wanted| wanted == path)
+    }
+
+    pub(crate) fn put(&self, path: &str, contents: Vec<u8>) {
+        if let Ok(mut captured) = self.captured.lock() {
+            captured.insert(path.to_string(), contents);
+        }
+    }
 }
 
 impl std::fmt::Debug for Entry {
@@ -71,6 +147,11 @@ impl std::fmt::Debug for Entry {
                 .field("name", name)
                 .field("mode", mode)
                 .finish(),
+            Entry::Tar { name, capture, .. } => f
+                .debug_struct("Tar")
+                .field("name", name)
+                .field("capture", capture)
+                .finish(),
         }
     }
 }
@@ -79,7 +160,7 @@ impl Entry {
     /// The entry's name at the backup's root.
     pub fn name(&self) -> &str {
         match self {
-            Entry::Path { name, .. } | Entry::Stream { name, .. } => name,
+            Entry::Path { name, .. } | Entry::Stream { name, .. } | Entry::Tar { name, .. } => name,
         }
     }
 }

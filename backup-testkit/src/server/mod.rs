@@ -18,6 +18,7 @@
 
 pub mod azure;
 pub mod etcd;
+pub mod postgres;
 pub mod redis;
 pub mod s3;
 pub mod sshd;

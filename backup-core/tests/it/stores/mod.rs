@@ -4,6 +4,7 @@
 
 mod conformance;
 mod etcd;
+mod postgres;
 mod redis;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
