@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the servers that the backup-sinks integration tests start on
 # 127.0.0.1: s3s-fs and moto (S3), Azurite (Azure Blob), OpenSSH (SFTP), and
-# the data stores the snapshotters' tests back up: etcd and Redis.
+# the data stores the snapshotters' tests back up: etcd, Redis, PostgreSQL
+# and MariaDB (with pgBackRest, the PostgreSQL benchmark's peer).
 #
 # Idempotent: each step is skipped when its program is already installed.
 # Meant for a fresh Debian machine, run as root (as scripts/test.sh and CI
@@ -16,6 +17,11 @@
 #   sshd          /usr/sbin/sshd                 (Debian openssh-server)
 #   etcd, etcdctl /usr/bin                       (Debian etcd-server, etcd-client)
 #   redis-server  /usr/bin                       (Debian redis-server)
+#   postgres, pg_basebackup, pgbench ...
+#                 /usr/lib/postgresql/MAJOR/bin  (Debian postgresql)
+#   pgbackrest    /usr/bin                       (Debian pgbackrest)
+#   mariadbd      /usr/sbin; mariadb-dump, mariadb-backup /usr/bin
+#                 (Debian mariadb-server, mariadb-backup)
 #   cargo-deny    ~/.cargo/bin/cargo-deny        (cargo install; the dependency
 #                 policy check of scripts/test.sh, not a server)
 set -euo pipefail
@@ -77,14 +83,20 @@ else
     fi
 fi
 
-# --- Data stores: etcd and Redis (Debian) -----------------------------------------
+# --- Data stores: etcd, Redis, PostgreSQL, MariaDB (Debian) -------------------------
 stores=()
 command -v openssl >/dev/null || stores+=(openssl)
 command -v etcd >/dev/null || stores+=(etcd-server)
 command -v etcdctl >/dev/null || stores+=(etcd-client)
 command -v redis-server >/dev/null || stores+=(redis-server)
+# PostgreSQL's programs live in /usr/lib/postgresql/MAJOR/bin; pgbench comes
+# with them (postgresql-contrib on older releases).
+ls /usr/lib/postgresql/*/bin/pg_basebackup >/dev/null 2>&1 || stores+=(postgresql postgresql-contrib)
+command -v pgbackrest >/dev/null || stores+=(pgbackrest)
+[ -x /usr/sbin/mariadbd ] || stores+=(mariadb-server)
+command -v mariadb-backup >/dev/null || stores+=(mariadb-backup)
 if [ "${#stores[@]}" -eq 0 ]; then
-    echo "etcd, redis: already installed"
+    echo "etcd, redis, postgresql, mariadb: already installed"
 else
     echo "data stores: installing ${stores[*]} from Debian"
     if ! DEBIAN_FRONTEND=noninteractive apt-get install -y "${stores[@]}"; then
@@ -94,7 +106,7 @@ else
 fi
 # Debian starts the packaged services; the tests start their own servers on
 # other ports, so stop these to keep the machine quiet.
-for service in etcd redis-server; do
+for service in etcd redis-server postgresql mariadb; do
     if command -v systemctl >/dev/null 2>&1; then systemctl stop "$service" >/dev/null 2>&1 || true; fi
 done
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use backup_core::{
     CommandSnapshotter, DirectorySnapshotter, Error, EtcdSnapshotter, EtcdTls, Hook, Hooks,
-    OnError, RedisSnapshotter, Snapshotter, DEFAULT_HOOK_TIMEOUT,
+    OnError, PostgresMode, PostgresSnapshotter, RedisSnapshotter, Snapshotter,
+    DEFAULT_HOOK_TIMEOUT,
 };
 use serde::Deserialize;
 
@@ -37,6 +38,35 @@ pub(crate) enum SourceConfig {
     Etcd(EtcdSource),
     /// A Redis server: BGSAVE, then its RDB.
     Redis(RedisSource),
+    /// A PostgreSQL server: a base backup or dumps.
+    Postgres(PostgresSource),
+}
+
+/// The settings of a PostgreSQL source.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PostgresSource {
+    /// A libpq connection string: `postgresql://user@host:port/db` or
+    /// `host=... user=...` (the password better in `password_file`).
+    pub(crate) url: String,
+    /// `physical` (default: pg_basebackup) or `logical` (pg_dump).
+    #[serde(default)]
+    pub(crate) mode: Option<String>,
+    /// File holding the password (else libpq's PGPASSWORD or ~/.pgpass).
+    #[serde(default)]
+    pub(crate) password_file: Option<PathBuf>,
+    /// Directory of psql, pg_basebackup, pg_dump (default: the PATH).
+    #[serde(default)]
+    pub(crate) bin_dir: Option<PathBuf>,
+    /// Logical: the databases (default: all that accept connections).
+    #[serde(default)]
+    pub(crate) databases: Vec<String>,
+    /// Logical: parallel pg_dump jobs per database (directory format).
+    #[serde(default)]
+    pub(crate) jobs: Option<u32>,
+    /// Logical: dump roles and tablespaces too (default true).
+    #[serde(default)]
+    pub(crate) globals: Option<bool>,
 }
 
 /// The settings of an etcd source.
@@ -179,6 +209,9 @@ impl SourceConfig {
             SourceConfig::Redis(redis) if redis.url.trim().is_empty() => {
                 Some("the redis source has an empty `url`")
             }
+            SourceConfig::Postgres(pg) if pg.url.trim().is_empty() => {
+                Some("the postgres source has an empty `url`")
+            }
             _ => None,
         }
     }
@@ -236,6 +269,25 @@ impl SourceConfig {
                     "the Redis password",
                 )? {
                     snapshotter = snapshotter.with_password(redis.user.clone(), password);
+                }
+                Box::new(snapshotter)
+            }
+            SourceConfig::Postgres(pg) => {
+                let mode = match pg.mode.as_deref() {
+                    Some(mode) => mode.parse::<PostgresMode>()?,
+                    None => PostgresMode::Physical,
+                };
+                let mut snapshotter = PostgresSnapshotter::new(pg.url.clone())
+                    .with_mode(mode)
+                    .with_databases(pg.databases.clone())
+                    .with_globals(pg.globals.unwrap_or(true))
+                    .with_jobs(pg.jobs.unwrap_or(1));
+                if let Some(dir) = &pg.bin_dir {
+                    snapshotter = snapshotter.with_bin_dir(dir.clone());
+                }
+                if let Some(file) = &pg.password_file {
+                    snapshotter = snapshotter
+                        .with_password(read_secret_file(file, "the PostgreSQL password")?);
                 }
                 Box::new(snapshotter)
             }

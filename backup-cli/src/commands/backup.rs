@@ -14,7 +14,7 @@ use crate::cli::Common;
 use crate::output::{human_bytes, out, print_json};
 use crate::progress::progress_sink;
 use crate::repository::open;
-use crate::source::{EtcdSource, HooksConfig, RedisSource, SourceConfig};
+use crate::source::{EtcdSource, HooksConfig, PostgresSource, RedisSource, SourceConfig};
 
 /// The kinds of source `--source` takes.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +27,17 @@ pub(crate) enum SourceKind {
     Etcd,
     /// A Redis server (`--redis-url`).
     Redis,
+    /// A PostgreSQL server (`--pg-url`, `--pg-mode`).
+    Postgres,
+}
+
+/// `--pg-mode`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PgMode {
+    /// A base backup (pg_basebackup), restored into a data directory.
+    Physical,
+    /// Dumps (pg_dump, pg_dumpall --globals-only), restored into a server.
+    Logical,
 }
 
 /// `--etcd-*` and `--redis-*` options of `backup --source`.
@@ -74,6 +85,34 @@ pub(crate) struct StoreSourceArgs {
     /// directory is not on this host.
     #[arg(long)]
     redis_replication: bool,
+    /// The PostgreSQL server: a libpq connection string,
+    /// postgresql://USER@HOST:PORT/DB or "host=... user=...".
+    #[arg(long, env = "BACKUP_PG_URL", value_name = "CONNINFO")]
+    pg_url: Option<String>,
+    /// physical (pg_basebackup; the role needs REPLICATION) or logical
+    /// (pg_dump of each database, pg_dumpall --globals-only).
+    #[arg(long, value_enum, default_value_t = PgMode::Physical)]
+    pg_mode: PgMode,
+    /// File holding the PostgreSQL password (else PGPASSWORD or ~/.pgpass,
+    /// as libpq looks them up).
+    #[arg(long, value_name = "FILE")]
+    pg_password_file: Option<PathBuf>,
+    /// Directory of psql, pg_basebackup and pg_dump (default: the PATH;
+    /// Debian: /usr/lib/postgresql/MAJOR/bin).
+    #[arg(long, value_name = "DIR")]
+    pg_bin_dir: Option<PathBuf>,
+    /// Logical: dump this database (repeatable; default: all that accept
+    /// connections).
+    #[arg(long = "pg-database", value_name = "NAME")]
+    pg_databases: Vec<String>,
+    /// Logical: parallel pg_dump jobs per database (directory format,
+    /// staged in a temporary directory).
+    #[arg(long, value_name = "N")]
+    pg_jobs: Option<u32>,
+    /// Logical: leave out roles and tablespaces (pg_dumpall needs a
+    /// superuser).
+    #[arg(long)]
+    pg_no_globals: bool,
     /// Run this command line before the snapshot (an argv, no shell;
     /// repeatable, in order).
     #[arg(long = "hook-before", value_name = "COMMAND")]
@@ -167,12 +206,10 @@ pub(crate) async fn run(args: BackupArgs) -> Result<ExitCode, Error> {
         )));
     }
     let config = match kind {
-        SourceKind::Directory if paths.is_empty() => {
-            return Err(Error::InvalidArgument(
-                "nothing to back up: give paths, --stdin-from-command or --source etcd|redis"
-                    .into(),
-            ))
-        }
+        SourceKind::Directory if paths.is_empty() => return Err(Error::InvalidArgument(
+            "nothing to back up: give paths, --stdin-from-command or --source etcd|redis|postgres"
+                .into(),
+        )),
         SourceKind::Directory => SourceConfig::Directory { paths },
         SourceKind::Command => SourceConfig::Command {
             command: stdin_from_command.ok_or_else(|| {
@@ -201,6 +238,23 @@ pub(crate) async fn run(args: BackupArgs) -> Result<ExitCode, Error> {
             password_file: stores.redis_password_file,
             data_dir: stores.redis_data_dir,
             replication: stores.redis_replication,
+        }),
+        SourceKind::Postgres => SourceConfig::Postgres(PostgresSource {
+            url: stores.pg_url.ok_or_else(|| {
+                Error::InvalidArgument("--source postgres needs --pg-url (or BACKUP_PG_URL)".into())
+            })?,
+            mode: Some(
+                match stores.pg_mode {
+                    PgMode::Physical => "physical",
+                    PgMode::Logical => "logical",
+                }
+                .into(),
+            ),
+            password_file: stores.pg_password_file,
+            bin_dir: stores.pg_bin_dir,
+            databases: stores.pg_databases,
+            jobs: stores.pg_jobs,
+            globals: Some(!stores.pg_no_globals),
         }),
     };
     let hook_timeout = stores

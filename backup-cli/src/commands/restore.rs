@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use backup_core::{Error, EtcdRestorer, RedisRestorer, RestoreOptions, Restorer, Status};
+use backup_core::{
+    Error, EtcdRestorer, PostgresRestorer, RedisRestorer, RestoreOptions, Restorer, Status,
+};
 use clap::Args;
 use serde_json::json;
 
@@ -34,11 +36,13 @@ pub(crate) struct RestoreArgs {
     #[arg(long, required_unless_present = "to")]
     target: Option<PathBuf>,
     /// Restore into a store instead: an etcd member's new data directory,
-    /// or a stopped Redis's data directory (with --data-dir).
-    #[arg(long, value_enum, requires = "data_dir", conflicts_with_all = ["target", "select", "include"])]
+    /// a stopped Redis's data directory (with --data-dir), a PostgreSQL
+    /// data directory (a physical backup, --data-dir) or server (a logical
+    /// one, --pg-url).
+    #[arg(long, value_enum, conflicts_with_all = ["target", "select", "include"])]
     to: Option<StoreKind>,
-    /// The store's data directory (absent or empty for etcd; without an
-    /// RDB or AOF for Redis).
+    /// The store's data directory (absent or empty for etcd and
+    /// PostgreSQL; without an RDB or AOF for Redis).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// The restored etcd member's name.
@@ -56,6 +60,17 @@ pub(crate) struct RestoreArgs {
     /// The Redis configuration file, checked for `appendonly yes`.
     #[arg(long, value_name = "FILE")]
     redis_config: Option<PathBuf>,
+    /// The PostgreSQL server a logical backup is restored into (a libpq
+    /// connection string).
+    #[arg(long, env = "BACKUP_PG_URL", value_name = "CONNINFO")]
+    pg_url: Option<String>,
+    /// File holding the PostgreSQL password (else PGPASSWORD or ~/.pgpass).
+    #[arg(long, value_name = "FILE")]
+    pg_password_file: Option<PathBuf>,
+    /// Directory of PostgreSQL's programs: pg_restore and psql, and the
+    /// postgres whose major version a physical backup must match.
+    #[arg(long, value_name = "DIR")]
+    pg_bin_dir: Option<PathBuf>,
     /// Restore only what matches this glob (repeatable).
     #[arg(long = "include", value_name = "GLOB")]
     include: Vec<String>,
@@ -68,6 +83,8 @@ pub(crate) enum StoreKind {
     Etcd,
     /// A stopped Redis server's data directory (dump.rdb).
     Redis,
+    /// A PostgreSQL data directory (physical) or server (logical).
+    Postgres,
 }
 
 /// Restores what the arguments select and prints what was restored.
@@ -199,11 +216,35 @@ async fn restore_one(args: RestoreArgs, backup: &str) -> Result<ExitCode, Error>
 
 /// `restore BACKUP --to etcd|redis --data-dir DIR`: into a store.
 async fn restore_store(args: RestoreArgs, backup: &str) -> Result<ExitCode, Error> {
-    let data_dir = args
-        .data_dir
-        .clone()
-        .ok_or_else(|| Error::InvalidArgument("--to needs --data-dir".into()))?;
+    let data_dir = match (&args.data_dir, args.to) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(StoreKind::Postgres)) => PathBuf::new(),
+        (None, _) => return Err(Error::InvalidArgument("--to needs --data-dir".into())),
+    };
     let restorer: Box<dyn Restorer> = match args.to {
+        Some(StoreKind::Postgres) => {
+            let mut restorer = match (&args.data_dir, &args.pg_url) {
+                (Some(dir), _) => PostgresRestorer::physical(dir),
+                (None, Some(url)) => PostgresRestorer::logical(url),
+                _ => {
+                    return Err(Error::InvalidArgument(
+                        "--to postgres needs --data-dir DIR (a physical backup) or --pg-url \
+                         CONNINFO (a logical one)"
+                            .into(),
+                    ))
+                }
+            };
+            if let Some(dir) = &args.pg_bin_dir {
+                restorer = restorer.with_bin_dir(dir);
+            }
+            if let Some(file) = &args.pg_password_file {
+                restorer = restorer.with_password(crate::password::read_secret_file(
+                    file,
+                    "the PostgreSQL password",
+                )?);
+            }
+            Box::new(restorer)
+        }
         Some(StoreKind::Redis) => {
             let mut restorer = RedisRestorer::new(&data_dir);
             if let Some(config) = &args.redis_config {

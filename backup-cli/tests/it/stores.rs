@@ -1,10 +1,12 @@
-//! `backupctl` with data stores: `backup --source etcd|redis` with hooks,
-//! `show`, `dump`, `restore --to etcd|redis`, and `export --presign`.
+//! `backupctl` with data stores: `backup --source etcd|redis|postgres` with
+//! hooks, `show`, `dump`, `restore --to etcd|redis|postgres`, and `export
+//! --presign`.
 
 use std::path::Path;
 
 use backup_testkit::server::candidate_port;
 use backup_testkit::server::etcd::{etcdctl, Etcd};
+use backup_testkit::server::postgres::{self, Postgres, PostgresOptions};
 use backup_testkit::server::redis::Redis;
 use backup_testkit::server::s3::start_s3s_fs;
 
@@ -251,6 +253,146 @@ fn redis_through_backupctl_and_restore_into_a_fresh_server() {
     .ok();
     let restored = Redis::start_on(&data_dir);
     assert_eq!(restored.cli(&["DEBUG", "DIGEST"]), digest);
+}
+
+#[test]
+fn postgres_physical_and_logical_through_backupctl_into_fresh_servers() {
+    let pg = Postgres::start_with(PostgresOptions {
+        password: Some("pg secret".into()),
+        ..PostgresOptions::default()
+    });
+    pg.sql(
+        "postgres",
+        "CREATE TABLE orders (id int PRIMARY KEY, total numeric); \
+         INSERT INTO orders SELECT i, i * 1.5 FROM generate_series(1, 1000) i",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let password = dir.path().join("pg.password");
+    std::fs::write(&password, "pg secret\n").unwrap();
+    let url = format!("postgresql://postgres@127.0.0.1:{}/postgres", pg.port());
+    let bin_dir = postgres::bin_dir();
+    let bin_dir = bin_dir.to_str().unwrap();
+    let mut backups = Vec::new();
+    for mode in ["physical", "logical"] {
+        let backup = repo
+            .run([
+                "backup",
+                "--json",
+                "--set",
+                &format!("pg-{mode}"),
+                "--source",
+                "postgres",
+                "--pg-url",
+                &url,
+                "--pg-mode",
+                mode,
+                "--pg-password-file",
+                password.to_str().unwrap(),
+                "--pg-bin-dir",
+                bin_dir,
+            ])
+            .ok()
+            .json();
+        assert_eq!(backup["source"]["kind"], "postgres");
+        assert_eq!(backup["facts"]["mode"], mode);
+        assert!(
+            !backup.to_string().contains("pg secret"),
+            "the password was printed"
+        );
+        backups.push(backup);
+    }
+    assert!(backups[0]["facts"]["start_lsn"].is_string());
+    let shown = repo
+        .run(["show", "latest", "--set", "pg-physical"])
+        .ok()
+        .stdout;
+    assert!(shown.contains("system_identifier"), "{shown}");
+
+    // A wrong password: the server's own refusal, nothing recorded.
+    std::fs::write(dir.path().join("wrong"), "nope\n").unwrap();
+    let refused = repo
+        .run([
+            "backup",
+            "--set",
+            "pg-physical",
+            "--source",
+            "postgres",
+            "--pg-url",
+            &url,
+            "--pg-password-file",
+            dir.path().join("wrong").to_str().unwrap(),
+            "--pg-bin-dir",
+            bin_dir,
+        ])
+        .fails();
+    assert!(
+        refused.stderr.contains("password authentication failed"),
+        "{}",
+        refused.describe()
+    );
+    assert_eq!(
+        repo.run(["list", "--json"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Physical: into a new data directory, then a server started on it.
+    let place = tempfile::tempdir().unwrap();
+    let data_dir = place.path().join("data");
+    let restored = repo
+        .run([
+            "restore",
+            "latest",
+            "--set",
+            "pg-physical",
+            "--to",
+            "postgres",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--pg-bin-dir",
+            bin_dir,
+        ])
+        .ok()
+        .stdout;
+    assert!(restored.contains("restored postgres backup"), "{restored}");
+    let verified = Postgres::run("pg_verifybackup", &[data_dir.to_str().unwrap()]);
+    assert!(verified.contains("successfully verified"), "{verified}");
+    let physical = Postgres::start_on(
+        &data_dir,
+        PostgresOptions {
+            password: Some("pg secret".into()),
+            ..PostgresOptions::default()
+        },
+    );
+    assert_eq!(
+        physical.sql("postgres", "SELECT sum(total) FROM orders"),
+        "750750.0"
+    );
+
+    // Logical: into a fresh server.
+    let fresh = Postgres::start();
+    repo.run([
+        "restore",
+        "latest",
+        "--set",
+        "pg-logical",
+        "--to",
+        "postgres",
+        "--pg-url",
+        &fresh.url(),
+        "--pg-bin-dir",
+        bin_dir,
+    ])
+    .ok();
+    assert_eq!(
+        fresh.sql("postgres", "SELECT sum(total) FROM orders"),
+        "750750.0"
+    );
 }
 
 #[test]
