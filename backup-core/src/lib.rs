@@ -139,6 +139,10 @@ pub use snapshot::{
 };
 #[cfg(feature = "etcd")]
 pub use snapshot::{EtcdRestorer, EtcdSnapshotter, EtcdTls, ETCD_SNAPSHOT_FILE};
+#[cfg(feature = "mariadb")]
+pub use snapshot::{
+    MariadbMode, MariadbRestorer, MariadbSnapshotter, MARIADB_BACKUP_DIR, MARIADB_DUMP_FILE,
+};
 #[cfg(feature = "postgres")]
 pub use snapshot::{
     PostgresMode, PostgresRestorer, PostgresSnapshotter, POSTGRES_DATA_DIR, POSTGRES_GLOBALS_FILE,

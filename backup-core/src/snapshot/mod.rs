@@ -22,6 +22,8 @@ mod directory;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod hooks;
+#[cfg(feature = "mariadb")]
+mod mariadb;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]
@@ -35,6 +37,10 @@ pub use directory::DirectorySnapshotter;
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdRestorer, EtcdSnapshotter, EtcdTls, ETCD_SNAPSHOT_FILE};
 pub use hooks::{Hook, HookCallback, HookPoint, Hooks, OnError, WithHooks, DEFAULT_HOOK_TIMEOUT};
+#[cfg(feature = "mariadb")]
+pub use mariadb::{
+    MariadbMode, MariadbRestorer, MariadbSnapshotter, MARIADB_BACKUP_DIR, MARIADB_DUMP_FILE,
+};
 #[cfg(feature = "postgres")]
 pub use postgres::{
     PostgresMode, PostgresRestorer, PostgresSnapshotter, POSTGRES_DATA_DIR, POSTGRES_GLOBALS_FILE,

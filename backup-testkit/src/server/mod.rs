@@ -18,6 +18,7 @@
 
 pub mod azure;
 pub mod etcd;
+pub mod mariadb;
 pub mod postgres;
 pub mod redis;
 pub mod s3;

@@ -4,6 +4,7 @@
 
 mod conformance;
 mod etcd;
+mod mariadb;
 mod postgres;
 mod redis;
 
