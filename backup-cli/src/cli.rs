@@ -24,7 +24,7 @@ pub(crate) enum Command {
     /// Create a new repository.
     Init(init::InitArgs),
     /// Back up paths, or the output of a command.
-    Backup(backup::BackupArgs),
+    Backup(Box<backup::BackupArgs>),
     /// List backups.
     List(list::ListArgs),
     /// List the files of a backup.
@@ -37,10 +37,10 @@ pub(crate) enum Command {
     /// print a presigned download URL.
     Export(export::ExportArgs),
     /// Restore a backup, or several sets at once with --select.
-    Restore(restore::RestoreArgs),
+    Restore(Box<restore::RestoreArgs>),
     /// Forget backups a retention policy does not keep (per set, like
     /// restic's forget); `--prune` then frees their space.
-    Forget(forget::ForgetArgs),
+    Forget(Box<forget::ForgetArgs>),
     /// Free the space of data no backup uses (two-phase: mark, then delete
     /// after the grace period).
     Prune(prune::PruneArgs),

@@ -58,14 +58,14 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> Result<ExitCode, Error> {
     match command {
         Command::Init(args) => commands::init::run(args).await,
-        Command::Backup(args) => commands::backup::run(args).await,
+        Command::Backup(args) => commands::backup::run(*args).await,
         Command::List(args) => commands::list::run(args).await,
         Command::Ls(args) => commands::ls::run(args).await,
         Command::Show(args) => commands::show::run(args).await,
         Command::Dump(args) => commands::dump::run(args).await,
         Command::Export(args) => commands::export::run(args).await,
-        Command::Restore(args) => commands::restore::run(args).await,
-        Command::Forget(args) => commands::forget::run(args).await,
+        Command::Restore(args) => commands::restore::run(*args).await,
+        Command::Forget(args) => commands::forget::run(*args).await,
         Command::Prune(args) => commands::prune::run(args).await,
         Command::Schedule(args) => commands::schedule::run(args).await,
         Command::Verify(args) => commands::verify::run(args).await,

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use backup_core::{
     CommandSnapshotter, DirectorySnapshotter, Error, EtcdSnapshotter, EtcdTls, Hook, Hooks,
-    OnError, PostgresMode, PostgresSnapshotter, RedisSnapshotter, Snapshotter,
-    DEFAULT_HOOK_TIMEOUT,
+    MariadbMode, MariadbSnapshotter, OnError, PostgresMode, PostgresSnapshotter, RedisSnapshotter,
+    Snapshotter, DEFAULT_HOOK_TIMEOUT,
 };
 use serde::Deserialize;
 
@@ -40,6 +40,31 @@ pub(crate) enum SourceConfig {
     Redis(RedisSource),
     /// A PostgreSQL server: a base backup or dumps.
     Postgres(PostgresSource),
+    /// A MariaDB or MySQL server: a dump or a mariadb-backup copy.
+    Mariadb(MariadbSource),
+}
+
+/// The settings of a MariaDB source.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MariadbSource {
+    /// `mysql://USER@HOST:PORT/` (the password better in `password_file`).
+    pub(crate) url: String,
+    /// `logical` (default: mariadb-dump) or `physical` (mariadb-backup).
+    #[serde(default)]
+    pub(crate) mode: Option<String>,
+    /// File holding the password.
+    #[serde(default)]
+    pub(crate) password_file: Option<PathBuf>,
+    /// Directory of mariadb, mariadb-dump, mariadb-backup (default: PATH).
+    #[serde(default)]
+    pub(crate) bin_dir: Option<PathBuf>,
+    /// Logical: the databases (default: all but the system ones).
+    #[serde(default)]
+    pub(crate) databases: Vec<String>,
+    /// Physical: where mariadb-backup stages its copy.
+    #[serde(default)]
+    pub(crate) staging_dir: Option<PathBuf>,
 }
 
 /// The settings of a PostgreSQL source.
@@ -212,6 +237,9 @@ impl SourceConfig {
             SourceConfig::Postgres(pg) if pg.url.trim().is_empty() => {
                 Some("the postgres source has an empty `url`")
             }
+            SourceConfig::Mariadb(db) if db.url.trim().is_empty() => {
+                Some("the mariadb source has an empty `url`")
+            }
             _ => None,
         }
     }
@@ -288,6 +316,26 @@ impl SourceConfig {
                 if let Some(file) = &pg.password_file {
                     snapshotter = snapshotter
                         .with_password(read_secret_file(file, "the PostgreSQL password")?);
+                }
+                Box::new(snapshotter)
+            }
+            SourceConfig::Mariadb(db) => {
+                let mode = match db.mode.as_deref() {
+                    Some(mode) => mode.parse::<MariadbMode>()?,
+                    None => MariadbMode::Logical,
+                };
+                let mut snapshotter = MariadbSnapshotter::new(db.url.clone())
+                    .with_mode(mode)
+                    .with_databases(db.databases.clone());
+                if let Some(dir) = &db.bin_dir {
+                    snapshotter = snapshotter.with_bin_dir(dir.clone());
+                }
+                if let Some(dir) = &db.staging_dir {
+                    snapshotter = snapshotter.with_staging_dir(dir.clone());
+                }
+                if let Some(file) = &db.password_file {
+                    snapshotter =
+                        snapshotter.with_password(read_secret_file(file, "the MariaDB password")?);
                 }
                 Box::new(snapshotter)
             }

@@ -14,7 +14,9 @@ use crate::cli::Common;
 use crate::output::{human_bytes, out, print_json};
 use crate::progress::progress_sink;
 use crate::repository::open;
-use crate::source::{EtcdSource, HooksConfig, PostgresSource, RedisSource, SourceConfig};
+use crate::source::{
+    EtcdSource, HooksConfig, MariadbSource, PostgresSource, RedisSource, SourceConfig,
+};
 
 /// The kinds of source `--source` takes.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +31,17 @@ pub(crate) enum SourceKind {
     Redis,
     /// A PostgreSQL server (`--pg-url`, `--pg-mode`).
     Postgres,
+    /// A MariaDB or MySQL server (`--mariadb-url`, `--mariadb-mode`).
+    Mariadb,
+}
+
+/// `--mariadb-mode`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MariadbModeArg {
+    /// mariadb-dump --single-transaction, replayed into a server.
+    Logical,
+    /// mariadb-backup, prepared into a data directory on restore.
+    Physical,
 }
 
 /// `--pg-mode`.
@@ -113,6 +126,28 @@ pub(crate) struct StoreSourceArgs {
     /// superuser).
     #[arg(long)]
     pg_no_globals: bool,
+    /// The MariaDB or MySQL server, mysql://USER@HOST:PORT/.
+    #[arg(long, env = "BACKUP_MARIADB_URL", value_name = "URL")]
+    mariadb_url: Option<String>,
+    /// logical (mariadb-dump) or physical (mariadb-backup; the server's
+    /// data directory must be on this host).
+    #[arg(long, value_enum, default_value_t = MariadbModeArg::Logical)]
+    mariadb_mode: MariadbModeArg,
+    /// File holding the MariaDB password.
+    #[arg(long, value_name = "FILE")]
+    mariadb_password_file: Option<PathBuf>,
+    /// Directory of mariadb, mariadb-dump and mariadb-backup (default: the
+    /// PATH).
+    #[arg(long, value_name = "DIR")]
+    mariadb_bin_dir: Option<PathBuf>,
+    /// Logical: dump this database (repeatable; default: all but the
+    /// system databases).
+    #[arg(long = "mariadb-database", value_name = "NAME")]
+    mariadb_databases: Vec<String>,
+    /// Physical: where mariadb-backup stages its copy (default: the
+    /// temporary directory).
+    #[arg(long, value_name = "DIR")]
+    mariadb_staging_dir: Option<PathBuf>,
     /// Run this command line before the snapshot (an argv, no shell;
     /// repeatable, in order).
     #[arg(long = "hook-before", value_name = "COMMAND")]
@@ -207,7 +242,7 @@ pub(crate) async fn run(args: BackupArgs) -> Result<ExitCode, Error> {
     }
     let config = match kind {
         SourceKind::Directory if paths.is_empty() => return Err(Error::InvalidArgument(
-            "nothing to back up: give paths, --stdin-from-command or --source etcd|redis|postgres"
+            "nothing to back up: give paths, --stdin-from-command or --source etcd|redis|postgres|mariadb"
                 .into(),
         )),
         SourceKind::Directory => SourceConfig::Directory { paths },
@@ -255,6 +290,24 @@ pub(crate) async fn run(args: BackupArgs) -> Result<ExitCode, Error> {
             databases: stores.pg_databases,
             jobs: stores.pg_jobs,
             globals: Some(!stores.pg_no_globals),
+        }),
+        SourceKind::Mariadb => SourceConfig::Mariadb(MariadbSource {
+            url: stores.mariadb_url.ok_or_else(|| {
+                Error::InvalidArgument(
+                    "--source mariadb needs --mariadb-url (or BACKUP_MARIADB_URL)".into(),
+                )
+            })?,
+            mode: Some(
+                match stores.mariadb_mode {
+                    MariadbModeArg::Logical => "logical",
+                    MariadbModeArg::Physical => "physical",
+                }
+                .into(),
+            ),
+            password_file: stores.mariadb_password_file,
+            bin_dir: stores.mariadb_bin_dir,
+            databases: stores.mariadb_databases,
+            staging_dir: stores.mariadb_staging_dir,
         }),
     };
     let hook_timeout = stores

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use backup_core::{
-    Error, EtcdRestorer, PostgresRestorer, RedisRestorer, RestoreOptions, Restorer, Status,
+    Error, EtcdRestorer, MariadbRestorer, PostgresRestorer, RedisRestorer, RestoreOptions,
+    Restorer, Status,
 };
 use clap::Args;
 use serde_json::json;
@@ -71,6 +72,16 @@ pub(crate) struct RestoreArgs {
     /// postgres whose major version a physical backup must match.
     #[arg(long, value_name = "DIR")]
     pg_bin_dir: Option<PathBuf>,
+    /// The MariaDB server a logical backup is replayed into,
+    /// mysql://USER@HOST:PORT/.
+    #[arg(long, env = "BACKUP_MARIADB_URL", value_name = "URL")]
+    mariadb_url: Option<String>,
+    /// File holding the MariaDB password.
+    #[arg(long, value_name = "FILE")]
+    mariadb_password_file: Option<PathBuf>,
+    /// Directory of mariadb and mariadb-backup (default: the PATH).
+    #[arg(long, value_name = "DIR")]
+    mariadb_bin_dir: Option<PathBuf>,
     /// Restore only what matches this glob (repeatable).
     #[arg(long = "include", value_name = "GLOB")]
     include: Vec<String>,
@@ -85,6 +96,9 @@ pub(crate) enum StoreKind {
     Redis,
     /// A PostgreSQL data directory (physical) or server (logical).
     Postgres,
+    /// A MariaDB server (logical, --mariadb-url) or data directory
+    /// (physical, --data-dir).
+    Mariadb,
 }
 
 /// Restores what the arguments select and prints what was restored.
@@ -218,51 +232,72 @@ async fn restore_one(args: RestoreArgs, backup: &str) -> Result<ExitCode, Error>
 async fn restore_store(args: RestoreArgs, backup: &str) -> Result<ExitCode, Error> {
     let data_dir = match (&args.data_dir, args.to) {
         (Some(dir), _) => dir.clone(),
-        (None, Some(StoreKind::Postgres)) => PathBuf::new(),
+        (None, Some(StoreKind::Postgres | StoreKind::Mariadb)) => PathBuf::new(),
         (None, _) => return Err(Error::InvalidArgument("--to needs --data-dir".into())),
     };
-    let restorer: Box<dyn Restorer> = match args.to {
-        Some(StoreKind::Postgres) => {
-            let mut restorer = match (&args.data_dir, &args.pg_url) {
-                (Some(dir), _) => PostgresRestorer::physical(dir),
-                (None, Some(url)) => PostgresRestorer::logical(url),
-                _ => {
-                    return Err(Error::InvalidArgument(
-                        "--to postgres needs --data-dir DIR (a physical backup) or --pg-url \
-                         CONNINFO (a logical one)"
+    let restorer: Box<dyn Restorer> =
+        match args.to {
+            Some(StoreKind::Mariadb) => {
+                let mut restorer = match (&args.data_dir, &args.mariadb_url) {
+                    (Some(dir), _) => MariadbRestorer::physical(dir),
+                    (None, Some(url)) => MariadbRestorer::logical(url),
+                    _ => return Err(Error::InvalidArgument(
+                        "--to mariadb needs --mariadb-url URL (a logical backup) or --data-dir \
+                         DIR (a physical one)"
                             .into(),
-                    ))
+                    )),
+                };
+                if let Some(dir) = &args.mariadb_bin_dir {
+                    restorer = restorer.with_bin_dir(dir);
                 }
-            };
-            if let Some(dir) = &args.pg_bin_dir {
-                restorer = restorer.with_bin_dir(dir);
+                if let Some(file) = &args.mariadb_password_file {
+                    restorer = restorer.with_password(crate::password::read_secret_file(
+                        file,
+                        "the MariaDB password",
+                    )?);
+                }
+                Box::new(restorer)
             }
-            if let Some(file) = &args.pg_password_file {
-                restorer = restorer.with_password(crate::password::read_secret_file(
-                    file,
-                    "the PostgreSQL password",
-                )?);
+            Some(StoreKind::Postgres) => {
+                let mut restorer =
+                    match (&args.data_dir, &args.pg_url) {
+                        (Some(dir), _) => PostgresRestorer::physical(dir),
+                        (None, Some(url)) => PostgresRestorer::logical(url),
+                        _ => return Err(Error::InvalidArgument(
+                            "--to postgres needs --data-dir DIR (a physical backup) or --pg-url \
+                         CONNINFO (a logical one)"
+                                .into(),
+                        )),
+                    };
+                if let Some(dir) = &args.pg_bin_dir {
+                    restorer = restorer.with_bin_dir(dir);
+                }
+                if let Some(file) = &args.pg_password_file {
+                    restorer = restorer.with_password(crate::password::read_secret_file(
+                        file,
+                        "the PostgreSQL password",
+                    )?);
+                }
+                Box::new(restorer)
             }
-            Box::new(restorer)
-        }
-        Some(StoreKind::Redis) => {
-            let mut restorer = RedisRestorer::new(&data_dir);
-            if let Some(config) = &args.redis_config {
-                restorer = restorer.with_config(config);
+            Some(StoreKind::Redis) => {
+                let mut restorer = RedisRestorer::new(&data_dir);
+                if let Some(config) = &args.redis_config {
+                    restorer = restorer.with_config(config);
+                }
+                Box::new(restorer)
             }
-            Box::new(restorer)
-        }
-        _ => {
-            let mut restorer = EtcdRestorer::new(&data_dir)
-                .with_name(&args.etcd_name)
-                .with_initial_advertise_peer_urls(&args.etcd_initial_advertise_peer_urls)
-                .with_initial_cluster_token(&args.etcd_initial_cluster_token);
-            if let Some(cluster) = &args.etcd_initial_cluster {
-                restorer = restorer.with_initial_cluster(cluster);
+            _ => {
+                let mut restorer = EtcdRestorer::new(&data_dir)
+                    .with_name(&args.etcd_name)
+                    .with_initial_advertise_peer_urls(&args.etcd_initial_advertise_peer_urls)
+                    .with_initial_cluster_token(&args.etcd_initial_cluster_token);
+                if let Some(cluster) = &args.etcd_initial_cluster {
+                    restorer = restorer.with_initial_cluster(cluster);
+                }
+                Box::new(restorer)
             }
-            Box::new(restorer)
-        }
-    };
+        };
     let repo = open(&args.common).await?;
     let backup = repo.find_backup(backup, args.set.as_deref()).await?;
     let restored = repo.restore_into(&backup, restorer.as_ref()).await?;

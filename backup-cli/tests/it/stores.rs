@@ -1,11 +1,12 @@
-//! `backupctl` with data stores: `backup --source etcd|redis|postgres` with
-//! hooks, `show`, `dump`, `restore --to etcd|redis|postgres`, and `export
-//! --presign`.
+//! `backupctl` with data stores: `backup --source
+//! etcd|redis|postgres|mariadb` with hooks, `show`, `dump`, `restore --to
+//! etcd|redis|postgres|mariadb`, and `export --presign`.
 
 use std::path::Path;
 
 use backup_testkit::server::candidate_port;
 use backup_testkit::server::etcd::{etcdctl, Etcd};
+use backup_testkit::server::mariadb::Mariadb;
 use backup_testkit::server::postgres::{self, Postgres, PostgresOptions};
 use backup_testkit::server::redis::Redis;
 use backup_testkit::server::s3::start_s3s_fs;
@@ -393,6 +394,86 @@ fn postgres_physical_and_logical_through_backupctl_into_fresh_servers() {
         fresh.sql("postgres", "SELECT sum(total) FROM orders"),
         "750750.0"
     );
+}
+
+#[test]
+fn mariadb_logical_and_physical_through_backupctl_into_fresh_servers() {
+    let db = Mariadb::start_with_password(Some("db secret"));
+    db.sql(
+        "CREATE DATABASE shop; CREATE TABLE shop.orders (id int PRIMARY KEY, total int); \
+         INSERT INTO shop.orders VALUES (1, 10), (2, 20), (3, 30)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let password = dir.path().join("db.password");
+    std::fs::write(&password, "db secret\n").unwrap();
+    let url = format!("mysql://root@127.0.0.1:{}/", db.port());
+    for mode in ["logical", "physical"] {
+        let backup = repo
+            .run([
+                "backup",
+                "--json",
+                "--set",
+                &format!("db-{mode}"),
+                "--source",
+                "mariadb",
+                "--mariadb-url",
+                &url,
+                "--mariadb-mode",
+                mode,
+                "--mariadb-password-file",
+                password.to_str().unwrap(),
+            ])
+            .ok()
+            .json();
+        assert_eq!(backup["source"]["kind"], "mariadb");
+        assert_eq!(backup["facts"]["mode"], mode);
+        assert!(backup["facts"]["gtid"].is_string(), "{backup}");
+        assert!(
+            !backup.to_string().contains("db secret"),
+            "the password was printed"
+        );
+    }
+    let refused = repo
+        .run(["backup", "--source", "mariadb", "--mariadb-url", &url])
+        .fails();
+    assert!(
+        refused.stderr.contains("Access denied"),
+        "{}",
+        refused.describe()
+    );
+
+    let mut fresh = Mariadb::start();
+    repo.run([
+        "restore",
+        "latest",
+        "--set",
+        "db-logical",
+        "--to",
+        "mariadb",
+        "--mariadb-url",
+        &fresh.url(),
+    ])
+    .ok();
+    // The accounts came along: root has the source's password.
+    fresh.use_password("db secret");
+    assert_eq!(fresh.sql("SELECT sum(total) FROM shop.orders"), "60");
+
+    let data_dir = dir.path().join("restored");
+    repo.run([
+        "restore",
+        "latest",
+        "--set",
+        "db-physical",
+        "--to",
+        "mariadb",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ])
+    .ok();
+    let mut physical = Mariadb::start_on(&data_dir);
+    physical.use_password("db secret");
+    assert_eq!(physical.sql("SELECT sum(total) FROM shop.orders"), "60");
 }
 
 #[test]

@@ -187,6 +187,12 @@ impl Mariadb {
         super::run_checked(&mut command).trim().to_string()
     }
 
+    /// Connects with `password` from now on (after a restore gave `root`
+    /// the source's).
+    pub fn use_password(&mut self, password: &str) {
+        self.password = Some(password.to_string());
+    }
+
     /// Stops it as a crash would.
     pub fn kill(&mut self) {
         self.process.kill();

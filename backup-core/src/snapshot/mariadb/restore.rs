@@ -24,10 +24,11 @@ enum Target {
 ///
 /// **Logical** ([`MariadbRestorer::logical`]): into the running server of
 /// a URL. Refused before anything is written when one of the backup's
-/// databases already holds tables there. The accounts (`users.sql`) are
-/// replayed first with `mariadb --force` (an account that exists, such as
-/// `root`, is not an error), then `dump.sql` with `mariadb`, whose failure
-/// fails the restore with its message.
+/// databases already holds tables there. `dump.sql` is replayed with
+/// `mariadb`, whose failure fails the restore with its message; then the
+/// accounts (`users.sql`) with `mariadb --force` (an account that exists,
+/// such as `root`, is not an error). The accounts come last because they
+/// carry the source's passwords: the target's `root` then has the source's.
 ///
 /// **Physical** ([`MariadbRestorer::physical`]): the stored backup is
 /// written to a temporary directory beside the data directory, prepared
@@ -229,12 +230,6 @@ impl MariadbRestorer {
         }
         let entries = repo.ls(backup).await?;
         let has = |name: &str| entries.iter().any(|entry| entry.path == name);
-        let mut bytes = 0;
-        if has("users.sql") {
-            let mut users = self.command("mariadb", Some(&connection));
-            users.arg("--force");
-            bytes += self.feed(repo, backup, "users.sql", users).await?;
-        }
         if !has(MARIADB_DUMP_FILE) {
             return Err(Error::corrupt(
                 format!("backup {}", backup.id),
@@ -243,7 +238,14 @@ impl MariadbRestorer {
             ));
         }
         let dump = self.command("mariadb", Some(&connection));
-        bytes += self.feed(repo, backup, MARIADB_DUMP_FILE, dump).await?;
+        let mut bytes = self.feed(repo, backup, MARIADB_DUMP_FILE, dump).await?;
+        // The accounts last: they may change the password this restore
+        // connects with (the source's root).
+        if has("users.sql") {
+            let mut users = self.command("mariadb", Some(&connection));
+            users.arg("--force");
+            bytes += self.feed(repo, backup, "users.sql", users).await?;
+        }
         Ok(StoreRestore::new("mariadb", self.target_name(), bytes)
             .with_detail("mode", "logical")
             .with_detail("databases", databases))
