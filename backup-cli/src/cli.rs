@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands::{
-    backup, dump, export, forget, init, list, ls, prune, restore, schedule, show, verify,
+    backup, dump, export, forget, init, list, ls, prune, restore, schedule, show, verify, wal,
 };
 
 /// `backupctl` and its subcommand.
@@ -47,8 +47,14 @@ pub(crate) enum Command {
     /// Run backups on cron schedules from a TOML file, until stopped
     /// (SIGINT/SIGTERM let running backups finish).
     Schedule(schedule::ScheduleArgs),
-    /// Check the repository for damage.
+    /// Check the repository for damage (and the WAL archives for gaps).
     Verify(verify::VerifyArgs),
+    /// Archive one PostgreSQL WAL file: the server's archive_command
+    /// (`backupctl wal-push --repo R --set SET %p`).
+    WalPush(wal::WalPushArgs),
+    /// Fetch one archived WAL file: the server's restore_command
+    /// (`backupctl wal-fetch --repo R --set SET %f %p`).
+    WalFetch(wal::WalFetchArgs),
 }
 
 /// Options every subcommand takes (also accepted after the subcommand's own

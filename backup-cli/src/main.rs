@@ -69,6 +69,8 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         Command::Prune(args) => commands::prune::run(args).await,
         Command::Schedule(args) => commands::schedule::run(args).await,
         Command::Verify(args) => commands::verify::run(args).await,
+        Command::WalPush(args) => commands::wal::push(args).await,
+        Command::WalFetch(args) => commands::wal::fetch(args).await,
     }
 }
 

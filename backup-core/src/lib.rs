@@ -132,6 +132,12 @@ pub use id::Id;
 pub use outcome::{FailureKind, ItemFailure, Status};
 
 // Sources: snapshotters and what they produce.
+#[cfg(feature = "postgres")]
+pub use snapshot::{
+    base_backup_for, wal_set, ArchivedWal, PostgresMode, PostgresRestorer, PostgresSnapshotter,
+    RecoveryTarget, WalArchive, WalGap, WalPush, POSTGRES_DATA_DIR, POSTGRES_GLOBALS_FILE,
+    WAL_KIND,
+};
 pub use snapshot::{
     CommandRestorer, CommandSnapshotter, DirectoryRestorer, DirectorySnapshotter, Entry, Finisher,
     Hook, HookCallback, HookPoint, Hooks, OnError, Restorer, Snapshot, Snapshotter, StoreRestore,
@@ -142,10 +148,6 @@ pub use snapshot::{EtcdRestorer, EtcdSnapshotter, EtcdTls, ETCD_SNAPSHOT_FILE};
 #[cfg(feature = "mariadb")]
 pub use snapshot::{
     MariadbMode, MariadbRestorer, MariadbSnapshotter, MARIADB_BACKUP_DIR, MARIADB_DUMP_FILE,
-};
-#[cfg(feature = "postgres")]
-pub use snapshot::{
-    PostgresMode, PostgresRestorer, PostgresSnapshotter, POSTGRES_DATA_DIR, POSTGRES_GLOBALS_FILE,
 };
 #[cfg(feature = "redis")]
 pub use snapshot::{RedisRestorer, RedisSnapshotter, REDIS_SNAPSHOT_FILE};

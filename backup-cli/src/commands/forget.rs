@@ -150,11 +150,28 @@ pub(crate) async fn run(args: ForgetArgs) -> Result<ExitCode, Error> {
             None => options,
         }
     };
-    let decisions = repo
+    // Archived WAL is not kept by the policy but by what the base backups
+    // kept need (below).
+    let mut decisions = repo
         .forget_matching(&policy, chrono::Utc::now(), &forget_options, |backup| {
-            set.as_deref().is_none_or(|set| backup.manifest.set == set)
+            backup.manifest.source.kind != backup_core::WAL_KIND
+                && set.as_deref().is_none_or(|set| backup.manifest.set == set)
         })
         .await?;
+    let mut base_sets: Vec<String> = decisions
+        .iter()
+        .filter(|(backup, _)| backup.manifest.source.kind == "postgres")
+        .map(|(backup, _)| backup.manifest.set.clone())
+        .collect();
+    base_sets.sort();
+    base_sets.dedup();
+    for base_set in base_sets {
+        decisions.extend(
+            backup_core::WalArchive::new(&repo, base_set)
+                .apply_retention(&forget_options)
+                .await?,
+        );
+    }
     let report = if prune && !dry_run {
         Some(
             repo.prune(&PruneOptions::default().with_grace(grace))

@@ -13,6 +13,7 @@ pub(crate) mod restore;
 pub(crate) mod schedule;
 pub(crate) mod show;
 pub(crate) mod verify;
+pub(crate) mod wal;
 
 /// Exit status when a backup or restore succeeded only in part.
 pub(crate) const EXIT_PARTIAL: u8 = 3;

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use backup_core::{
-    Error, EtcdRestorer, MariadbRestorer, PostgresRestorer, RedisRestorer, RestoreOptions,
-    Restorer, Status,
+    base_backup_for, Error, EtcdRestorer, MariadbRestorer, PostgresRestorer, RecoveryTarget,
+    RedisRestorer, RestoreOptions, Restorer, Status,
 };
 use clap::Args;
 use serde_json::json;
@@ -72,6 +72,22 @@ pub(crate) struct RestoreArgs {
     /// postgres whose major version a physical backup must match.
     #[arg(long, value_name = "DIR")]
     pg_bin_dir: Option<PathBuf>,
+    /// PostgreSQL point-in-time recovery: restore the newest base backup of
+    /// --set that ended before this time (RFC 3339), and have the server
+    /// replay the WAL archive up to it.
+    #[arg(long, value_name = "TIME", conflicts_with_all = ["target_lsn", "target_latest"])]
+    target_time: Option<String>,
+    /// PostgreSQL point-in-time recovery up to this WAL position (X/Y).
+    #[arg(long, value_name = "LSN", conflicts_with = "target_latest")]
+    target_lsn: Option<String>,
+    /// PostgreSQL recovery through the whole WAL archive (the newest state).
+    #[arg(long)]
+    target_latest: bool,
+    /// The restore_command written for the recovery (default: this
+    /// backupctl's wal-fetch with this restore's --repo, --set and
+    /// --password-file, which the server's user must be able to read).
+    #[arg(long, value_name = "COMMAND")]
+    restore_command: Option<String>,
     /// The MariaDB server a logical backup is replayed into,
     /// mysql://USER@HOST:PORT/.
     #[arg(long, env = "BACKUP_MARIADB_URL", value_name = "URL")]
@@ -272,6 +288,9 @@ async fn restore_store(args: RestoreArgs, backup: &str) -> Result<ExitCode, Erro
                 if let Some(dir) = &args.pg_bin_dir {
                     restorer = restorer.with_bin_dir(dir);
                 }
+                if let Some(target) = recovery_target(&args)? {
+                    restorer = restorer.with_recovery(restore_command(&args)?, target);
+                }
                 if let Some(file) = &args.pg_password_file {
                     restorer = restorer.with_password(crate::password::read_secret_file(
                         file,
@@ -299,7 +318,15 @@ async fn restore_store(args: RestoreArgs, backup: &str) -> Result<ExitCode, Erro
             }
         };
     let repo = open(&args.common).await?;
-    let backup = repo.find_backup(backup, args.set.as_deref()).await?;
+    let backup = match (recovery_target(&args)?, backup) {
+        (Some(target), "latest") => {
+            let set = args.set.as_deref().ok_or_else(|| {
+                Error::InvalidArgument("a recovery target needs --set (of the base backups)".into())
+            })?;
+            base_backup_for(&repo, set, &target).await?
+        }
+        _ => repo.find_backup(backup, args.set.as_deref()).await?,
+    };
     let restored = repo.restore_into(&backup, restorer.as_ref()).await?;
     if args.common.json {
         print_json(&json!({ "id": backup.id.to_hex(), "restored": restored }));
@@ -321,4 +348,53 @@ async fn restore_store(args: RestoreArgs, backup: &str) -> Result<ExitCode, Erro
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The recovery target of `--target-time`, `--target-lsn` or
+/// `--target-latest`, if one was given.
+fn recovery_target(args: &RestoreArgs) -> Result<Option<RecoveryTarget>, Error> {
+    if let Some(text) = &args.target_time {
+        let time = chrono::DateTime::parse_from_rfc3339(text)
+            .map_err(|error| Error::InvalidArgument(format!("--target-time {text:?}: {error}")))?;
+        return Ok(Some(RecoveryTarget::Time(time.with_timezone(&chrono::Utc))));
+    }
+    if let Some(lsn) = &args.target_lsn {
+        return Ok(Some(RecoveryTarget::Lsn(lsn.clone())));
+    }
+    Ok(args.target_latest.then_some(RecoveryTarget::Latest))
+}
+
+/// The `restore_command` for a recovery: the one given, else this
+/// program's `wal-fetch` with this restore's repository, set and password
+/// file, each word quoted for the shell PostgreSQL runs it with.
+fn restore_command(args: &RestoreArgs) -> Result<String, Error> {
+    if let Some(command) = &args.restore_command {
+        return Ok(command.clone());
+    }
+    let program = std::env::current_exe()
+        .map_err(|error| Error::io("finding this program", "backupctl", error))?;
+    let repo = args.common.repo.clone().ok_or_else(|| {
+        Error::InvalidArgument(
+            "a recovery needs --repo (or BACKUP_REPO), or --restore-command".into(),
+        )
+    })?;
+    let set = args.set.clone().ok_or_else(|| {
+        Error::InvalidArgument("a recovery target needs --set (of the base backups)".into())
+    })?;
+    let mut words = vec![
+        program.display().to_string(),
+        "wal-fetch".into(),
+        "--repo".into(),
+        repo,
+        "--set".into(),
+        set,
+    ];
+    if let Some(file) = &args.common.password_file {
+        let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.clone());
+        words.push("--password-file".into());
+        words.push(file.display().to_string());
+    }
+    let mut command = shell_words::join(words);
+    command.push_str(" %f %p");
+    Ok(command)
 }

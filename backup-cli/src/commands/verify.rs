@@ -56,8 +56,17 @@ pub(crate) async fn run(args: VerifyArgs) -> Result<ExitCode, Error> {
             options
         })
         .await?;
+    let gaps = wal_gaps(&repo).await?;
     if common.json {
-        print_json(&json!({ "ok": report.is_ok(), "report": report }));
+        let gaps: Vec<_> = gaps
+            .iter()
+            .map(|(set, gap)| json!({ "set": set, "gap": gap }))
+            .collect();
+        print_json(&json!({
+            "ok": report.is_ok() && gaps.is_empty(),
+            "report": report,
+            "wal_gaps": gaps,
+        }));
     } else {
         out!(
             "checked {} backups, {} indexes, {} packs ({} read, {}), {} blobs",
@@ -75,6 +84,17 @@ pub(crate) async fn run(args: VerifyArgs) -> Result<ExitCode, Error> {
     for problem in &report.errors {
         eprintln!("damaged: {}: {}", problem.object, problem.message);
     }
+    for (set, gap) in &gaps {
+        eprintln!(
+            "WAL gap in set {set}: {} segment(s) missing, {} to {}: no point-in-time restore \
+             reaches past it from an earlier base backup",
+            gap.segments, gap.first, gap.last
+        );
+    }
+    if !gaps.is_empty() {
+        eprintln!("error: {} gap(s) in the archived WAL", gaps.len());
+        return Ok(ExitCode::FAILURE);
+    }
     if report.is_ok() {
         if !common.json {
             out!("no errors found");
@@ -84,4 +104,26 @@ pub(crate) async fn run(args: VerifyArgs) -> Result<ExitCode, Error> {
         eprintln!("error: {} problem(s) found", report.errors.len());
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// The gaps in every set's archived WAL, by the base backups' set.
+async fn wal_gaps(
+    repo: &backup_core::Repository,
+) -> Result<Vec<(String, backup_core::WalGap)>, Error> {
+    let mut base_sets: Vec<String> = repo
+        .list()
+        .await?
+        .into_iter()
+        .filter(|backup| backup.manifest.source.kind == backup_core::WAL_KIND)
+        .filter_map(|backup| backup.manifest.set.strip_suffix("/wal").map(str::to_string))
+        .collect();
+    base_sets.sort();
+    base_sets.dedup();
+    let mut gaps = Vec::new();
+    for set in base_sets {
+        for gap in backup_core::WalArchive::new(repo, &set).gaps().await? {
+            gaps.push((set.clone(), gap));
+        }
+    }
+    Ok(gaps)
 }

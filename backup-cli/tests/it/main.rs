@@ -8,6 +8,8 @@
 //!   writers, progress output, the scheduler.
 //! - `crash`: backups killed at random moments, locally and on S3.
 //! - `remote`: S3 (s3s-fs), Azure (Azurite) and SFTP (sshd) repositories.
+//! - `pitr`: PostgreSQL's WAL archive (wal-push, wal-fetch) and
+//!   point-in-time restore, WAL retention and gaps.
 //! - `secrets`: no secret in any output, at the most verbose log level.
 //!
 //! A missing test server fails its tests (run
@@ -18,6 +20,7 @@
 mod cli;
 mod crash;
 mod lifecycle;
+mod pitr;
 mod remote;
 mod secrets;
 mod stores;

@@ -43,7 +43,9 @@ pub use mariadb::{
 };
 #[cfg(feature = "postgres")]
 pub use postgres::{
-    PostgresMode, PostgresRestorer, PostgresSnapshotter, POSTGRES_DATA_DIR, POSTGRES_GLOBALS_FILE,
+    base_backup_for, wal_set, ArchivedWal, PostgresMode, PostgresRestorer, PostgresSnapshotter,
+    RecoveryTarget, WalArchive, WalGap, WalPush, POSTGRES_DATA_DIR, POSTGRES_GLOBALS_FILE,
+    WAL_KIND,
 };
 #[cfg(feature = "redis")]
 pub use redis::{RedisRestorer, RedisSnapshotter, REDIS_SNAPSHOT_FILE};

@@ -47,8 +47,10 @@ fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
-/// `program` with `args`, as the `postgres` user when running as root.
-fn as_server_user(program: &Path) -> Command {
+/// A command running `program` as the server's user: the `postgres` user
+/// when running as root (through `runuser`), else whoever runs the tests.
+/// What the server itself runs (`archive_command`) runs as that user too.
+pub fn as_server_user(program: &Path) -> Command {
     if is_root() {
         let mut command = Command::new("runuser");
         command.args(["-u", "postgres", "--"]).arg(program);

@@ -19,8 +19,12 @@ use crate::{Error, Result};
 mod conninfo;
 mod facts;
 mod restore;
+mod wal;
 
 pub use restore::PostgresRestorer;
+pub use wal::{
+    base_backup_for, wal_set, ArchivedWal, RecoveryTarget, WalArchive, WalGap, WalPush, WAL_KIND,
+};
 
 /// The directory a physical backup's data directory is stored under.
 pub const POSTGRES_DATA_DIR: &str = "data";

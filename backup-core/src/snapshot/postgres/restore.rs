@@ -8,6 +8,7 @@ use std::process::Stdio;
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
+use super::wal::RecoveryTarget;
 use super::{conninfo, facts, major_of, POSTGRES_DATA_DIR, POSTGRES_GLOBALS_FILE};
 use crate::format::manifest::Backup;
 use crate::format::tree::NodeKind;
@@ -58,6 +59,7 @@ pub struct PostgresRestorer {
     target: Target,
     bin_dir: Option<PathBuf>,
     password: Option<Zeroizing<String>>,
+    recovery: Option<(String, RecoveryTarget)>,
 }
 
 impl std::fmt::Debug for PostgresRestorer {
@@ -80,6 +82,7 @@ impl PostgresRestorer {
             target: Target::DataDir(data_dir.into()),
             bin_dir: None,
             password: None,
+            recovery: None,
         }
     }
 
@@ -89,12 +92,29 @@ impl PostgresRestorer {
             target: Target::Server(conninfo.into()),
             bin_dir: None,
             password: None,
+            recovery: None,
         }
     }
 
     /// Where PostgreSQL's programs are (default: the `PATH`).
     pub fn with_bin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.bin_dir = Some(dir.into());
+        self
+    }
+
+    /// Physical: sets the restored directory up for point-in-time
+    /// recovery from the WAL archive: `recovery.signal`, and in
+    /// `postgresql.auto.conf` the `restore_command` (such as `backupctl
+    /// wal-fetch --repo R --set SET %f %p`), the target
+    /// (`recovery_target_time` or `recovery_target_lsn`, none for
+    /// [`RecoveryTarget::Latest`]) and `recovery_target_action = 'promote'`.
+    /// The server then replays the archived WAL to the target and opens.
+    pub fn with_recovery(
+        mut self,
+        restore_command: impl Into<String>,
+        target: RecoveryTarget,
+    ) -> Self {
+        self.recovery = Some((restore_command.into(), target));
         self
     }
 
@@ -217,6 +237,9 @@ impl PostgresRestorer {
         };
         std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|error| Error::io("setting the data directory's mode", data_dir, error))?;
+        if let Some((restore_command, target)) = &self.recovery {
+            write_recovery(data_dir, restore_command, target)?;
+        }
         let mut report = StoreRestore::new("postgres", data_dir, summary.bytes)
             .with_detail("mode", "physical")
             .with_detail("files", summary.files)
@@ -225,6 +248,16 @@ impl PostgresRestorer {
                 "start the server on this directory (owned by its user, mode 0700): it replays \
                  the WAL in pg_wal to the backup's end",
             );
+        if let Some((_, target)) = &self.recovery {
+            report = report.with_detail(
+                "recovery_target",
+                match target {
+                    RecoveryTarget::Latest => "the end of the WAL archive".to_string(),
+                    RecoveryTarget::Time(time) => time.to_rfc3339(),
+                    RecoveryTarget::Lsn(lsn) => lsn.clone(),
+                },
+            );
+        }
         for fact in [
             "start_lsn",
             "stop_lsn",
@@ -475,4 +508,34 @@ impl Restorer for PostgresRestorer {
             ))),
         }
     }
+}
+
+/// A value quoted for `postgresql.conf`.
+fn conf_value(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// Writes `recovery.signal` and the recovery settings.
+fn write_recovery(data_dir: &Path, restore_command: &str, target: &RecoveryTarget) -> Result<()> {
+    use std::io::Write;
+    let signal = data_dir.join("recovery.signal");
+    std::fs::write(&signal, b"")
+        .map_err(|error| Error::io("writing recovery.signal", &signal, error))?;
+    let mut settings = vec![("restore_command".to_string(), restore_command.to_string())];
+    settings.extend(target.settings());
+    settings.push(("recovery_target_action".into(), "promote".into()));
+    settings.push(("recovery_target_timeline".into(), "latest".into()));
+    let mut text = String::from("\n# Point-in-time recovery, written by the restore\n");
+    for (name, value) in settings {
+        text.push_str(&format!("{name} = {}\n", conf_value(&value)));
+    }
+    let conf = data_dir.join("postgresql.auto.conf");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&conf)
+        .map_err(|error| Error::io("opening postgresql.auto.conf", &conf, error))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|error| Error::io("writing postgresql.auto.conf", &conf, error))
 }
