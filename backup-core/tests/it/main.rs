@@ -11,6 +11,8 @@
 //! - `retention`: the retention policy, against restic's decisions too.
 //! - `schedule`, `schedule_runner`: the scheduler on a simulated clock.
 //! - `security`: what an encrypted repository hides.
+//! - `stores`: data-store snapshotters against real servers.
+//! - `tar_entry`: tar streams stored as trees.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -26,3 +28,4 @@ mod schedule;
 mod schedule_runner;
 mod security;
 mod stores;
+mod tar_entry;

@@ -459,4 +459,51 @@ source = { type = "directory", paths = ["/data", "/etc/app"] }
         let message = error_of(&CONFIG.replace("on_error = \"continue\"", "on_error = \"retry\""));
         assert!(message.contains("retry"), "{message}");
     }
+
+    #[test]
+    fn postgres_and_mariadb_sources_parse_and_build_their_snapshotters() {
+        let postgres = CONFIG.replace(
+            r#"source = { type = "directory", paths = ["/data", "/etc/app"] }"#,
+            r#"source = { type = "postgres", url = "postgresql://backup@db/postgres", mode = "logical", databases = ["app"], jobs = 4, bin_dir = "/usr/lib/postgresql/15/bin" }"#,
+        );
+        let config = ScheduleConfig::from_toml_str(&postgres).unwrap();
+        assert_eq!(
+            config.jobs[1].source,
+            SourceConfig::Postgres(crate::source::PostgresSource {
+                url: "postgresql://backup@db/postgres".into(),
+                mode: Some("logical".into()),
+                password_file: None,
+                bin_dir: Some("/usr/lib/postgresql/15/bin".into()),
+                databases: vec!["app".into()],
+                jobs: Some(4),
+                globals: None,
+            })
+        );
+        let snapshotter = config.jobs[1]
+            .source
+            .snapshotter(&Default::default())
+            .unwrap();
+        assert_eq!(snapshotter.kind(), "postgres");
+
+        let mariadb = CONFIG.replace(
+            r#"source = { type = "directory", paths = ["/data", "/etc/app"] }"#,
+            r#"source = { type = "mariadb", url = "mysql://backup@db:3306/", mode = "physical", staging_dir = "/var/tmp" }"#,
+        );
+        let config = ScheduleConfig::from_toml_str(&mariadb).unwrap();
+        let snapshotter = config.jobs[1]
+            .source
+            .snapshotter(&Default::default())
+            .unwrap();
+        assert_eq!(snapshotter.kind(), "mariadb");
+
+        // A mode neither tool has is refused when the job is built.
+        let wrong = mariadb.replace(r#"mode = "physical""#, r#"mode = "binlog""#);
+        let config = ScheduleConfig::from_toml_str(&wrong).unwrap();
+        let error = config.jobs[1]
+            .source
+            .snapshotter(&Default::default())
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("logical or physical"), "{error}");
+    }
 }
