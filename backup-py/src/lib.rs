@@ -33,12 +33,16 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<sources::PyCommandSource>()?;
     module.add_class::<sources::PyEtcdSource>()?;
     module.add_class::<sources::PyRedisSource>()?;
+    module.add_class::<sources::PyPostgresSource>()?;
+    module.add_class::<sources::PyMariadbSource>()?;
     module.add_class::<sources::PyHooks>()?;
     module.add_class::<sources::PyRestorer>()?;
     module.add_class::<sources::PyDirectoryRestorer>()?;
     module.add_class::<sources::PyCommandRestorer>()?;
     module.add_class::<sources::PyEtcdRestorer>()?;
     module.add_class::<sources::PyRedisRestorer>()?;
+    module.add_class::<sources::PyPostgresRestorer>()?;
+    module.add_class::<sources::PyMariadbRestorer>()?;
     module.add_class::<types::PyBackup>()?;
     module.add_class::<types::PyBackupStats>()?;
     module.add_class::<types::PyBackupSummary>()?;

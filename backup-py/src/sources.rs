@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use backup_core::{
     CommandRestorer, CommandSnapshotter, DirectoryRestorer, DirectorySnapshotter, EtcdRestorer,
-    EtcdSnapshotter, EtcdTls, Hook, Hooks, OnError, RedisRestorer, RedisSnapshotter,
-    RestoreOptions, Restorer, Snapshotter,
+    EtcdSnapshotter, EtcdTls, Hook, Hooks, MariadbMode, MariadbRestorer, MariadbSnapshotter,
+    OnError, PostgresMode, PostgresRestorer, PostgresSnapshotter, RecoveryTarget, RedisRestorer,
+    RedisSnapshotter, RestoreOptions, Restorer, Snapshotter,
 };
 use pyo3::prelude::*;
 
@@ -76,10 +77,27 @@ enum SourceSpec {
         save_timeout: Option<Duration>,
         file_name: Option<String>,
     },
+    Postgres {
+        url: String,
+        mode: PostgresMode,
+        password: Option<String>,
+        bin_dir: Option<PathBuf>,
+        databases: Vec<String>,
+        jobs: u32,
+        globals: bool,
+    },
+    Mariadb {
+        url: String,
+        mode: MariadbMode,
+        password: Option<String>,
+        bin_dir: Option<PathBuf>,
+        databases: Vec<String>,
+        staging_dir: Option<PathBuf>,
+    },
 }
 
 /// A source of a backup: one of `DirectorySource`, `CommandSource`,
-/// `EtcdSource`, `RedisSource`.
+/// `EtcdSource`, `RedisSource`, `PostgresSource`, `MariadbSource`.
 #[pyclass(name = "Source", module = "backup_toolkit", subclass, frozen)]
 pub(crate) struct PySource {
     spec: SourceSpec,
@@ -146,8 +164,57 @@ impl PySource {
                 }
                 Box::new(snapshotter)
             }
+            SourceSpec::Postgres {
+                url,
+                mode,
+                password,
+                bin_dir,
+                databases,
+                jobs,
+                globals,
+            } => {
+                let mut snapshotter = PostgresSnapshotter::new(url.clone())
+                    .with_mode(*mode)
+                    .with_databases(databases.clone())
+                    .with_jobs(*jobs)
+                    .with_globals(*globals);
+                if let Some(password) = password {
+                    snapshotter = snapshotter.with_password(password.clone());
+                }
+                if let Some(dir) = bin_dir {
+                    snapshotter = snapshotter.with_bin_dir(dir.clone());
+                }
+                Box::new(snapshotter)
+            }
+            SourceSpec::Mariadb {
+                url,
+                mode,
+                password,
+                bin_dir,
+                databases,
+                staging_dir,
+            } => {
+                let mut snapshotter = MariadbSnapshotter::new(url.clone())
+                    .with_mode(*mode)
+                    .with_databases(databases.clone());
+                if let Some(password) = password {
+                    snapshotter = snapshotter.with_password(password.clone());
+                }
+                if let Some(dir) = bin_dir {
+                    snapshotter = snapshotter.with_bin_dir(dir.clone());
+                }
+                if let Some(dir) = staging_dir {
+                    snapshotter = snapshotter.with_staging_dir(dir.clone());
+                }
+                Box::new(snapshotter)
+            }
         }
     }
+}
+
+/// The host part of a URL that may carry a password.
+fn host_of(url: &str) -> &str {
+    url.rsplit('@').next().unwrap_or(url)
 }
 
 #[pymethods]
@@ -161,6 +228,8 @@ impl PySource {
             SourceSpec::Command { .. } => "command",
             SourceSpec::Etcd { .. } => "etcd",
             SourceSpec::Redis { .. } => "redis",
+            SourceSpec::Postgres { .. } => "postgres",
+            SourceSpec::Mariadb { .. } => "mariadb",
         }
     }
 
@@ -170,10 +239,17 @@ impl PySource {
             SourceSpec::Command { argv, .. } => format!("CommandSource({argv:?})"),
             SourceSpec::Etcd { endpoints, .. } => format!("EtcdSource({endpoints:?})"),
             // The URL may carry a password: only its host part is shown.
-            SourceSpec::Redis { url, .. } => {
-                let host = url.rsplit('@').next().unwrap_or(url);
-                format!("RedisSource({host:?})")
-            }
+            SourceSpec::Redis { url, .. } => format!("RedisSource({:?})", host_of(url)),
+            SourceSpec::Postgres { url, mode, .. } => format!(
+                "PostgresSource({:?}, mode={:?})",
+                host_of(url),
+                mode.as_str()
+            ),
+            SourceSpec::Mariadb { url, mode, .. } => format!(
+                "MariadbSource({:?}, mode={:?})",
+                host_of(url),
+                mode.as_str()
+            ),
         }
     }
 }
@@ -295,6 +371,82 @@ impl PyRedisSource {
     }
 }
 
+/// A PostgreSQL server: a physical base backup (`mode="physical"`,
+/// `pg_basebackup`'s stream stored file by file, WAL and manifest
+/// included) or logical dumps (`mode="logical"`, `pg_dump` of each
+/// database and `pg_dumpall --globals-only`). `url` is a libpq connection
+/// string; `bin_dir` where PostgreSQL's programs are.
+#[pyclass(name = "PostgresSource", module = "backup_toolkit", extends = PySource, frozen)]
+pub(crate) struct PyPostgresSource;
+
+#[pymethods]
+impl PyPostgresSource {
+    #[new]
+    #[pyo3(signature = (url, *, mode="physical", password=None, bin_dir=None, databases=Vec::new(), jobs=1, globals=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        url: String,
+        mode: &str,
+        password: Option<String>,
+        bin_dir: Option<PathBuf>,
+        databases: Vec<String>,
+        jobs: u32,
+        globals: bool,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        let mode = mode
+            .parse::<PostgresMode>()
+            .map_err(|error| invalid(error.to_string()))?;
+        Ok(PyClassInitializer::from(PySource {
+            spec: SourceSpec::Postgres {
+                url,
+                mode,
+                password,
+                bin_dir,
+                databases,
+                jobs,
+                globals,
+            },
+        })
+        .add_subclass(PyPostgresSource))
+    }
+}
+
+/// A MariaDB or MySQL server: a dump (`mode="logical"`, `mariadb-dump
+/// --single-transaction` with routines, events, triggers and accounts) or
+/// a `mariadb-backup` copy (`mode="physical"`, on the server's host).
+/// `url` is `mysql://USER@HOST:PORT/`.
+#[pyclass(name = "MariadbSource", module = "backup_toolkit", extends = PySource, frozen)]
+pub(crate) struct PyMariadbSource;
+
+#[pymethods]
+impl PyMariadbSource {
+    #[new]
+    #[pyo3(signature = (url, *, mode="logical", password=None, bin_dir=None, databases=Vec::new(), staging_dir=None))]
+    fn new(
+        url: String,
+        mode: &str,
+        password: Option<String>,
+        bin_dir: Option<PathBuf>,
+        databases: Vec<String>,
+        staging_dir: Option<PathBuf>,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        let mode = mode
+            .parse::<MariadbMode>()
+            .map_err(|error| invalid(error.to_string()))?;
+        Ok(PyClassInitializer::from(PySource {
+            spec: SourceSpec::Mariadb {
+                url,
+                mode,
+                password,
+                bin_dir,
+                databases,
+                staging_dir,
+            },
+        })
+        .add_subclass(PyMariadbSource))
+    }
+}
+
 /// Commands run before and after a source's snapshot (no shell; killed
 /// after `timeout` seconds). The after commands run whatever happened.
 #[pyclass(name = "Hooks", module = "backup_toolkit", frozen)]
@@ -385,10 +537,24 @@ enum RestorerSpec {
         config: Option<PathBuf>,
         server: Option<PathBuf>,
     },
+    Postgres {
+        data_dir: Option<PathBuf>,
+        url: Option<String>,
+        bin_dir: Option<PathBuf>,
+        password: Option<String>,
+        recovery: Option<(String, RecoveryTarget)>,
+    },
+    Mariadb {
+        data_dir: Option<PathBuf>,
+        url: Option<String>,
+        bin_dir: Option<PathBuf>,
+        password: Option<String>,
+    },
 }
 
 /// Where `Repository.restore_into` puts a backup back: one of
-/// `DirectoryRestorer`, `CommandRestorer`, `EtcdRestorer`, `RedisRestorer`.
+/// `DirectoryRestorer`, `CommandRestorer`, `EtcdRestorer`, `RedisRestorer`,
+/// `PostgresRestorer`, `MariadbRestorer`.
 #[pyclass(name = "Restorer", module = "backup_toolkit", subclass, frozen)]
 pub(crate) struct PyRestorer {
     spec: RestorerSpec,
@@ -449,6 +615,48 @@ impl PyRestorer {
                 }
                 Box::new(restorer)
             }
+            RestorerSpec::Postgres {
+                data_dir,
+                url,
+                bin_dir,
+                password,
+                recovery,
+            } => {
+                let mut restorer = match (data_dir, url) {
+                    (Some(dir), _) => PostgresRestorer::physical(dir.clone()),
+                    (None, Some(url)) => PostgresRestorer::logical(url.clone()),
+                    (None, None) => PostgresRestorer::physical(PathBuf::new()),
+                };
+                if let Some(dir) = bin_dir {
+                    restorer = restorer.with_bin_dir(dir.clone());
+                }
+                if let Some(password) = password {
+                    restorer = restorer.with_password(password.clone());
+                }
+                if let Some((command, target)) = recovery {
+                    restorer = restorer.with_recovery(command.clone(), target.clone());
+                }
+                Box::new(restorer)
+            }
+            RestorerSpec::Mariadb {
+                data_dir,
+                url,
+                bin_dir,
+                password,
+            } => {
+                let mut restorer = match (data_dir, url) {
+                    (Some(dir), _) => MariadbRestorer::physical(dir.clone()),
+                    (None, Some(url)) => MariadbRestorer::logical(url.clone()),
+                    (None, None) => MariadbRestorer::physical(PathBuf::new()),
+                };
+                if let Some(dir) = bin_dir {
+                    restorer = restorer.with_bin_dir(dir.clone());
+                }
+                if let Some(password) = password {
+                    restorer = restorer.with_password(password.clone());
+                }
+                Box::new(restorer)
+            }
         }
     }
 }
@@ -463,6 +671,8 @@ impl PyRestorer {
             RestorerSpec::Command(_) => "command",
             RestorerSpec::Etcd { .. } => "etcd",
             RestorerSpec::Redis { .. } => "redis",
+            RestorerSpec::Postgres { .. } => "postgres",
+            RestorerSpec::Mariadb { .. } => "mariadb",
         }
     }
 
@@ -472,6 +682,19 @@ impl PyRestorer {
             RestorerSpec::Command(argv) => format!("CommandRestorer({argv:?})"),
             RestorerSpec::Etcd { data_dir, .. } => format!("EtcdRestorer({data_dir:?})"),
             RestorerSpec::Redis { data_dir, .. } => format!("RedisRestorer({data_dir:?})"),
+            RestorerSpec::Postgres { data_dir, url, .. }
+            | RestorerSpec::Mariadb { data_dir, url, .. } => {
+                let name = if matches!(self.spec, RestorerSpec::Postgres { .. }) {
+                    "PostgresRestorer"
+                } else {
+                    "MariadbRestorer"
+                };
+                match (data_dir, url) {
+                    (Some(dir), _) => format!("{name}(data_dir={dir:?})"),
+                    (None, Some(url)) => format!("{name}(url={:?})", host_of(url)),
+                    (None, None) => format!("{name}()"),
+                }
+            }
         }
     }
 }
@@ -566,5 +789,103 @@ impl PyRedisRestorer {
             },
         })
         .add_subclass(PyRedisRestorer)
+    }
+}
+
+/// Exactly one of `data_dir` and `url`.
+fn one_target(what: &str, data_dir: &Option<PathBuf>, url: &Option<String>) -> PyResult<()> {
+    if data_dir.is_some() == url.is_some() {
+        return Err(invalid(format!(
+            "{what} takes data_dir (a physical backup) or url (a logical one), exactly one"
+        )));
+    }
+    Ok(())
+}
+
+/// A PostgreSQL backup: a physical one into an empty data directory
+/// (`data_dir`; with `restore_command` and a target, set up for
+/// point-in-time recovery from the WAL archive), a logical one into the
+/// server of `url`.
+#[pyclass(name = "PostgresRestorer", module = "backup_toolkit", extends = PyRestorer, frozen)]
+pub(crate) struct PyPostgresRestorer;
+
+#[pymethods]
+impl PyPostgresRestorer {
+    #[new]
+    #[pyo3(signature = (*, data_dir=None, url=None, bin_dir=None, password=None, restore_command=None, target_time=None, target_lsn=None, target_latest=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        data_dir: Option<PathBuf>,
+        url: Option<String>,
+        bin_dir: Option<PathBuf>,
+        password: Option<String>,
+        restore_command: Option<String>,
+        target_time: Option<chrono::DateTime<chrono::Utc>>,
+        target_lsn: Option<String>,
+        target_latest: bool,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        one_target("PostgresRestorer", &data_dir, &url)?;
+        let target = match (target_time, target_lsn, target_latest) {
+            (None, None, false) => None,
+            (Some(time), None, false) => Some(RecoveryTarget::Time(time)),
+            (None, Some(lsn), false) => Some(RecoveryTarget::Lsn(lsn)),
+            (None, None, true) => Some(RecoveryTarget::Latest),
+            _ => {
+                return Err(invalid(
+                    "PostgresRestorer takes one of target_time, target_lsn and target_latest",
+                ))
+            }
+        };
+        let recovery = match (restore_command, target) {
+            (None, None) => None,
+            (Some(command), Some(target)) => Some((command, target)),
+            (Some(command), None) => Some((command, RecoveryTarget::Latest)),
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "a recovery target needs the restore_command that fetches the archived WAL",
+                ))
+            }
+        };
+        if recovery.is_some() && data_dir.is_none() {
+            return Err(invalid("point-in-time recovery restores into a data_dir"));
+        }
+        Ok(PyClassInitializer::from(PyRestorer {
+            spec: RestorerSpec::Postgres {
+                data_dir,
+                url,
+                bin_dir,
+                password,
+                recovery,
+            },
+        })
+        .add_subclass(PyPostgresRestorer))
+    }
+}
+
+/// A MariaDB backup: a logical one replayed into the server of `url`, a
+/// physical one prepared and moved into an empty `data_dir`.
+#[pyclass(name = "MariadbRestorer", module = "backup_toolkit", extends = PyRestorer, frozen)]
+pub(crate) struct PyMariadbRestorer;
+
+#[pymethods]
+impl PyMariadbRestorer {
+    #[new]
+    #[pyo3(signature = (*, data_dir=None, url=None, bin_dir=None, password=None))]
+    fn new(
+        data_dir: Option<PathBuf>,
+        url: Option<String>,
+        bin_dir: Option<PathBuf>,
+        password: Option<String>,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        one_target("MariadbRestorer", &data_dir, &url)?;
+        Ok(PyClassInitializer::from(PyRestorer {
+            spec: RestorerSpec::Mariadb {
+                data_dir,
+                url,
+                bin_dir,
+                password,
+            },
+        })
+        .add_subclass(PyMariadbRestorer))
     }
 }

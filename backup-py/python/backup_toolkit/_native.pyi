@@ -30,6 +30,10 @@ __all__ = [
     "Problem",
     "Progress",
     "PruneReport",
+    "MariadbRestorer",
+    "MariadbSource",
+    "PostgresRestorer",
+    "PostgresSource",
     "RedisRestorer",
     "RedisSource",
     "Repository",
@@ -335,6 +339,33 @@ class RedisSource(Source):
     ) -> RedisSource: ...
 
 @final
+class PostgresSource(Source):
+    def __new__(
+        cls,
+        url: str,
+        *,
+        mode: Literal["physical", "logical"] = "physical",
+        password: str | None = None,
+        bin_dir: _StrPath | None = None,
+        databases: Sequence[str] = ...,
+        jobs: int = 1,
+        globals: bool = True,
+    ) -> PostgresSource: ...
+
+@final
+class MariadbSource(Source):
+    def __new__(
+        cls,
+        url: str,
+        *,
+        mode: Literal["logical", "physical"] = "logical",
+        password: str | None = None,
+        bin_dir: _StrPath | None = None,
+        databases: Sequence[str] = ...,
+        staging_dir: _StrPath | None = None,
+    ) -> MariadbSource: ...
+
+@final
 class Hooks:
     def __new__(
         cls,
@@ -381,6 +412,32 @@ class RedisRestorer(Restorer):
         config: _StrPath | None = None,
         server: _StrPath | None = None,
     ) -> RedisRestorer: ...
+
+@final
+class PostgresRestorer(Restorer):
+    def __new__(
+        cls,
+        *,
+        data_dir: _StrPath | None = None,
+        url: str | None = None,
+        bin_dir: _StrPath | None = None,
+        password: str | None = None,
+        restore_command: str | None = None,
+        target_time: datetime | None = None,
+        target_lsn: str | None = None,
+        target_latest: bool = False,
+    ) -> PostgresRestorer: ...
+
+@final
+class MariadbRestorer(Restorer):
+    def __new__(
+        cls,
+        *,
+        data_dir: _StrPath | None = None,
+        url: str | None = None,
+        bin_dir: _StrPath | None = None,
+        password: str | None = None,
+    ) -> MariadbRestorer: ...
 
 @final
 class FileReader:
