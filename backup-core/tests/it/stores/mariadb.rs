@@ -147,6 +147,75 @@ async fn a_physical_backup_under_a_writer_is_prepared_into_a_fresh_data_director
     round_trip(MariadbMode::Physical).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dump_cut_off_halfway_fails_with_the_server_s_message_and_records_nothing() {
+    let db = Mariadb::start();
+    db.sql(
+        "CREATE DATABASE big; \
+         CREATE TABLE big.rows (id int PRIMARY KEY, body varchar(1000)) ENGINE=InnoDB; \
+         SET max_recursive_iterations = 1000000; \
+         INSERT INTO big.rows WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s \
+         WHERE i < 200000) SELECT i, repeat(md5(i), 30) FROM s",
+    );
+    let (_dir, repo) = local_repo().await;
+    let killer = {
+        let port = db.port();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while std::time::Instant::now() < deadline {
+                let output = std::process::Command::new("mariadb")
+                    .args([
+                        "--no-defaults",
+                        "--host=127.0.0.1",
+                        "--protocol=TCP",
+                        "--user=root",
+                    ])
+                    .arg(format!("--port={port}"))
+                    .args(["--batch", "--skip-column-names", "-e"])
+                    .arg(
+                        "SELECT id FROM information_schema.processlist WHERE info LIKE \
+                         'SELECT /*!40001 SQL_NO_CACHE */%rows%'",
+                    )
+                    .output()
+                    .unwrap();
+                let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+                if let Some(id) = id.lines().next().filter(|id| !id.is_empty()) {
+                    let killed = std::process::Command::new("mariadb")
+                        .args([
+                            "--no-defaults",
+                            "--host=127.0.0.1",
+                            "--protocol=TCP",
+                            "--user=root",
+                        ])
+                        .arg(format!("--port={port}"))
+                        .arg("-e")
+                        .arg(format!("KILL {id}"))
+                        .status()
+                        .unwrap();
+                    return killed.success();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            false
+        })
+    };
+    let error = repo
+        .backup(
+            &MariadbSnapshotter::new(db.url()),
+            BackupOptions::default().with_set("mariadb"),
+        )
+        .await
+        .unwrap_err();
+    assert!(killer.join().unwrap(), "the dump was never cut off");
+    let message = error.to_string();
+    assert!(message.contains("mariadb-dump"), "{message}");
+    assert!(
+        message.contains("Lost connection") || message.contains("server has gone away"),
+        "{message}"
+    );
+    assert!(repo.list().await.unwrap().is_empty());
+}
+
 /// The conformance suite, for both modes.
 struct MariadbFixture {
     db: Mariadb,

@@ -272,6 +272,49 @@ async fn a_base_backup_cut_off_halfway_fails_with_the_server_s_message_and_recor
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dump_cut_off_halfway_fails_with_the_server_s_message_and_records_nothing() {
+    let pg = Postgres::start();
+    Postgres::run("pgbench", &["-i", "-q", "-s", "12", &pg.url()]);
+    let (_dir, repo) = local_repo().await;
+    let killer = {
+        let url = pg.url();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while std::time::Instant::now() < deadline {
+                let output = std::process::Command::new(postgres::bin_dir().join("psql"))
+                    .args(["-X", "-A", "-t", "-d", &url, "-c"])
+                    .arg(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE \
+                         application_name = 'pg_dump' AND query LIKE 'COPY public.pgbench_accounts%'",
+                    )
+                    .output()
+                    .unwrap();
+                if String::from_utf8_lossy(&output.stdout).trim() == "t" {
+                    return true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            false
+        })
+    };
+    let error = repo
+        .backup(
+            &snapshotter(&pg.url(), PostgresMode::Logical).with_globals(false),
+            BackupOptions::default().with_set("pg"),
+        )
+        .await
+        .unwrap_err();
+    assert!(killer.join().unwrap(), "the dump was never cut off");
+    let message = error.to_string();
+    assert!(message.contains("pg_dump"), "{message}");
+    assert!(
+        message.contains("terminating connection due to administrator command"),
+        "{message}"
+    );
+    assert!(repo.list().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restore_into_a_used_directory_or_the_wrong_kind_of_target_is_refused() {
     let pg = Postgres::start();
     let (_dir, repo) = local_repo().await;
