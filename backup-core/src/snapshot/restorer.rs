@@ -133,6 +133,22 @@ pub(crate) fn require_empty_dir(dir: &Path) -> Result<()> {
     }
 }
 
+/// Removes everything in `dir`, leaving it empty: how a restore that failed
+/// leaves a data directory as it found it. Best effort.
+#[cfg(any(feature = "postgres", feature = "mariadb"))]
+pub(crate) fn clear_dir(dir: &Path) {
+    if let Ok(children) = std::fs::read_dir(dir) {
+        for child in children.flatten() {
+            let path = child.path();
+            let _ = if path.is_dir() && !path.is_symlink() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
+    }
+}
+
 /// Writes one stored file of `backup` to `target` through a temporary name
 /// beside it, synced, then renamed into place; returns the bytes written.
 /// `target` must not exist.

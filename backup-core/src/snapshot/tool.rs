@@ -367,3 +367,114 @@ impl Drop for Guard {
         }
     }
 }
+
+/// The name of a command's program, for messages.
+fn program_of(command: &tokio::process::Command) -> PathBuf {
+    PathBuf::from(command.as_std().get_program())
+}
+
+/// Runs a restore's program to the end, its standard input closed; returns
+/// its standard output.
+///
+/// # Errors
+///
+/// [`Error::Snapshot`] with its exit status and the end of its standard
+/// error when it fails; [`Error::Io`] when it cannot start.
+pub(crate) async fn run_to_end(
+    mut command: tokio::process::Command,
+    target: &str,
+) -> Result<String> {
+    let program = program_of(&command);
+    let output = command
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|error| Error::io("starting a restore program", &program, error))?;
+    if !output.status.success() {
+        return Err(Error::Snapshot {
+            source_name: format!("{} for {target}", display_name(&program)),
+            detail: exit_message(
+                &program,
+                output.status,
+                &String::from_utf8_lossy(&output.stderr),
+            ),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Runs a restore's program with the stored file `stored` of `backup` on
+/// its standard input (`pg_restore`, `mariadb`); returns the bytes fed.
+///
+/// # Errors
+///
+/// As [`run_to_end`], and the repository's errors reading the file.
+pub(crate) async fn feed_to(
+    repo: &crate::Repository,
+    backup: &crate::Backup,
+    stored: &str,
+    mut command: tokio::process::Command,
+    target: &str,
+) -> Result<u64> {
+    let program = program_of(&command);
+    let reader = repo.open_file(backup, stored).await?;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| Error::io("starting a restore program", &program, error))?;
+    let mut stdin = child.stdin.take();
+    let mut fed = Ok(0);
+    if let Some(stdin) = stdin.as_mut() {
+        fed = reader.copy_to(stdin).await;
+    }
+    drop(stdin);
+    let output = child
+        .wait_with_output()
+        .await
+        .map_err(|error| Error::io("waiting for a restore program", &program, error))?;
+    if !output.status.success() {
+        return Err(Error::Snapshot {
+            source_name: format!("{} into {target}", display_name(&program)),
+            detail: exit_message(
+                &program,
+                output.status,
+                &String::from_utf8_lossy(&output.stderr),
+            ),
+        });
+    }
+    // A program that succeeded without reading everything broke the pipe:
+    // the copy's error says so.
+    fed
+}
+
+fn display_name(program: &Path) -> String {
+    program.file_name().map_or_else(
+        || program.display().to_string(),
+        |name| name.to_string_lossy().into_owned(),
+    )
+}
+
+/// Waits on a blocking thread for every stream's program to end (see
+/// [`ToolStream::finish`]).
+///
+/// # Errors
+///
+/// The first failure's [`Error::Snapshot`].
+pub(crate) async fn finish_all(streams: Vec<ToolStream>, success: bool) -> Result<()> {
+    tokio::task::spawn_blocking(move || {
+        streams
+            .iter()
+            .map(|stream| stream.finish(success))
+            .collect::<Result<Vec<()>>>()
+    })
+    .await
+    .map_err(|error| Error::Snapshot {
+        source_name: "a store's program".into(),
+        detail: format!("its end could not be awaited: {error}"),
+    })?
+    .map(|_| ())
+}

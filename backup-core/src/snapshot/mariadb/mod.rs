@@ -558,18 +558,7 @@ struct LogicalFinisher {
 #[async_trait]
 impl Finisher for LogicalFinisher {
     async fn finish(self: Box<Self>, success: bool) -> Result<BTreeMap<String, serde_json::Value>> {
-        let streams = self.streams.clone();
-        tokio::task::spawn_blocking(move || {
-            streams
-                .iter()
-                .map(|stream| stream.finish(success))
-                .collect::<Result<Vec<()>>>()
-        })
-        .await
-        .map_err(|error| Error::Snapshot {
-            source_name: "mariadb-dump".into(),
-            detail: format!("the dump's end could not be awaited: {error}"),
-        })??;
+        super::tool::finish_all(self.streams.clone(), success).await?;
         let mut facts = BTreeMap::new();
         if success && self.log_bin {
             if let Ok(sniffed) = self.sniffed.lock() {

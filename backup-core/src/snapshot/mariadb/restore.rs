@@ -2,7 +2,6 @@
 //! a physical one prepared and moved into an empty data directory.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use async_trait::async_trait;
 use zeroize::Zeroizing;
@@ -10,8 +9,8 @@ use zeroize::Zeroizing;
 use super::{redact, Connection, MARIADB_BACKUP_DIR, MARIADB_DUMP_FILE};
 use crate::format::manifest::Backup;
 use crate::repository::Repository;
-use crate::snapshot::restorer::{require_empty_dir, Restorer, StoreRestore};
-use crate::snapshot::tool::exit_message;
+use crate::snapshot::restorer::{clear_dir, require_empty_dir, Restorer, StoreRestore};
+use crate::snapshot::tool::{feed_to, run_to_end};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -126,64 +125,6 @@ impl MariadbRestorer {
         command
     }
 
-    async fn run(&self, mut command: tokio::process::Command, program: &str) -> Result<String> {
-        let output = command
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|error| {
-                Error::io("starting a restore program", self.program(program), error)
-            })?;
-        if !output.status.success() {
-            return Err(Error::Snapshot {
-                source_name: format!("{program} for {}", self.target_name()),
-                detail: exit_message(
-                    &self.program(program),
-                    output.status,
-                    &String::from_utf8_lossy(&output.stderr),
-                ),
-            });
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    }
-
-    async fn feed(
-        &self,
-        repo: &Repository,
-        backup: &Backup,
-        stored: &str,
-        mut command: tokio::process::Command,
-    ) -> Result<u64> {
-        let reader = repo.open_file(backup, stored).await?;
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|error| Error::io("starting mariadb", self.program("mariadb"), error))?;
-        let mut stdin = child.stdin.take();
-        let mut fed = Ok(0);
-        if let Some(stdin) = stdin.as_mut() {
-            fed = reader.copy_to(stdin).await;
-        }
-        drop(stdin);
-        let output = child
-            .wait_with_output()
-            .await
-            .map_err(|error| Error::io("waiting for mariadb", self.program("mariadb"), error))?;
-        if !output.status.success() {
-            return Err(Error::Snapshot {
-                source_name: format!("mariadb into {}", self.target_name()),
-                detail: exit_message(
-                    &self.program("mariadb"),
-                    output.status,
-                    &String::from_utf8_lossy(&output.stderr),
-                ),
-            });
-        }
-        fed
-    }
-
     async fn logical_restore(
         &self,
         repo: &Repository,
@@ -219,7 +160,7 @@ impl MariadbRestorer {
                      table_schema IN ({list}) GROUP BY table_schema"
                 ),
             ]);
-            let used = self.run(query, "mariadb").await?;
+            let used = run_to_end(query, &self.target_name()).await?;
             if let Some(line) = used.lines().find(|line| !line.trim().is_empty()) {
                 let (database, tables) = line.split_once('\t').unwrap_or((line, "?"));
                 return Err(self.refused(format!(
@@ -238,13 +179,13 @@ impl MariadbRestorer {
             ));
         }
         let dump = self.command("mariadb", Some(&connection));
-        let mut bytes = self.feed(repo, backup, MARIADB_DUMP_FILE, dump).await?;
+        let mut bytes = feed_to(repo, backup, MARIADB_DUMP_FILE, dump, &self.target_name()).await?;
         // The accounts last: they may change the password this restore
         // connects with (the source's root).
         if has("users.sql") {
             let mut users = self.command("mariadb", Some(&connection));
             users.arg("--force");
-            bytes += self.feed(repo, backup, "users.sql", users).await?;
+            bytes += feed_to(repo, backup, "users.sql", users, &self.target_name()).await?;
         }
         Ok(StoreRestore::new("mariadb", self.target_name(), bytes)
             .with_detail("mode", "logical")
@@ -286,7 +227,7 @@ impl MariadbRestorer {
             prepare
                 .arg("--prepare")
                 .arg(format!("--target-dir={}", stored.display()));
-            self.run(prepare, "mariadb-backup").await?;
+            run_to_end(prepare, &self.target_name()).await?;
             std::fs::create_dir_all(data_dir)
                 .map_err(|error| Error::io("creating the data directory", data_dir, error))?;
             let mut move_back = self.command("mariadb-backup", None);
@@ -294,7 +235,7 @@ impl MariadbRestorer {
                 .arg("--move-back")
                 .arg(format!("--target-dir={}", stored.display()))
                 .arg(format!("--datadir={}", data_dir.display()));
-            self.run(move_back, "mariadb-backup").await?;
+            run_to_end(move_back, &self.target_name()).await?;
             Ok(summary)
         }
         .await;
@@ -302,16 +243,7 @@ impl MariadbRestorer {
         let summary = match outcome {
             Ok(summary) => summary,
             Err(error) => {
-                if let Ok(children) = std::fs::read_dir(data_dir) {
-                    for child in children.flatten() {
-                        let path = child.path();
-                        let _ = if path.is_dir() {
-                            std::fs::remove_dir_all(&path)
-                        } else {
-                            std::fs::remove_file(&path)
-                        };
-                    }
-                }
+                clear_dir(data_dir);
                 return Err(error);
             }
         };

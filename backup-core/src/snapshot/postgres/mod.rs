@@ -615,19 +615,7 @@ struct LogicalFinisher {
 #[async_trait]
 impl Finisher for LogicalFinisher {
     async fn finish(self: Box<Self>, success: bool) -> Result<BTreeMap<String, serde_json::Value>> {
-        let streams = self.streams.clone();
-        let ended = tokio::task::spawn_blocking(move || {
-            streams
-                .iter()
-                .map(|stream| stream.finish(success))
-                .collect::<Result<Vec<()>>>()
-        })
-        .await
-        .map_err(|error| Error::Snapshot {
-            source_name: "pg_dump".into(),
-            detail: format!("the dumps' end could not be awaited: {error}"),
-        })?;
-        ended?;
+        super::tool::finish_all(self.streams.clone(), success).await?;
         Ok(BTreeMap::new())
     }
 }

@@ -3,7 +3,6 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use async_trait::async_trait;
 use zeroize::Zeroizing;
@@ -13,8 +12,8 @@ use super::{conninfo, facts, major_of, POSTGRES_DATA_DIR, POSTGRES_GLOBALS_FILE}
 use crate::format::manifest::Backup;
 use crate::format::tree::NodeKind;
 use crate::repository::Repository;
-use crate::snapshot::restorer::{require_empty_dir, Restorer, StoreRestore};
-use crate::snapshot::tool::exit_message;
+use crate::snapshot::restorer::{clear_dir, require_empty_dir, Restorer, StoreRestore};
+use crate::snapshot::tool::{feed_to, run_to_end};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -222,16 +221,7 @@ impl PostgresRestorer {
             Ok(summary) => summary,
             Err(error) => {
                 // Leave the directory as it was: empty.
-                if let Ok(children) = std::fs::read_dir(data_dir) {
-                    for child in children.flatten() {
-                        let path = child.path();
-                        let _ = if path.is_dir() {
-                            std::fs::remove_dir_all(&path)
-                        } else {
-                            std::fs::remove_file(&path)
-                        };
-                    }
-                }
+                clear_dir(data_dir);
                 return Err(error);
             }
         };
@@ -272,84 +262,26 @@ impl PostgresRestorer {
         Ok(report)
     }
 
-    /// Runs a query with psql against `conninfo`; returns the first field
-    /// of the first row.
+    /// Runs a query with psql against `conninfo`; returns its output,
+    /// trimmed.
     async fn query(&self, conninfo: &str, sql: &str) -> Result<String> {
-        let output = self
-            .command("psql")
-            .args([
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "--no-password",
-                "-d",
-            ])
-            .arg(conninfo)
-            .args(["-c", sql])
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|error| Error::io("starting psql", self.program("psql"), error))?;
-        if !output.status.success() {
-            return Err(Error::Snapshot {
-                source_name: format!("PostgreSQL at {}", self.target_name()),
-                detail: exit_message(
-                    &self.program("psql"),
-                    output.status,
-                    &String::from_utf8_lossy(&output.stderr),
-                ),
-            });
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-    }
-
-    /// Feeds a stored file to `command`'s standard input.
-    async fn feed(
-        &self,
-        repo: &Repository,
-        backup: &Backup,
-        stored: &str,
-        mut command: tokio::process::Command,
-        program: &str,
-    ) -> Result<u64> {
-        let reader = repo.open_file(backup, stored).await?;
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|error| {
-                Error::io("starting a restore program", self.program(program), error)
-            })?;
-        let mut stdin = child.stdin.take();
-        let mut fed = Ok(0);
-        if let Some(stdin) = stdin.as_mut() {
-            fed = reader.copy_to(stdin).await;
-        }
-        drop(stdin);
-        let output = child.wait_with_output().await.map_err(|error| {
-            Error::io(
-                "waiting for a restore program",
-                self.program(program),
-                error,
-            )
-        })?;
-        if !output.status.success() {
-            return Err(Error::Snapshot {
-                source_name: format!("{program} into {}", self.target_name()),
-                detail: exit_message(
-                    &self.program(program),
-                    output.status,
-                    &String::from_utf8_lossy(&output.stderr),
-                ),
-            });
-        }
-        // A program that succeeded without reading everything would
-        // have been fed a broken pipe: the read error says so.
-        fed
+        let mut psql = self.command("psql");
+        psql.args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "--no-password",
+            "-d",
+        ])
+        .arg(conninfo)
+        .args(["-c", sql]);
+        Ok(run_to_end(psql, &self.target_name())
+            .await?
+            .trim()
+            .to_string())
     }
 
     async fn logical_restore(
@@ -411,9 +343,14 @@ impl PostgresRestorer {
             psql.args(["-X", "-q", "--no-password", "-d"])
                 .arg(server)
                 .args(["-f", "-"]);
-            bytes += self
-                .feed(repo, backup, POSTGRES_GLOBALS_FILE, psql, "psql")
-                .await?;
+            bytes += feed_to(
+                repo,
+                backup,
+                POSTGRES_GLOBALS_FILE,
+                psql,
+                &self.target_name(),
+            )
+            .await?;
         }
         let mut restored = Vec::new();
         for (database, stored, directory, exists) in plan {
@@ -446,30 +383,12 @@ impl PostgresRestorer {
                     .await?;
                 bytes += summary.bytes;
                 let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
-                let output = pg_restore
+                pg_restore
                     .arg(format!("--jobs={jobs}"))
-                    .arg(staging.path().join(&stored))
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .output()
-                    .await
-                    .map_err(|error| {
-                        Error::io("starting pg_restore", self.program("pg_restore"), error)
-                    })?;
-                if !output.status.success() {
-                    return Err(Error::Snapshot {
-                        source_name: format!("pg_restore into {}", self.target_name()),
-                        detail: exit_message(
-                            &self.program("pg_restore"),
-                            output.status,
-                            &String::from_utf8_lossy(&output.stderr),
-                        ),
-                    });
-                }
+                    .arg(staging.path().join(&stored));
+                run_to_end(pg_restore, &self.target_name()).await?;
             } else {
-                bytes += self
-                    .feed(repo, backup, &stored, pg_restore, "pg_restore")
-                    .await?;
+                bytes += feed_to(repo, backup, &stored, pg_restore, &self.target_name()).await?;
             }
             restored.push(database);
         }
