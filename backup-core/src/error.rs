@@ -200,6 +200,17 @@ pub enum Error {
         backup: String,
     },
 
+    /// A store's own program failed while a backup was restored into the
+    /// store (`pg_restore`, `mariadb`, `mariadb-backup --prepare`); the
+    /// detail is its exit status and the end of its standard error.
+    #[error("restore into {target} failed: {detail}")]
+    RestoreFailed {
+        /// The target: a data directory, a server.
+        target: String,
+        /// The program's own message.
+        detail: String,
+    },
+
     /// A restorer refused to restore a backup into a store, before writing
     /// anything: the backup is of another kind or a version the store cannot
     /// take, or the target is not empty.

@@ -17,6 +17,7 @@ pyo3::import_exception!(backup_toolkit.exceptions, UnsupportedVersionError);
 pyo3::import_exception!(backup_toolkit.exceptions, CollisionError);
 pyo3::import_exception!(backup_toolkit.exceptions, StorageError);
 pyo3::import_exception!(backup_toolkit.exceptions, SnapshotError);
+pyo3::import_exception!(backup_toolkit.exceptions, RestoreFailedError);
 pyo3::import_exception!(backup_toolkit.exceptions, RestoreRefusedError);
 pyo3::import_exception!(backup_toolkit.exceptions, UnsafePathError);
 pyo3::import_exception!(backup_toolkit.exceptions, CancelledError);
@@ -134,6 +135,10 @@ pub(crate) fn to_py(error: Error) -> PyErr {
         } => {
             facts = vec![("source", text(source_name)), ("detail", text(detail))];
             raise!(SnapshotError)
+        }
+        Error::RestoreFailed { target, detail } => {
+            facts = vec![("target", text(target)), ("detail", text(detail))];
+            raise!(RestoreFailedError)
         }
         Error::RestoreRefused { target, reason } => {
             facts = vec![("target", text(target)), ("reason", text(reason))];

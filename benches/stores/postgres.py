@@ -23,9 +23,11 @@ alternating order:
 - scattered 1 %: the same on `aid % 100 = r` (round 1: `r = 0`, round N:
   `r = N - 1`, rows not updated before).
 
-Before every backup: CHECKPOINT, and a wait until the server has archived
-every finished WAL segment, so that both tools see the same files and the
-peer's repository grows only by what its own backup adds. Measured: wall
+After every change: CHECKPOINT, a switch to a new WAL segment and a wait
+until the server has archived every finished one; before every backup:
+CHECKPOINT and the same wait. So both tools see the same files and the
+peer's repository grows only by what its own backup adds (the WAL of the
+change is reported apart). Measured: wall
 time, peak RSS (GNU time's %M: the largest single process of the tool's
 process tree), bytes added to the repository (`du -sb` before and after;
 backupctl's `bytes_added` from its JSON summary; pgBackRest's
@@ -193,9 +195,12 @@ class Cluster:
     def pgbackrest(self, *arguments: str) -> list[str]:
         return as_server_user(["pgbackrest", f"--config={self.config}", f"--stanza={STANZA}", *arguments])
 
-    def settle(self) -> None:
-        """CHECKPOINT, then wait until every finished WAL segment is archived."""
+    def settle(self, switch: bool = False) -> None:
+        """CHECKPOINT (and with `switch`, a switch to a new WAL segment, so that the current one is
+        archived too), then wait until every finished WAL segment is archived."""
         self.sql("CHECKPOINT")
+        if switch:
+            self.sql("SELECT pg_switch_wal()")
         deadline = time.time() + 600
         while True:
             ready = int(self.sql("SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'"))
@@ -348,7 +353,7 @@ def main() -> None:
                     "id": summary["short_id"],
                 }
             record(step, tool, seconds=seconds, peak_rss_kib=peak, du_added=after - before,
-                   repo_after=after, **values)
+                   repo_after=after, load_1min=os.getloadavg()[0], **values)
             log(f"{step}: {tool} {seconds:.2f} s, peak {peak / 1024:.0f} MiB, "
                 f"repository +{(after - before) / 2**20:.1f} MiB")
 
@@ -381,7 +386,8 @@ def main() -> None:
                     f"WITH u AS (UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE {condition} "
                     "RETURNING 1) SELECT count(*) FROM u")
                 change_seconds[name].append(time.monotonic() - change_started)
-                cluster.settle()
+                # The UPDATE's WAL archived now, so that it is not counted in the next backup's growth.
+                cluster.settle(switch=True)
                 change_wal[name].append(du(cluster.repo / "archive") - archive_before)
                 if int(updated) != one_percent:
                     raise SystemExit(f"{name}: {updated} rows updated, expected {one_percent}")
@@ -460,6 +466,7 @@ def main() -> None:
         def share(n: float) -> str:
             return f"{100 * n / db_size:.1f} %"
 
+        loads = [v["load_1min"] for tools in results.values() for values in tools.values() for v in values]
         labels = {"full": "full backup", "contiguous": "incremental after contiguous 1 %",
                   "scattered": "incremental after scattered 1 %"}
         lines = [
@@ -476,7 +483,8 @@ def main() -> None:
             f"({versions['backupctl']}, source {summary['source_commit']}) into an encrypted local repository "
             "(zstd level 3, content-defined chunks). Both into local directories. "
             f"Machine: {os.cpu_count()} cores, load average {load_start[0]:.2f} at start, "
-            f"{summary['machine']['load_end'][0]:.2f} at end.",
+            f"{summary['machine']['load_end'][0]:.2f} at end, "
+            f"{min(loads):.2f}–{max(loads):.2f} after the backups (1 min).",
             "",
             "| step | pgBackRest | backupctl | ratio | peak RSS pgBackRest / backupctl |",
             "|---|---|---|---|---|",
@@ -550,8 +558,9 @@ def main() -> None:
             "medians): " + "; ".join(f"{name} {fmt_bytes(statistics.median(v))}" for name, v in change_wal.items())
             + ".",
             "",
-            "How to read it: every backup is preceded by CHECKPOINT and a wait for the archiver, so both tools "
-            "see the same files. pgBackRest's incremental stores again, whole and compressed, every file whose "
+            "How to read it: every change is followed by CHECKPOINT, a switch to a new WAL segment and a wait "
+            "for the archiver, and every backup is preceded by CHECKPOINT and a wait for the archiver, so both "
+            "tools see the same files. pgBackRest's incremental stores again, whole and compressed, every file whose "
             "size or time changed (whichever rows changed: the table's segment, its primary-key index), "
             "and references the others; it reads only the changed files. backupctl's incremental reads the "
             "whole cluster again through pg_basebackup and stores the chunks it does not have: a contiguous "

@@ -175,10 +175,7 @@ pub(crate) fn exit_message(
     status: std::process::ExitStatus,
     stderr: &str,
 ) -> String {
-    let name = program.file_name().map_or_else(
-        || program.display().to_string(),
-        |name| name.to_string_lossy().into_owned(),
-    );
+    let name = display_name(program);
     let stderr = stderr.trim();
     let tail = &stderr[floor_char_boundary(stderr, stderr.len().saturating_sub(STDERR_TAIL))..];
     if tail.is_empty() {
@@ -378,8 +375,8 @@ fn program_of(command: &tokio::process::Command) -> PathBuf {
 ///
 /// # Errors
 ///
-/// [`Error::Snapshot`] with its exit status and the end of its standard
-/// error when it fails; [`Error::Io`] when it cannot start.
+/// [`Error::RestoreFailed`] with its exit status and the end of its
+/// standard error when it fails; [`Error::Io`] when it cannot start.
 pub(crate) async fn run_to_end(
     mut command: tokio::process::Command,
     target: &str,
@@ -392,8 +389,8 @@ pub(crate) async fn run_to_end(
         .await
         .map_err(|error| Error::io("starting a restore program", &program, error))?;
     if !output.status.success() {
-        return Err(Error::Snapshot {
-            source_name: format!("{} for {target}", display_name(&program)),
+        return Err(Error::RestoreFailed {
+            target: target.to_string(),
             detail: exit_message(
                 &program,
                 output.status,
@@ -437,8 +434,8 @@ pub(crate) async fn feed_to(
         .await
         .map_err(|error| Error::io("waiting for a restore program", &program, error))?;
     if !output.status.success() {
-        return Err(Error::Snapshot {
-            source_name: format!("{} into {target}", display_name(&program)),
+        return Err(Error::RestoreFailed {
+            target: target.to_string(),
             detail: exit_message(
                 &program,
                 output.status,

@@ -17,6 +17,7 @@ __all__ = [
     "CorruptionError",
     "InvalidArgumentError",
     "NotFoundError",
+    "RestoreFailedError",
     "RestoreRefusedError",
     "SnapshotError",
     "StorageError",
@@ -113,6 +114,17 @@ class SnapshotError(BackupError):
     #: The source (an etcd endpoint, a Redis URL, a command).
     source: str | None = None
     #: What the store said.
+    detail: str | None = None
+
+
+class RestoreFailedError(BackupError):
+    """A store's own program failed while a backup was restored into the
+    store (``pg_restore``, ``mariadb``, ``mariadb-backup --prepare``); the
+    message ends with the program's own."""
+
+    #: The target: a data directory, a server.
+    target: str | None = None
+    #: The program's exit status and the end of its standard error.
     detail: str | None = None
 
 
