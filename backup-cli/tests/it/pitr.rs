@@ -355,3 +355,50 @@ fn remove_backup(repo: &Path, id: &str) {
     std::fs::remove_file(&manifest)
         .unwrap_or_else(|error| panic!("removing {}: {error}", manifest.display()));
 }
+
+#[test]
+fn wal_pushes_running_at_once_each_store_their_file_and_the_same_file_twice_is_one() {
+    let place = Place::new();
+    place.run(&["init"]);
+    let files = place.dir.path().join("pg_wal");
+    std::fs::create_dir(&files).unwrap();
+    let names: Vec<String> = (1..=6)
+        .map(|n| format!("0000000100000000000000{n:02X}"))
+        .collect();
+    for (seed, name) in names.iter().enumerate() {
+        let contents = backup_testkit::rng::random_bytes(seed as u64, 1 << 20);
+        std::fs::write(files.join(name), contents).unwrap();
+    }
+    give_to_server_user(&files);
+    // Six pushes at once, and the first file pushed a second time beside
+    // them, as PostgreSQL retries an archive_command it thinks failed.
+    let mut pushes: Vec<std::process::Child> = names
+        .iter()
+        .chain(std::iter::once(&names[0]))
+        .map(|name| {
+            let path = files.join(name);
+            place
+                .command(&["wal-push", "--set", "pg", path.to_str().unwrap()])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for push in &mut pushes {
+        assert!(push.wait().unwrap().success());
+    }
+    let mut archived = place.wal_files();
+    archived.dedup();
+    assert_eq!(archived, names);
+    for name in &names {
+        let out = place.dir.path().join(format!("fetched-{name}"));
+        place.run(&["wal-fetch", "--set", "pg", name, out.to_str().unwrap()]);
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            std::fs::read(files.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    let verified = place.run(&["verify", "--read-data"]);
+    assert!(verified.contains("no errors found"), "{verified}");
+}
