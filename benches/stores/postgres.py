@@ -480,7 +480,7 @@ def main() -> None:
             "file-level incrementals)"
             + (f" but {' '.join(f'`{o}`' for o in args.pgbackrest_option)}" if args.pgbackrest_option else "")
             + "; backupctl "
-            f"({versions['backupctl']}, source {summary['source_commit']}) into an encrypted local repository "
+            f"({versions['backupctl']}; checkout at run time {summary['source_commit']}) into an encrypted local repository "
             "(zstd level 3, content-defined chunks). Both into local directories. "
             f"Machine: {os.cpu_count()} cores, load average {load_start[0]:.2f} at start, "
             f"{summary['machine']['load_end'][0]:.2f} at end, "
@@ -557,6 +557,10 @@ def main() -> None:
             "WAL of the UPDATEs archived by pgBackRest before its backup (not counted above, "
             "medians): " + "; ".join(f"{name} {fmt_bytes(statistics.median(v))}" for name, v in change_wal.items())
             + ".",
+            "",
+            "Each round updates rows not updated before: "
+            + "; ".join(f"{name}: " + ", ".join(f"`{o['where']}`" for o in order_log if o["pattern"] == name)
+                        for name in patterns) + ".",
             "",
             "How to read it: every change is followed by CHECKPOINT, a switch to a new WAL segment and a wait "
             "for the archiver, and every backup is preceded by CHECKPOINT and a wait for the archiver, so both "

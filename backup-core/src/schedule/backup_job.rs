@@ -53,7 +53,9 @@ impl fmt::Display for BackupJobReport {
 /// Backs `snapshotter` up into `repository` with `options`, then, unless
 /// `retention` is empty, forgets the backups of the same set (and only of
 /// that set) that `retention` does not keep, and then prunes with `prune`
-/// if it is given.
+/// if it is given. For a PostgreSQL source (feature `postgres`), the set's
+/// archived WAL (`SET/wal`) is then kept as the kept base backups need it
+/// ([`WalArchive::apply_retention`](crate::WalArchive::apply_retention)).
 ///
 /// Scheduled backups normally set [`BackupOptions::check_collision`], so
 /// that a job stops rather than interleave with another writer of its set.
@@ -109,11 +111,22 @@ pub async fn run_backup_job(
     if retention.is_empty() {
         return Ok(report);
     }
-    let decisions = repository
+    #[allow(unused_mut)]
+    let mut decisions = repository
         .forget_matching(retention, Utc::now(), &forget, |backup| {
             backup.manifest.set == set
         })
         .await?;
+    // A PostgreSQL base backup set's archived WAL follows the base backups
+    // kept.
+    #[cfg(feature = "postgres")]
+    if snapshotter.kind() == "postgres" {
+        decisions.extend(
+            crate::WalArchive::new(repository, set.as_str())
+                .apply_retention(&forget)
+                .await?,
+        );
+    }
     report.forgotten = Some(
         decisions
             .iter()

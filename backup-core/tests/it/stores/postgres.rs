@@ -340,6 +340,63 @@ async fn a_restore_into_a_used_directory_or_the_wrong_kind_of_target_is_refused(
     assert!(error.to_string().contains("data directory"), "{error}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scheduled_base_backup_s_retention_forgets_the_wal_no_kept_base_backup_needs() {
+    let pg = Postgres::start();
+    let (dir, repo) = local_repo().await;
+    let archive = backup_core::WalArchive::new(&repo, "pg");
+    // WAL from before any base backup, and WAL from far after.
+    for name in [
+        "000000010000000000000001",
+        "0000000100000000000000FF",
+        "00000002.history",
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, name.as_bytes()).unwrap();
+        archive.push(&path).await.unwrap();
+    }
+    let keep = backup_core::KeepPolicy {
+        keep_last: Some(1),
+        ..backup_core::KeepPolicy::default()
+    };
+    let source = snapshotter(&pg.url(), PostgresMode::Physical);
+    for _ in 0..2 {
+        backup_core::schedule::run_backup_job(
+            &repo,
+            &source,
+            BackupOptions::default().with_set("pg"),
+            &keep,
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    let bases: Vec<Backup> = repo
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|backup| backup.manifest.set == "pg")
+        .collect();
+    assert_eq!(bases.len(), 1);
+    let first_needed = bases[0].manifest.facts["wal_start"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        first_needed.as_str() > "000000010000000000000001",
+        "{first_needed}"
+    );
+    let left: Vec<String> = archive
+        .files()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|file| file.name)
+        .collect();
+    assert_eq!(left, ["0000000100000000000000FF", "00000002.history"]);
+}
+
 /// The conformance suite, for both modes.
 struct PostgresFixture {
     pg: Postgres,
