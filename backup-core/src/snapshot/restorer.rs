@@ -198,6 +198,30 @@ pub(crate) async fn write_stored_file(
     written
 }
 
+/// [`Repository::restore`] that fails with the first item it could not
+/// restore (the others are in the error's log lines): how a restorer
+/// writes the stored tree it needs whole.
+///
+/// # Errors
+///
+/// As [`Repository::restore`], and [`Error::Io`] for the first failure.
+pub(crate) async fn restore_all(
+    repo: &Repository,
+    backup: &Backup,
+    target: &Path,
+    options: &crate::RestoreOptions,
+) -> Result<crate::RestoreSummary> {
+    let summary = repo.restore(backup, target, options).await?;
+    if let Some(failure) = summary.failures.first() {
+        return Err(Error::Io {
+            context: "restoring a file",
+            path: target.join(&failure.path),
+            source: std::io::Error::other(failure.message.clone()),
+        });
+    }
+    Ok(summary)
+}
+
 /// Restores a directory backup into an empty or new directory: the
 /// restorer of [`DirectorySnapshotter`](crate::DirectorySnapshotter)'s
 /// backups ([`Repository::restore`] is the same without the kind and
@@ -235,14 +259,7 @@ impl Restorer for DirectoryRestorer {
 
     async fn restore(&self, repo: &Repository, backup: &Backup) -> Result<StoreRestore> {
         require_empty_dir(&self.target)?;
-        let summary = repo.restore(backup, &self.target, &self.options).await?;
-        if let Some(failure) = summary.failures.first() {
-            return Err(Error::Io {
-                context: "restoring a file",
-                path: self.target.join(&failure.path),
-                source: std::io::Error::other(failure.message.clone()),
-            });
-        }
+        let summary = restore_all(repo, backup, &self.target, &self.options).await?;
         Ok(StoreRestore::new("directory", &self.target, summary.bytes)
             .with_detail("files", summary.files)
             .with_detail("dirs", summary.dirs)

@@ -407,15 +407,13 @@ impl MariadbSnapshotter {
                 Error::io("creating a directory for mariadb-backup", &parent, error)
             })?;
         let target = staging.path().join(MARIADB_BACKUP_DIR);
-        Tool::new(
-            self.bin_dir.as_deref(),
+        self.tool(
+            &connection,
             "mariadb-backup",
             format!("mariadb-backup of {}", self.source_name()),
         )
         .arg("--backup")
         .arg(format!("--target-dir={}", target.display()))
-        .args(connection.args())
-        .secret_env("MYSQL_PWD", connection.password())
         .output()
         .await?;
         facts.extend(physical_facts(&target));

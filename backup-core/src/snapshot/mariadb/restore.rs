@@ -9,7 +9,9 @@ use zeroize::Zeroizing;
 use super::{redact, Connection, MARIADB_BACKUP_DIR, MARIADB_DUMP_FILE};
 use crate::format::manifest::Backup;
 use crate::repository::Repository;
-use crate::snapshot::restorer::{clear_dir, require_empty_dir, Restorer, StoreRestore};
+use crate::snapshot::restorer::{
+    clear_dir, require_empty_dir, restore_all, Restorer, StoreRestore,
+};
 use crate::snapshot::tool::{feed_to, run_to_end};
 use crate::{Error, Result};
 
@@ -208,20 +210,13 @@ impl MariadbRestorer {
             .tempdir_in(parent)
             .map_err(|error| Error::io("creating a directory for the restore", parent, error))?;
         let outcome = async {
-            let summary = repo
-                .restore(
-                    backup,
-                    staging.path(),
-                    &crate::RestoreOptions::default().with_include([MARIADB_BACKUP_DIR]),
-                )
-                .await?;
-            if let Some(failure) = summary.failures.first() {
-                return Err(Error::Io {
-                    context: "restoring a file",
-                    path: staging.path().join(&failure.path),
-                    source: std::io::Error::other(failure.message.clone()),
-                });
-            }
+            let summary = restore_all(
+                repo,
+                backup,
+                staging.path(),
+                &crate::RestoreOptions::default().with_include([MARIADB_BACKUP_DIR]),
+            )
+            .await?;
             let stored = staging.path().join(MARIADB_BACKUP_DIR);
             let mut prepare = self.command("mariadb-backup", None);
             prepare

@@ -12,7 +12,9 @@ use super::{conninfo, facts, major_of, POSTGRES_DATA_DIR, POSTGRES_GLOBALS_FILE}
 use crate::format::manifest::Backup;
 use crate::format::tree::NodeKind;
 use crate::repository::Repository;
-use crate::snapshot::restorer::{clear_dir, require_empty_dir, Restorer, StoreRestore};
+use crate::snapshot::restorer::{
+    clear_dir, require_empty_dir, restore_all, Restorer, StoreRestore,
+};
 use crate::snapshot::tool::{feed_to, run_to_end};
 use crate::{Error, Result};
 
@@ -182,20 +184,13 @@ impl PostgresRestorer {
             .map_err(|error| Error::io("creating the data directory", data_dir, error))?;
         let staging = data_dir.join(format!(".restoring-{}", std::process::id()));
         let restored = async {
-            let summary = repo
-                .restore(
-                    backup,
-                    &staging,
-                    &crate::RestoreOptions::default().with_include([POSTGRES_DATA_DIR]),
-                )
-                .await?;
-            if let Some(failure) = summary.failures.first() {
-                return Err(Error::Io {
-                    context: "restoring a file",
-                    path: data_dir.join(&failure.path),
-                    source: std::io::Error::other(failure.message.clone()),
-                });
-            }
+            let summary = restore_all(
+                repo,
+                backup,
+                &staging,
+                &crate::RestoreOptions::default().with_include([POSTGRES_DATA_DIR]),
+            )
+            .await?;
             let stored = staging.join(POSTGRES_DATA_DIR);
             if !stored.join("PG_VERSION").is_file() {
                 return Err(Error::corrupt(
@@ -374,13 +369,13 @@ impl PostgresRestorer {
                             error,
                         )
                     })?;
-                let summary = repo
-                    .restore(
-                        backup,
-                        staging.path(),
-                        &crate::RestoreOptions::default().with_include([stored.clone()]),
-                    )
-                    .await?;
+                let summary = restore_all(
+                    repo,
+                    backup,
+                    staging.path(),
+                    &crate::RestoreOptions::default().with_include([stored.clone()]),
+                )
+                .await?;
                 bytes += summary.bytes;
                 let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
                 pg_restore

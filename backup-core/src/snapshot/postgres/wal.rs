@@ -157,11 +157,13 @@ impl<'a> WalArchive<'a> {
     ///
     /// As [`Repository::list`].
     pub async fn files(&self) -> Result<Vec<ArchivedWal>> {
+        Ok(self.files_in(self.repo.list().await?))
+    }
+
+    /// The archived files among `backups`, oldest first by name.
+    fn files_in(&self, backups: Vec<Backup>) -> Vec<ArchivedWal> {
         let set = self.set();
-        let mut files: Vec<ArchivedWal> = self
-            .repo
-            .list()
-            .await?
+        let mut files: Vec<ArchivedWal> = backups
             .into_iter()
             .filter(|backup| {
                 backup.manifest.set == set
@@ -179,7 +181,7 @@ impl<'a> WalArchive<'a> {
             })
             .collect();
         files.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(files)
+        files
     }
 
     /// Archives the WAL file at `path` (what `archive_command` gives as
@@ -341,17 +343,16 @@ impl<'a> WalArchive<'a> {
         written.map(|()| true)
     }
 
-    /// The completed physical base backups of the set, oldest first.
-    async fn base_backups(&self) -> Result<Vec<Backup>> {
-        let mut backups: Vec<Backup> = self
-            .repo
-            .list()
-            .await?
-            .into_iter()
+    /// The completed physical base backups of the set among `backups`,
+    /// oldest first.
+    fn base_backups_in(&self, backups: &[Backup]) -> Vec<Backup> {
+        let mut bases: Vec<Backup> = backups
+            .iter()
             .filter(|backup| is_base_backup(backup, &self.base_set))
+            .cloned()
             .collect();
-        backups.sort_by_key(|backup| backup.manifest.time);
-        Ok(backups)
+        bases.sort_by_key(|backup| backup.manifest.time);
+        bases
     }
 
     /// The first segment the oldest base backup needs, as a number.
@@ -372,8 +373,10 @@ impl<'a> WalArchive<'a> {
     ///
     /// As [`Repository::list`].
     pub async fn gaps(&self) -> Result<Vec<WalGap>> {
-        let bases = self.base_backups().await?;
-        let files = self.files().await?;
+        // One listing for both the base backups and the archived files.
+        let backups = self.repo.list().await?;
+        let bases = self.base_backups_in(&backups);
+        let files = self.files_in(backups);
         let mut present = BTreeSet::new();
         let mut timeline_at = BTreeMap::new();
         for file in &files {
@@ -437,7 +440,7 @@ impl<'a> WalArchive<'a> {
         &self,
         options: &ForgetOptions,
     ) -> Result<Vec<(Backup, Decision)>> {
-        let bases = self.base_backups().await?;
+        let bases = self.base_backups_in(&self.repo.list().await?);
         let Some(first) = self.first_needed(&bases) else {
             return Ok(Vec::new());
         };
