@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands::{
-    backup, dump, export, forget, init, list, ls, prune, restore, schedule, show, verify, wal,
+    backup, cluster, dump, export, forget, init, list, ls, prune, restore, schedule, show, verify,
+    wal,
 };
 
 /// `backupctl` and its subcommand.
@@ -49,6 +50,14 @@ pub(crate) enum Command {
     Schedule(schedule::ScheduleArgs),
     /// Check the repository for damage (and the WAL archives for gaps).
     Verify(verify::VerifyArgs),
+    /// Back up every node of a Cassandra cluster under one cluster backup
+    /// id (a node list in TOML); recorded only when every node's backup is.
+    ClusterBackup(cluster::ClusterBackupArgs),
+    /// Restore a completed cluster backup into a new cluster of as many
+    /// stopped nodes (their data directories and cassandra.yaml files).
+    ClusterRestore(cluster::ClusterRestoreArgs),
+    /// List the completed cluster backups of a cluster.
+    ClusterList(cluster::ClusterListArgs),
     /// Archive one PostgreSQL WAL file: the server's archive_command
     /// (`backupctl wal-push --repo R --set SET %p`).
     WalPush(wal::WalPushArgs),

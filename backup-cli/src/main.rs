@@ -69,6 +69,9 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         Command::Prune(args) => commands::prune::run(args).await,
         Command::Schedule(args) => commands::schedule::run(args).await,
         Command::Verify(args) => commands::verify::run(args).await,
+        Command::ClusterBackup(args) => commands::cluster::backup(args).await,
+        Command::ClusterRestore(args) => commands::cluster::restore(args).await,
+        Command::ClusterList(args) => commands::cluster::list(args).await,
         Command::WalPush(args) => commands::wal::push(args).await,
         Command::WalFetch(args) => commands::wal::fetch(args).await,
     }

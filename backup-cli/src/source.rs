@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use backup_core::{
-    CommandSnapshotter, DirectorySnapshotter, Error, EtcdSnapshotter, EtcdTls, Hook, Hooks,
-    MariadbMode, MariadbSnapshotter, OnError, PostgresMode, PostgresSnapshotter, RedisSnapshotter,
-    Snapshotter, DEFAULT_HOOK_TIMEOUT,
+    CassandraNode, CassandraSnapshotter, CommandSnapshotter, DirectorySnapshotter, Error,
+    EtcdSnapshotter, EtcdTls, Hook, Hooks, MariadbMode, MariadbSnapshotter, OnError, PostgresMode,
+    PostgresSnapshotter, RedisSnapshotter, Snapshotter, SshAccess, DEFAULT_HOOK_TIMEOUT,
 };
 use serde::Deserialize;
 
@@ -42,6 +42,93 @@ pub(crate) enum SourceConfig {
     Postgres(PostgresSource),
     /// A MariaDB or MySQL server: a dump or a mariadb-backup copy.
     Mariadb(MariadbSource),
+    /// A Cassandra node: a nodetool snapshot of its SSTables.
+    Cassandra(CassandraSource),
+}
+
+/// The settings of a Cassandra node: a `schedule.toml` source, a node of
+/// a cluster's node list, or `backup --source cassandra`'s options.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CassandraSource {
+    /// The node's name, the last part of its backup set in a cluster
+    /// (default: this host's name).
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+    /// The nodetool command line (default `nodetool`).
+    #[serde(default)]
+    pub(crate) nodetool: Option<String>,
+    /// The cqlsh command line for `DESCRIBE SCHEMA` (default `cqlsh`;
+    /// `none` not to run it).
+    #[serde(default)]
+    pub(crate) cqlsh: Option<String>,
+    /// The node's data directories (default /var/lib/cassandra/data).
+    #[serde(default)]
+    pub(crate) data_dirs: Vec<String>,
+    /// Only these keyspaces (default: all but system_traces).
+    #[serde(default)]
+    pub(crate) keyspaces: Vec<String>,
+    /// Keep system_traces too.
+    #[serde(default)]
+    pub(crate) system_traces: bool,
+    /// Reach the node over SSH: `user@host`.
+    #[serde(default)]
+    pub(crate) ssh: Option<String>,
+    /// The SSH port.
+    #[serde(default)]
+    pub(crate) ssh_port: Option<u16>,
+    /// The SSH private key.
+    #[serde(default)]
+    pub(crate) ssh_key: Option<PathBuf>,
+    /// The known_hosts file holding the node's host key (default
+    /// ~/.ssh/known_hosts; unknown hosts are refused).
+    #[serde(default)]
+    pub(crate) known_hosts: Option<PathBuf>,
+}
+
+impl CassandraSource {
+    /// The node's snapshotter.
+    pub(crate) fn snapshotter(&self) -> Result<CassandraSnapshotter, Error> {
+        let name = match &self.name {
+            Some(name) => name.clone(),
+            None => hostname(),
+        };
+        let mut node = CassandraNode::new(name);
+        if let Some(command) = &self.nodetool {
+            node = node.with_nodetool(command)?;
+        }
+        if let Some(command) = &self.cqlsh {
+            node = node.with_cqlsh((command != "none").then_some(command.as_str()))?;
+        }
+        if !self.data_dirs.is_empty() {
+            node = node.with_data_dirs(self.data_dirs.clone());
+        }
+        if let Some(destination) = &self.ssh {
+            let mut ssh = SshAccess::new(destination.clone());
+            if let Some(port) = self.ssh_port {
+                ssh = ssh.with_port(port);
+            }
+            if let Some(key) = &self.ssh_key {
+                ssh = ssh.with_identity(key.clone());
+            }
+            if let Some(file) = &self.known_hosts {
+                ssh = ssh.with_known_hosts(file.clone());
+            }
+            node = node.over_ssh(ssh);
+        }
+        Ok(CassandraSnapshotter::new(node)
+            .with_keyspaces(self.keyspaces.clone())
+            .with_system_traces(self.system_traces))
+    }
+}
+
+/// This host's name, for a node named by nothing else.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// The settings of a MariaDB source.
@@ -339,6 +426,7 @@ impl SourceConfig {
                 }
                 Box::new(snapshotter)
             }
+            SourceConfig::Cassandra(node) => Box::new(node.snapshotter()?),
         };
         let hooks = hooks.hooks()?;
         Ok(if hooks.is_empty() {

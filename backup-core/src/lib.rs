@@ -138,10 +138,17 @@ pub use snapshot::{
     RecoveryTarget, WalArchive, WalGap, WalPush, POSTGRES_DATA_DIR, POSTGRES_GLOBALS_FILE,
     WAL_KIND,
 };
+#[cfg(feature = "cassandra")]
 pub use snapshot::{
-    CommandRestorer, CommandSnapshotter, DirectoryRestorer, DirectorySnapshotter, Entry, Finisher,
-    Hook, HookCallback, HookPoint, Hooks, OnError, Restorer, Snapshot, Snapshotter, StoreRestore,
-    TarCapture, WithHooks, DEFAULT_HOOK_TIMEOUT,
+    cluster_set, describe_node, CassandraNode, CassandraRestorer, CassandraSnapshotter,
+    ClusterBackup, ClusterBackupReport, ClusterNodeReport, ClusterProgress, ClusterRecord,
+    ClusterRestore, ClusterState, RecordedNode, SshAccess, CASSANDRA_DATA_DIR, CASSANDRA_KIND,
+    CASSANDRA_SCHEMA_FILE, CLUSTER_KIND, DEFAULT_STALE_SNAPSHOT_AGE, SNAPSHOT_TAG_PREFIX,
+};
+pub use snapshot::{
+    CommandRestorer, CommandSnapshotter, DirectoryRestorer, DirectorySnapshotter, Entry,
+    FetchFiles, Finisher, Hook, HookCallback, HookPoint, Hooks, ListedFile, OnError, Restorer,
+    Snapshot, Snapshotter, StoreRestore, TarCapture, WithHooks, DEFAULT_HOOK_TIMEOUT,
 };
 #[cfg(feature = "etcd")]
 pub use snapshot::{EtcdRestorer, EtcdSnapshotter, EtcdTls, ETCD_SNAPSHOT_FILE};

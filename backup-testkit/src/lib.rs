@@ -18,6 +18,9 @@
 //!   started, waiting for a condition with a hang guard.
 //! - [`fault`]: [`FaultSink`], a sink that fails, stalls and truncates on
 //!   purpose.
+//! - [`cassandra`]: stand-in Cassandra 4.0 nodes (a python3 `nodetool`
+//!   acting on a data directory layout) for the Cassandra snapshotter's
+//!   tests; a stand-in, not Cassandra.
 //! - [`backupctl`]: a runner for the `backupctl` binary with a clean
 //!   environment, and [`repo`]: looking at a local repository's objects.
 //!
@@ -39,6 +42,7 @@
 #![allow(clippy::expect_used)]
 
 pub mod backupctl;
+pub mod cassandra;
 pub mod fault;
 pub mod h2_tamper;
 pub mod process;

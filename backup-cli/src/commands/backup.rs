@@ -15,7 +15,8 @@ use crate::output::{human_bytes, out, print_json};
 use crate::progress::progress_sink;
 use crate::repository::open;
 use crate::source::{
-    EtcdSource, HooksConfig, MariadbSource, PostgresSource, RedisSource, SourceConfig,
+    CassandraSource, EtcdSource, HooksConfig, MariadbSource, PostgresSource, RedisSource,
+    SourceConfig,
 };
 
 /// The kinds of source `--source` takes.
@@ -33,6 +34,8 @@ pub(crate) enum SourceKind {
     Postgres,
     /// A MariaDB or MySQL server (`--mariadb-url`, `--mariadb-mode`).
     Mariadb,
+    /// A Cassandra node (`--nodetool`, `--cassandra-data-dir`).
+    Cassandra,
 }
 
 /// `--mariadb-mode`.
@@ -148,6 +151,30 @@ pub(crate) struct StoreSourceArgs {
     /// temporary directory).
     #[arg(long, value_name = "DIR")]
     mariadb_staging_dir: Option<PathBuf>,
+    /// The Cassandra node's nodetool command line (default `nodetool`).
+    #[arg(long, value_name = "COMMAND")]
+    nodetool: Option<String>,
+    /// The node's data directory (repeatable: every data_file_directories
+    /// entry; default /var/lib/cassandra/data).
+    #[arg(long = "cassandra-data-dir", value_name = "DIR")]
+    cassandra_data_dirs: Vec<String>,
+    /// Only this keyspace (repeatable; default all but system_traces).
+    #[arg(long = "keyspace", value_name = "NAME")]
+    keyspaces: Vec<String>,
+    /// The node's name recorded in its facts (default: this host's name).
+    #[arg(long, value_name = "NAME")]
+    cassandra_node: Option<String>,
+    /// The cqlsh command line whose DESCRIBE SCHEMA is stored (default
+    /// `cqlsh` when it runs; `none` not to try).
+    #[arg(long, value_name = "COMMAND")]
+    cqlsh: Option<String>,
+    /// Reach the node over SSH (user@host): its nodetool run there and its
+    /// files read with tar, the host key checked against known_hosts.
+    #[arg(long, value_name = "USER@HOST")]
+    cassandra_ssh: Option<String>,
+    /// The node's SSH port.
+    #[arg(long, value_name = "PORT")]
+    cassandra_ssh_port: Option<u16>,
     /// Run this command line before the snapshot (an argv, no shell;
     /// repeatable, in order).
     #[arg(long = "hook-before", value_name = "COMMAND")]
@@ -242,7 +269,7 @@ pub(crate) async fn run(args: BackupArgs) -> Result<ExitCode, Error> {
     }
     let config = match kind {
         SourceKind::Directory if paths.is_empty() => return Err(Error::InvalidArgument(
-            "nothing to back up: give paths, --stdin-from-command or --source etcd|redis|postgres|mariadb"
+            "nothing to back up: give paths, --stdin-from-command or --source etcd|redis|postgres|mariadb|cassandra"
                 .into(),
         )),
         SourceKind::Directory => SourceConfig::Directory { paths },
@@ -290,6 +317,18 @@ pub(crate) async fn run(args: BackupArgs) -> Result<ExitCode, Error> {
             databases: stores.pg_databases,
             jobs: stores.pg_jobs,
             globals: Some(!stores.pg_no_globals),
+        }),
+        SourceKind::Cassandra => SourceConfig::Cassandra(CassandraSource {
+            name: stores.cassandra_node,
+            nodetool: stores.nodetool,
+            cqlsh: stores.cqlsh,
+            data_dirs: stores.cassandra_data_dirs,
+            keyspaces: stores.keyspaces,
+            system_traces: false,
+            ssh: stores.cassandra_ssh,
+            ssh_port: stores.cassandra_ssh_port,
+            ssh_key: common.store.ssh_key.clone(),
+            known_hosts: common.store.known_hosts.clone(),
         }),
         SourceKind::Mariadb => SourceConfig::Mariadb(MariadbSource {
             url: stores.mariadb_url.ok_or_else(|| {

@@ -2,6 +2,7 @@
 //! function that runs it and prints its result.
 
 pub(crate) mod backup;
+pub(crate) mod cluster;
 pub(crate) mod dump;
 pub(crate) mod export;
 pub(crate) mod forget;

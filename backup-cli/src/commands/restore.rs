@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use backup_core::{
-    base_backup_for, Error, EtcdRestorer, MariadbRestorer, PostgresRestorer, RecoveryTarget,
-    RedisRestorer, RestoreOptions, Restorer, Status,
+    base_backup_for, CassandraRestorer, Error, EtcdRestorer, MariadbRestorer, PostgresRestorer,
+    RecoveryTarget, RedisRestorer, RestoreOptions, Restorer, Status,
 };
 use clap::Args;
 use serde_json::json;
@@ -98,6 +98,17 @@ pub(crate) struct RestoreArgs {
     /// Directory of mariadb and mariadb-backup (default: the PATH).
     #[arg(long, value_name = "DIR")]
     mariadb_bin_dir: Option<PathBuf>,
+    /// The stopped Cassandra node's (empty) data directory.
+    #[arg(long, value_name = "DIR")]
+    cassandra_data_dir: Option<PathBuf>,
+    /// The node's cassandra.yaml: initial_token, num_tokens and
+    /// auto_bootstrap: false are written into it.
+    #[arg(long, value_name = "FILE")]
+    cassandra_yaml: Option<PathBuf>,
+    /// The Cassandra version the node runs (a backup of another major
+    /// version is refused).
+    #[arg(long, value_name = "VERSION")]
+    cassandra_version: Option<String>,
     /// Restore only what matches this glob (repeatable).
     #[arg(long = "include", value_name = "GLOB")]
     include: Vec<String>,
@@ -115,6 +126,8 @@ pub(crate) enum StoreKind {
     /// A MariaDB server (logical, --mariadb-url) or data directory
     /// (physical, --data-dir).
     Mariadb,
+    /// A stopped Cassandra node (--cassandra-data-dir, --cassandra-yaml).
+    Cassandra,
 }
 
 /// Restores what the arguments select and prints what was restored.
@@ -248,11 +261,26 @@ async fn restore_one(args: RestoreArgs, backup: &str) -> Result<ExitCode, Error>
 async fn restore_store(args: RestoreArgs, backup: &str) -> Result<ExitCode, Error> {
     let data_dir = match (&args.data_dir, args.to) {
         (Some(dir), _) => dir.clone(),
-        (None, Some(StoreKind::Postgres | StoreKind::Mariadb)) => PathBuf::new(),
+        (None, Some(StoreKind::Postgres | StoreKind::Mariadb | StoreKind::Cassandra)) => {
+            PathBuf::new()
+        }
         (None, _) => return Err(Error::InvalidArgument("--to needs --data-dir".into())),
     };
     let restorer: Box<dyn Restorer> =
         match args.to {
+            Some(StoreKind::Cassandra) => {
+                let dir = args.cassandra_data_dir.clone().ok_or_else(|| {
+                    Error::InvalidArgument("--to cassandra needs --cassandra-data-dir DIR".into())
+                })?;
+                let mut restorer = CassandraRestorer::new(dir);
+                if let Some(yaml) = &args.cassandra_yaml {
+                    restorer = restorer.with_yaml(yaml);
+                }
+                if let Some(version) = &args.cassandra_version {
+                    restorer = restorer.with_target_version(version);
+                }
+                Box::new(restorer)
+            }
             Some(StoreKind::Mariadb) => {
                 let mut restorer = match (&args.data_dir, &args.mariadb_url) {
                     (Some(dir), _) => MariadbRestorer::physical(dir),

@@ -66,6 +66,11 @@ pub(crate) async fn run(args: ShowArgs) -> Result<ExitCode, Error> {
     for (key, value) in &manifest.tags {
         out!("tag      {key}={value}");
     }
+    if manifest.source.kind == backup_core::CASSANDRA_KIND {
+        if let Some(node) = backup_core::describe_node(&manifest.facts) {
+            out!("{node}");
+        }
+    }
     if !manifest.facts.is_empty() {
         out!("facts");
         for (key, value) in &manifest.facts {

@@ -40,6 +40,7 @@ use crate::snapshot::Entry;
 use crate::{Error, Id, Result};
 use restore::{RestoreOptions, RestoreSummary};
 
+mod listed;
 mod packing;
 pub(crate) mod restore;
 mod small_files;

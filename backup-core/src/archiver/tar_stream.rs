@@ -22,7 +22,7 @@ use super::*;
 const BLOCK: usize = 1 << 20;
 
 /// One member of the stream, as the parsing thread hands it over.
-enum Member {
+pub(super) enum Member {
     Dir {
         path: Vec<String>,
         mode: u32,
@@ -53,16 +53,16 @@ impl Member {
 
 /// A directory being assembled from the members under it.
 #[derive(Default)]
-struct DirBuild {
+pub(super) struct DirBuild {
     /// Its own member's mode and time, when the stream had one.
-    meta: Option<(u32, i64)>,
-    files: BTreeMap<String, Node>,
-    dirs: BTreeMap<String, DirBuild>,
+    pub(super) meta: Option<(u32, i64)>,
+    pub(super) files: BTreeMap<String, Node>,
+    pub(super) dirs: BTreeMap<String, DirBuild>,
 }
 
 impl DirBuild {
     /// The directory at `path`, created on the way.
-    fn at(&mut self, path: &[String]) -> &mut DirBuild {
+    pub(super) fn at(&mut self, path: &[String]) -> &mut DirBuild {
         let mut dir = self;
         for name in path {
             dir.files.remove(name);
@@ -73,10 +73,10 @@ impl DirBuild {
 }
 
 /// Reads a member's blocks from the parsing thread.
-struct ChannelReader {
-    data: Receiver<std::io::Result<Vec<u8>>>,
-    block: Vec<u8>,
-    at: usize,
+pub(super) struct ChannelReader {
+    pub(super) data: Receiver<std::io::Result<Vec<u8>>>,
+    pub(super) block: Vec<u8>,
+    pub(super) at: usize,
 }
 
 impl Read for ChannelReader {
@@ -100,7 +100,7 @@ impl Read for ChannelReader {
 
 /// A member's path as names: `./` and empty components dropped; absolute
 /// paths and `..` refused.
-fn member_path(path: &Path) -> std::result::Result<Vec<String>, String> {
+pub(super) fn member_path(path: &Path) -> std::result::Result<Vec<String>, String> {
     let mut names = Vec::new();
     for component in path.components() {
         match component {
@@ -125,7 +125,7 @@ fn member_path(path: &Path) -> std::result::Result<Vec<String>, String> {
 
 /// Parses the stream, sending each member; a file's bytes follow on its
 /// own channel. Returns when the stream ends, fails, or the receiver goes.
-fn parse(
+pub(super) fn parse(
     reader: Box<dyn Read + Send>,
     capture: Option<TarCapture>,
     members: tokio::sync::mpsc::Sender<std::result::Result<Member, String>>,
@@ -342,7 +342,7 @@ impl BackupWriter {
 
     /// Stores a directory assembled from the stream, its subdirectories
     /// first.
-    fn store_tar_dir(&self, name: String, dir: DirBuild) -> BoxFuture<'_, Result<Node>> {
+    pub(super) fn store_tar_dir(&self, name: String, dir: DirBuild) -> BoxFuture<'_, Result<Node>> {
         Box::pin(async move {
             let (mode, mtime_ns) = dir.meta.unwrap_or((0o700, now_ns()));
             let mut nodes: Vec<Node> = dir.files.into_values().collect();
@@ -362,7 +362,7 @@ fn now_ns() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
 }
 
-fn leaf_node(
+pub(super) fn leaf_node(
     name: String,
     kind: NodeKind,
     mode: u32,

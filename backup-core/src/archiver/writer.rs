@@ -121,6 +121,10 @@ impl BackupWriter {
                 Entry::Tar {
                     reader, capture, ..
                 } => self.archive_tar(name, reader, capture).await,
+                Entry::Files { files, fetch, .. } => {
+                    self.archive_files(name, files, fetch, parent.cloned())
+                        .await
+                }
             };
             match outcome {
                 Ok(Some(node)) => nodes.push(node),

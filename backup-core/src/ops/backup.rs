@@ -202,20 +202,29 @@ async fn backup_registered(
     let mut snapshot = cancellable(token.as_ref(), "backup", snapshotter.snapshot()).await?;
     let finisher = snapshot.take_finisher();
     let entries = std::mem::take(&mut snapshot.entries);
-    let paths: Vec<std::path::PathBuf> = entries
-        .iter()
-        .filter_map(|entry| match entry {
-            crate::snapshot::Entry::Path { path, .. } => Some(path.clone()),
-            crate::snapshot::Entry::Stream { .. } | crate::snapshot::Entry::Tar { .. } => None,
-        })
-        .collect();
+    let mut paths: Vec<std::path::PathBuf> = Vec::new();
+    let (mut listed_files, mut listed_bytes, mut sized) = (0u64, 0u64, 0usize);
+    for entry in &entries {
+        match entry {
+            crate::snapshot::Entry::Path { path, .. } => {
+                paths.push(path.clone());
+                sized += 1;
+            }
+            crate::snapshot::Entry::Files { files, .. } => {
+                listed_files += files.len() as u64;
+                listed_bytes += files.iter().map(|file| file.size).sum::<u64>();
+                sized += 1;
+            }
+            crate::snapshot::Entry::Stream { .. } | crate::snapshot::Entry::Tar { .. } => {}
+        }
+    }
     // Streams have no size known in advance; trees are counted beside
-    // the backup, so that it starts at once.
-    let scanner = (options.progress.is_some() && paths.len() == entries.len()).then(|| {
+    // the backup, so that it starts at once; listed files are known.
+    let scanner = (options.progress.is_some() && sized == entries.len()).then(|| {
         let tracker = tracker.clone();
         tokio::spawn(async move {
             let (files, bytes) = crate::progress::scan_totals(paths).await;
-            tracker.set_totals(files, bytes);
+            tracker.set_totals(files + listed_files, bytes + listed_bytes);
         })
     });
     let parent_root = parent.as_ref().map(|p| p.manifest.root.as_slice());

@@ -15,6 +15,8 @@ use async_trait::async_trait;
 use crate::format::manifest::SourceInfo;
 use crate::Result;
 
+#[cfg(feature = "cassandra")]
+mod cassandra;
 mod command;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -29,9 +31,16 @@ mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
 mod restorer;
-#[cfg(any(feature = "postgres", feature = "mariadb"))]
+#[cfg(any(feature = "postgres", feature = "mariadb", feature = "cassandra"))]
 mod tool;
 
+#[cfg(feature = "cassandra")]
+pub use cassandra::{
+    cluster_set, describe_node, CassandraNode, CassandraRestorer, CassandraSnapshotter,
+    ClusterBackup, ClusterBackupReport, ClusterNodeReport, ClusterProgress, ClusterRecord,
+    ClusterRestore, ClusterState, RecordedNode, SshAccess, CASSANDRA_DATA_DIR, CASSANDRA_KIND,
+    CASSANDRA_SCHEMA_FILE, CLUSTER_KIND, DEFAULT_STALE_SNAPSHOT_AGE, SNAPSHOT_TAG_PREFIX,
+};
 pub use command::CommandSnapshotter;
 pub use directory::DirectorySnapshotter;
 #[cfg(feature = "etcd")]
@@ -90,6 +99,87 @@ pub enum Entry {
         /// pass (a label, a manifest), to record facts from them.
         capture: Option<TarCapture>,
     },
+    /// Files listed in advance with their sizes and times, stored as the
+    /// directory tree their `path`s make under `name`. A file whose path,
+    /// size and modification time match the parent backup's is not read
+    /// again (unless it is marked [`ListedFile::reread`]); the others are
+    /// read from the local file system, or, with a `fetch`, from the tar
+    /// stream it returns (files on another host). A file whose size is
+    /// not the listed one when it is read fails the backup: the listing
+    /// is of files that do not change (a store's snapshot).
+    Files {
+        /// Name of the directory at the backup's root.
+        name: String,
+        /// The files, each at its own path under `name`.
+        files: Vec<ListedFile>,
+        /// Where the files are read from when they are not local.
+        fetch: Option<Box<dyn FetchFiles>>,
+    },
+}
+
+/// One file of an [`Entry::Files`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListedFile {
+    /// Where it is stored, relative to the entry: names separated by `/`.
+    pub path: String,
+    /// Where it is read from: a local path, or the path the
+    /// [`FetchFiles`] stream names it by.
+    pub source: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Its permission bits.
+    pub mode: u32,
+    /// Read again even when it looks as it did in the parent backup (a
+    /// file the store rewrites in place).
+    pub reread: bool,
+}
+
+impl ListedFile {
+    /// A file stored at `path`, read from `source`.
+    pub fn new(
+        path: impl Into<String>,
+        source: impl Into<String>,
+        size: u64,
+        mtime_ns: i64,
+    ) -> ListedFile {
+        ListedFile {
+            path: path.into(),
+            source: source.into(),
+            size,
+            mtime_ns,
+            mode: 0o644,
+            reread: false,
+        }
+    }
+
+    /// Sets the permission bits.
+    pub fn with_mode(mut self, mode: u32) -> ListedFile {
+        self.mode = mode & 0o7777;
+        self
+    }
+
+    /// Marks it to be read again whatever the parent backup holds.
+    pub fn reread(mut self, reread: bool) -> ListedFile {
+        self.reread = reread;
+        self
+    }
+}
+
+/// Reads the files of an [`Entry::Files`] that are not on the local file
+/// system (on another host, over SSH).
+pub trait FetchFiles: Send {
+    /// A tar stream holding the files named by `sources` (their
+    /// [`ListedFile::source`]s), each as a member whose path is the source
+    /// without its leading `/`. The stream's final read fails when the
+    /// program producing it did.
+    ///
+    /// # Errors
+    ///
+    /// When the stream cannot be started.
+    fn fetch(self: Box<Self>, sources: Vec<String>) -> std::io::Result<Box<dyn Read + Send>>;
 }
 
 /// Copies of chosen members of an [`Entry::Tar`] stream, taken as the
@@ -160,6 +250,12 @@ impl std::fmt::Debug for Entry {
                 .field("name", name)
                 .field("capture", capture)
                 .finish(),
+            Entry::Files { name, files, fetch } => f
+                .debug_struct("Files")
+                .field("name", name)
+                .field("files", &files.len())
+                .field("remote", &fetch.is_some())
+                .finish(),
         }
     }
 }
@@ -168,7 +264,10 @@ impl Entry {
     /// The entry's name at the backup's root.
     pub fn name(&self) -> &str {
         match self {
-            Entry::Path { name, .. } | Entry::Stream { name, .. } | Entry::Tar { name, .. } => name,
+            Entry::Path { name, .. }
+            | Entry::Stream { name, .. }
+            | Entry::Tar { name, .. }
+            | Entry::Files { name, .. } => name,
         }
     }
 }

@@ -135,7 +135,7 @@ pub(crate) fn require_empty_dir(dir: &Path) -> Result<()> {
 
 /// Removes everything in `dir`, leaving it empty: how a restore that failed
 /// leaves a data directory as it found it. Best effort.
-#[cfg(any(feature = "postgres", feature = "mariadb"))]
+#[cfg(any(feature = "postgres", feature = "mariadb", feature = "cassandra"))]
 pub(crate) fn clear_dir(dir: &Path) {
     if let Ok(children) = std::fs::read_dir(dir) {
         for child in children.flatten() {

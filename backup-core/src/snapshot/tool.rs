@@ -3,6 +3,12 @@
 //! first read, their exit status and the end of their standard error
 //! turned into the error a backup fails with.
 
+// Each store uses its own part of this module.
+#![cfg_attr(
+    not(all(feature = "postgres", feature = "mariadb", feature = "cassandra")),
+    allow(dead_code)
+)]
+
 use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -26,6 +32,8 @@ pub(crate) struct Tool {
     secrets: Vec<(String, Zeroizing<String>)>,
     /// What the program does, for messages ("pg_basebackup of ...").
     what: String,
+    /// Written to its standard input when it runs as a stream.
+    input: Option<Arc<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for Tool {
@@ -49,7 +57,54 @@ impl Tool {
             args: Vec::new(),
             secrets: Vec::new(),
             what: what.into(),
+            input: None,
         }
+    }
+
+    /// Runs `program` instead of the one named at first.
+    #[cfg(feature = "cassandra")]
+    pub(crate) fn with_program(mut self, program: PathBuf) -> Tool {
+        self.program = program;
+        self
+    }
+
+    /// Its program and arguments (for tests and messages).
+    #[cfg(all(test, feature = "cassandra"))]
+    pub(crate) fn argv(&self) -> Vec<OsString> {
+        std::iter::once(self.program.clone().into_os_string())
+            .chain(self.args.iter().cloned())
+            .collect()
+    }
+
+    /// Runs it to completion on this thread (from a drop); returns its
+    /// standard output.
+    ///
+    /// # Errors
+    ///
+    /// As [`Tool::output_with_input`].
+    #[cfg(feature = "cassandra")]
+    pub(crate) fn run_blocking(&self) -> Result<String> {
+        let output = self
+            .command()
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|error| self.failed(self.cannot_start(&error)))?;
+        if !output.status.success() {
+            return Err(self.failed(exit_message(
+                &self.program,
+                output.status,
+                &String::from_utf8_lossy(&output.stderr),
+            )));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Bytes written to its standard input when it runs as a
+    /// [`stream`](Tool::stream).
+    #[cfg(feature = "cassandra")]
+    pub(crate) fn stdin_bytes(mut self, input: Vec<u8>) -> Tool {
+        self.input = Some(Arc::new(input));
+        self
     }
 
     pub(crate) fn arg(mut self, arg: impl Into<OsString>) -> Tool {
@@ -302,7 +357,11 @@ impl Read for ToolStream {
             let tool = tool.clone();
             let mut command = tool.command();
             command
-                .stdin(Stdio::null())
+                .stdin(if tool.input.is_some() {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             let mut child = match command.spawn() {
@@ -313,6 +372,14 @@ impl Read for ToolStream {
                     return Err(std::io::Error::other(message));
                 }
             };
+            if let (Some(input), Some(mut stdin)) = (tool.input.clone(), child.stdin.take()) {
+                // A program that exits early closes its end: its status
+                // says why.
+                std::thread::spawn(move || {
+                    use std::io::Write;
+                    let _ = stdin.write_all(&input);
+                });
+            }
             let stderr = drain_stderr(child.stderr.take());
             let Some(stdout) = child.stdout.take() else {
                 return Err(std::io::Error::other("the program has no standard output"));

@@ -2,6 +2,7 @@
 //! 127.0.0.1, and the snapshotter conformance suite run by every
 //! snapshotter.
 
+mod cassandra;
 mod conformance;
 mod etcd;
 mod mariadb;
