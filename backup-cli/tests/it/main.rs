@@ -8,6 +8,8 @@
 //!   writers, progress output, the scheduler.
 //! - `crash`: backups killed at random moments, locally and on S3.
 //! - `remote`: S3 (s3s-fs), Azure (Azurite) and SFTP (sshd) repositories.
+//! - `cassandra`: cluster and node backups of stand-in Cassandra nodes
+//!   to S3 and SFTP, restored into new nodes.
 //! - `pitr`: PostgreSQL's WAL archive (wal-push, wal-fetch) and
 //!   point-in-time restore, WAL retention and gaps.
 //! - `secrets`: no secret in any output, at the most verbose log level.
@@ -17,6 +19,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cassandra;
 mod cli;
 mod crash;
 mod lifecycle;
