@@ -35,6 +35,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<sources::PyRedisSource>()?;
     module.add_class::<sources::PyPostgresSource>()?;
     module.add_class::<sources::PyMariadbSource>()?;
+    module.add_class::<sources::PyCassandraSource>()?;
     module.add_class::<sources::PyHooks>()?;
     module.add_class::<sources::PyRestorer>()?;
     module.add_class::<sources::PyDirectoryRestorer>()?;
@@ -43,6 +44,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<sources::PyRedisRestorer>()?;
     module.add_class::<sources::PyPostgresRestorer>()?;
     module.add_class::<sources::PyMariadbRestorer>()?;
+    module.add_class::<sources::PyCassandraRestorer>()?;
     module.add_class::<types::PyBackup>()?;
     module.add_class::<types::PyBackupStats>()?;
     module.add_class::<types::PyBackupSummary>()?;

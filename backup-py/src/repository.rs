@@ -6,22 +6,23 @@ use std::future::Future;
 use std::path::PathBuf;
 
 use backup_core::{
-    Backup, BackupOptions, CancellationToken, Error, ForgetOptions, InitOptions, PruneOptions,
-    Repository, RestoreOptions, VerifyOptions,
+    Backup, BackupOptions, CancellationToken, ClusterBackup, ClusterProgress, ClusterRecord,
+    ClusterRestore, Error, ForgetOptions, InitOptions, PruneOptions, Repository, RestoreOptions,
+    VerifyOptions,
 };
 use backup_sinks::StorageOptions;
 use chrono::{DateTime, FixedOffset, Utc};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyType};
 
-use crate::errors::{invalid, to_py};
+use crate::errors::{backup_error, invalid, to_py};
 use crate::policy::PyKeepPolicy;
 use crate::reader::PyFileReader;
-use crate::runtime::{async_progress, awaitable, wait, ProgressPump};
+use crate::runtime::{async_progress, awaitable, forward_to_loop, wait, ProgressPump};
 use crate::sources::{snapshotter_for, Paths, PyHooks, PyRestorer, PySource};
 use crate::types::{
-    Bytes, PyBackup, PyBackupSummary, PyEntry, PyForgetDecision, PyPruneReport, PyRestoreSummary,
-    PyStoreRestore, PyVerifyReport,
+    json_to_py, Bytes, Json, PyBackup, PyBackupSummary, PyEntry, PyForgetDecision, PyPruneReport,
+    PyRestoreSummary, PyStoreRestore, PyVerifyReport,
 };
 
 /// A password given as text or bytes.
@@ -487,6 +488,156 @@ impl PyRepository {
     }
 }
 
+/// A library report that could not be encoded (it always can).
+fn encoding(error: serde_json::Error) -> Error {
+    Error::InvalidArgument(format!("encoding the result: {error}"))
+}
+
+/// One event of a cluster backup as the dict its callback receives.
+fn cluster_event(py: Python<'_>, event: ClusterProgress) -> PyResult<Py<PyAny>> {
+    let value = serde_json::to_value(&event)
+        .map_err(|error| backup_error(format!("encoding a progress event: {error}")))?;
+    json_to_py(py, &value)
+}
+
+/// A completed cluster backup's group record as a dict, with its own
+/// backup id under `record`.
+fn record_json(record: &ClusterRecord) -> backup_core::Result<Json> {
+    let mut value = serde_json::to_value(record).map_err(encoding)?;
+    if let serde_json::Value::Object(map) = &mut value {
+        let id = serde_json::to_value(record.record).map_err(encoding)?;
+        map.insert("record".into(), id);
+    }
+    Ok(Json(value))
+}
+
+impl PyRepository {
+    #[allow(clippy::too_many_arguments)]
+    fn cluster_backup_call(
+        &self,
+        py: Python<'_>,
+        asynchronous: bool,
+        cluster: String,
+        nodes: Vec<PyRef<'_, PySource>>,
+        parallelism: usize,
+        progress: Option<Py<PyAny>>,
+        writer: Option<String>,
+    ) -> PyResult<Call<impl Future<Output = backup_core::Result<Json>>>> {
+        if parallelism == 0 {
+            return Err(invalid("parallelism must be at least 1"));
+        }
+        let snapshotters = nodes
+            .iter()
+            .enumerate()
+            .map(|(at, node)| {
+                node.cassandra().ok_or_else(|| {
+                    invalid(format!(
+                        "cluster_backup takes CassandraSource nodes; node {at} is a {} source",
+                        node.kind()
+                    ))
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let cancel = CancellationToken::new();
+        let mut backup = ClusterBackup::cassandra(cluster, snapshotters)
+            .with_parallelism(parallelism)
+            .with_cancellation(cancel.clone());
+        if let Some(writer) = writer {
+            backup = backup.with_writer(writer);
+        }
+        let mut pump = None;
+        if let Some(callback) = progress {
+            // The library calls back from its tasks: the events queue up
+            // without the GIL and reach Python on the caller's thread (or
+            // its event loop), as every other progress does.
+            let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<ClusterProgress>();
+            backup = backup.with_progress(move |event: &ClusterProgress| {
+                let _ = sender.send(event.clone());
+            });
+            if asynchronous {
+                forward_to_loop(py, receiver, callback, cluster_event)?;
+            } else {
+                pump = Some(ProgressPump::events(receiver, callback, cluster_event));
+            }
+        }
+        let repository = self.inner.clone();
+        let stop = cancel.clone();
+        Ok(Call {
+            future: async move {
+                // `ClusterBackup::run`'s future is not `Send` (rustc cannot
+                // prove its stream of node runs, which borrow the backup,
+                // `Send` for every lifetime), so it is polled on a blocking
+                // thread of the runtime, never on a worker and never with
+                // the GIL. Dropping this future (an awaitable cancelled)
+                // cancels the cluster backup.
+                let guard = stop.drop_guard();
+                let handle = tokio::runtime::Handle::current();
+                let joined =
+                    tokio::task::spawn_blocking(move || handle.block_on(backup.run(&repository)))
+                        .await;
+                guard.disarm();
+                let report = match joined {
+                    Ok(outcome) => outcome?,
+                    Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                    Err(_) => {
+                        return Err(Error::Cancelled {
+                            operation: "cluster backup",
+                        })
+                    }
+                };
+                serde_json::to_value(&report).map(Json).map_err(encoding)
+            },
+            cancel: Some(cancel),
+            pump,
+        })
+    }
+
+    fn cluster_backups_call(
+        &self,
+        cluster: String,
+    ) -> Call<impl Future<Output = backup_core::Result<Vec<Json>>>> {
+        let repository = self.inner.clone();
+        Call::new(async move {
+            ClusterRecord::list(&repository, &cluster)
+                .await?
+                .iter()
+                .map(record_json)
+                .collect()
+        })
+    }
+
+    fn cluster_restore_call(
+        &self,
+        cluster: String,
+        targets: Vec<PyRef<'_, PyRestorer>>,
+        backup: String,
+    ) -> PyResult<Call<impl Future<Output = backup_core::Result<Vec<Json>>>>> {
+        let targets = targets
+            .iter()
+            .enumerate()
+            .map(|(at, target)| {
+                target.cassandra().ok_or_else(|| {
+                    invalid(format!(
+                        "cluster_restore takes CassandraRestorer targets; target {at} is a {} \
+                         restorer",
+                        target.kind()
+                    ))
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let repository = self.inner.clone();
+        Ok(Call::new(async move {
+            let record = ClusterRecord::find(&repository, &cluster, &backup).await?;
+            ClusterRestore::new(targets)
+                .run(&repository, &record)
+                .await?
+                .iter()
+                .map(|report| serde_json::to_value(report).map(Json).map_err(encoding))
+                .collect()
+        }))
+    }
+}
+
 fn backups(list: Vec<Backup>) -> Vec<PyBackup> {
     list.into_iter().map(|inner| PyBackup { inner }).collect()
 }
@@ -761,6 +912,107 @@ impl PyRepository {
     ) -> PyResult<Bound<'py, PyAny>> {
         self.restore_into_call(backup, &restorer)
             .awaitable(py, PyStoreRestore::from)
+    }
+
+    /// Backs up every node of a Cassandra cluster (`nodes`, each a
+    /// `CassandraSource` named by its node) under one cluster backup id:
+    /// each node's backup in the set `<cluster>/<node>`, at most
+    /// `parallelism` at once, then, only when every node's is stored, a
+    /// group record in the set `<cluster>` that makes the cluster backup
+    /// restorable. `progress` is called (on this thread) with a dict per
+    /// event, of a node or (`node` None) of the whole: `cluster_backup_id`,
+    /// `cluster`, `node`, `state` (`PENDING`, `RUNNING`, `COMPLETED`,
+    /// `FAILED`), `percent`, `bytes_done`, `bytes_total`,
+    /// `nodes_completed`, `nodes_failed`, `nodes_total`, `error`.
+    ///
+    /// Returns the report as a dict: `id`, `cluster`, `state`, `nodes`
+    /// (each `node`, `set`, `state`, `backup`, `bytes_total`, `bytes_read`,
+    /// `bytes_added`, `error`) and `record`. A node that fails does not
+    /// stop the others, and a cluster backup that failed is returned, not
+    /// raised: check `report["state"] == "COMPLETED"` (a failed one has no
+    /// record and is never offered for restore). Raises for bad arguments
+    /// (no nodes, a name twice) and for storage errors writing the record.
+    #[pyo3(signature = (cluster, nodes, *, parallelism=2, progress=None, writer=None))]
+    fn cluster_backup(
+        &self,
+        py: Python<'_>,
+        cluster: String,
+        nodes: Vec<PyRef<'_, PySource>>,
+        parallelism: usize,
+        progress: Option<Py<PyAny>>,
+        writer: Option<String>,
+    ) -> PyResult<Json> {
+        self.cluster_backup_call(py, false, cluster, nodes, parallelism, progress, writer)?
+            .wait(py, |report| report)
+    }
+
+    /// `cluster_backup`, as an awaitable (`progress` is called on the event
+    /// loop).
+    #[pyo3(signature = (cluster, nodes, *, parallelism=2, progress=None, writer=None))]
+    fn cluster_backup_async<'py>(
+        &self,
+        py: Python<'py>,
+        cluster: String,
+        nodes: Vec<PyRef<'py, PySource>>,
+        parallelism: usize,
+        progress: Option<Py<PyAny>>,
+        writer: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.cluster_backup_call(py, true, cluster, nodes, parallelism, progress, writer)?
+            .awaitable(py, |report| report)
+    }
+
+    /// The completed cluster backups of `cluster`, oldest first, each a
+    /// dict: `id` (the cluster backup's id), `cluster`, `store`, `nodes`
+    /// (each `node`, `set`, `backup`, `host_id`, `datacenter`, `rack`,
+    /// `tokens`, `cassandra_version`) and `record` (its group record's
+    /// backup id). Cluster backups in which a node failed are not listed.
+    fn cluster_backups(&self, py: Python<'_>, cluster: String) -> PyResult<Vec<Json>> {
+        self.cluster_backups_call(cluster).wait(py, |list| list)
+    }
+
+    /// `cluster_backups`, as an awaitable.
+    fn cluster_backups_async<'py>(
+        &self,
+        py: Python<'py>,
+        cluster: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.cluster_backups_call(cluster)
+            .awaitable(py, |list| list)
+    }
+
+    /// Restores the completed cluster backup `backup` of `cluster`
+    /// (`latest`, its id, or its record's backup id or a prefix of it) into
+    /// a new cluster of as many nodes: the recorded nodes, sorted by name,
+    /// each into one `CassandraRestorer` of `targets` (the first into the
+    /// first). Every target is checked before anything is written: another
+    /// node count, a data directory that is not empty or another major
+    /// version raises `RestoreRefusedError`. Returns one dict per node:
+    /// `kind`, `target`, `bytes` and `details` (the source node, its
+    /// tokens, the keyspaces restored).
+    #[pyo3(signature = (cluster, targets, backup="latest"))]
+    fn cluster_restore(
+        &self,
+        py: Python<'_>,
+        cluster: String,
+        targets: Vec<PyRef<'_, PyRestorer>>,
+        backup: &str,
+    ) -> PyResult<Vec<Json>> {
+        self.cluster_restore_call(cluster, targets, backup.to_owned())?
+            .wait(py, |list| list)
+    }
+
+    /// `cluster_restore`, as an awaitable.
+    #[pyo3(signature = (cluster, targets, backup="latest"))]
+    fn cluster_restore_async<'py>(
+        &self,
+        py: Python<'py>,
+        cluster: String,
+        targets: Vec<PyRef<'py, PyRestorer>>,
+        backup: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.cluster_restore_call(cluster, targets, backup.to_owned())?
+            .awaitable(py, |list| list)
     }
 
     /// The content of one file of a backup (`path` relative to its root,

@@ -74,11 +74,19 @@ pub(crate) fn runtime() -> PyResult<&'static Runtime> {
     Ok(&shared.runtime)
 }
 
+/// How an event of an operation becomes the Python value its callback
+/// receives (with the GIL).
+pub(crate) type ToPython<E> = fn(Python<'_>, E) -> PyResult<Py<PyAny>>;
+
+/// A `Progress` as a `Progress` object.
+fn progress_object(py: Python<'_>, event: Progress) -> PyResult<Py<PyAny>> {
+    Ok(Py::new(py, PyProgress::from(event))?.into_any())
+}
+
 /// What a waiting call does for the caller between ticks: deliver the
-/// operation's progress to a Python callable.
+/// operation's events (its progress) to a Python callable.
 pub(crate) struct ProgressPump {
-    receiver: UnboundedReceiver<Progress>,
-    callback: Py<PyAny>,
+    deliver: Box<dyn FnMut(Python<'_>) -> PyResult<()> + Send>,
 }
 
 impl ProgressPump {
@@ -89,17 +97,35 @@ impl ProgressPump {
             None => (None, None),
             Some(callback) => {
                 let (sink, receiver) = ProgressSink::channel();
-                (Some(sink), Some(ProgressPump { receiver, callback }))
+                (
+                    Some(sink),
+                    Some(ProgressPump::events(receiver, callback, progress_object)),
+                )
             }
+        }
+    }
+
+    /// A pump of any events an operation sends into `receiver` (from any
+    /// thread, without the GIL), each turned into its Python value by
+    /// `convert` on the calling thread and passed to `callback`.
+    pub(crate) fn events<E: Send + 'static>(
+        mut receiver: UnboundedReceiver<E>,
+        callback: Py<PyAny>,
+        convert: ToPython<E>,
+    ) -> ProgressPump {
+        ProgressPump {
+            deliver: Box::new(move |py| {
+                while let Ok(event) = receiver.try_recv() {
+                    callback.call1(py, (convert(py, event)?,))?;
+                }
+                Ok(())
+            }),
         }
     }
 
     /// Calls the callback with every event that came since the last call.
     fn deliver(&mut self, py: Python<'_>) -> PyResult<()> {
-        while let Ok(event) = self.receiver.try_recv() {
-            self.callback.call1(py, (PyProgress::from(event),))?;
-        }
-        Ok(())
+        (self.deliver)(py)
     }
 }
 
@@ -176,9 +202,23 @@ pub(crate) fn async_progress(
     let Some(callback) = callback else {
         return Ok(None);
     };
+    let (sink, receiver) = ProgressSink::channel();
+    forward_to_loop(py, receiver, callback, progress_object)?;
+    Ok(Some(sink))
+}
+
+/// Hands every event an `*_async` twin's operation sends into `receiver`
+/// to the caller's event loop (`call_soon_threadsafe`), turned into its
+/// Python value by `convert`, from a blocking thread of the runtime, never
+/// from a worker, so that `callback` runs on the loop's thread.
+pub(crate) fn forward_to_loop<E: Send + 'static>(
+    py: Python<'_>,
+    mut receiver: UnboundedReceiver<E>,
+    callback: Py<PyAny>,
+    convert: ToPython<E>,
+) -> PyResult<()> {
     let event_loop: Py<PyAny> = pyo3_async_runtimes::tokio::get_current_loop(py)?.unbind();
     let runtime = runtime()?;
-    let (sink, mut receiver) = ProgressSink::channel();
     // Shared without the GIL: the Python objects are cloned only on the
     // blocking thread that holds it.
     let target = std::sync::Arc::new((event_loop, callback));
@@ -188,12 +228,9 @@ pub(crate) fn async_progress(
             let handed = tokio::task::spawn_blocking(move || {
                 Python::attach(|py| {
                     let (event_loop, callback) = &*target;
+                    let value = convert(py, event)?;
                     event_loop
-                        .call_method1(
-                            py,
-                            "call_soon_threadsafe",
-                            (callback.clone_ref(py), PyProgress::from(event)),
-                        )
+                        .call_method1(py, "call_soon_threadsafe", (callback.clone_ref(py), value))
                         .map(drop)
                 })
             })
@@ -204,5 +241,5 @@ pub(crate) fn async_progress(
             }
         }
     });
-    Ok(Some(sink))
+    Ok(())
 }

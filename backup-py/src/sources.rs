@@ -7,14 +7,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use backup_core::{
-    CommandRestorer, CommandSnapshotter, DirectoryRestorer, DirectorySnapshotter, EtcdRestorer,
-    EtcdSnapshotter, EtcdTls, Hook, Hooks, MariadbMode, MariadbRestorer, MariadbSnapshotter,
-    OnError, PostgresMode, PostgresRestorer, PostgresSnapshotter, RecoveryTarget, RedisRestorer,
-    RedisSnapshotter, RestoreOptions, Restorer, Snapshotter,
+    CassandraNode, CassandraRestorer, CassandraSnapshotter, CommandRestorer, CommandSnapshotter,
+    DirectoryRestorer, DirectorySnapshotter, EtcdRestorer, EtcdSnapshotter, EtcdTls, Hook, Hooks,
+    MariadbMode, MariadbRestorer, MariadbSnapshotter, OnError, PostgresMode, PostgresRestorer,
+    PostgresSnapshotter, RecoveryTarget, RedisRestorer, RedisSnapshotter, RestoreOptions, Restorer,
+    Snapshotter, SshAccess,
 };
 use pyo3::prelude::*;
 
-use crate::errors::invalid;
+use crate::errors::{invalid, to_py};
 
 /// One path or several.
 #[derive(FromPyObject)]
@@ -94,10 +95,13 @@ enum SourceSpec {
         databases: Vec<String>,
         staging_dir: Option<PathBuf>,
     },
+    /// Built (and its command lines checked) when the source is made.
+    Cassandra(CassandraSnapshotter),
 }
 
 /// A source of a backup: one of `DirectorySource`, `CommandSource`,
-/// `EtcdSource`, `RedisSource`, `PostgresSource`, `MariadbSource`.
+/// `EtcdSource`, `RedisSource`, `PostgresSource`, `MariadbSource`,
+/// `CassandraSource`.
 #[pyclass(name = "Source", module = "backup_toolkit", subclass, frozen)]
 pub(crate) struct PySource {
     spec: SourceSpec,
@@ -208,6 +212,16 @@ impl PySource {
                 }
                 Box::new(snapshotter)
             }
+            SourceSpec::Cassandra(snapshotter) => Box::new(snapshotter.clone()),
+        }
+    }
+
+    /// The library's snapshotter of a Cassandra node (for a cluster
+    /// backup); `None` for another kind of source.
+    pub(crate) fn cassandra(&self) -> Option<CassandraSnapshotter> {
+        match &self.spec {
+            SourceSpec::Cassandra(snapshotter) => Some(snapshotter.clone()),
+            _ => None,
         }
     }
 }
@@ -220,9 +234,9 @@ fn host_of(url: &str) -> &str {
 #[pymethods]
 impl PySource {
     /// The kind of backup this source makes (`directory`, `command`,
-    /// `etcd`, `redis`).
+    /// `etcd`, `redis`, `postgres`, `mariadb`, `cassandra`).
     #[getter]
-    fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self.spec {
             SourceSpec::Directory(_) => "directory",
             SourceSpec::Command { .. } => "command",
@@ -230,6 +244,7 @@ impl PySource {
             SourceSpec::Redis { .. } => "redis",
             SourceSpec::Postgres { .. } => "postgres",
             SourceSpec::Mariadb { .. } => "mariadb",
+            SourceSpec::Cassandra(_) => "cassandra",
         }
     }
 
@@ -250,6 +265,9 @@ impl PySource {
                 host_of(url),
                 mode.as_str()
             ),
+            SourceSpec::Cassandra(snapshotter) => {
+                format!("CassandraSource({:?})", snapshotter.node().name())
+            }
         }
     }
 }
@@ -447,6 +465,100 @@ impl PyMariadbSource {
     }
 }
 
+/// A path as the text of a command line or a remote path.
+fn path_text(what: &str, path: PathBuf) -> PyResult<String> {
+    path.into_os_string()
+        .into_string()
+        .map_err(|path| invalid(format!("{what} {path:?} is not valid UTF-8")))
+}
+
+/// A Cassandra node: `nodetool snapshot`, the snapshot's SSTables read
+/// from every data directory (here or, with `ssh`, on the node's host over
+/// OpenSSH, its host key checked against `known_hosts`) and stored by
+/// keyspace and table with the node's identity and tokens; the snapshot is
+/// cleared afterwards, on failure too. `nodetool` and `cqlsh` are command
+/// lines (split as a shell would, none run); `cqlsh=None` does not run
+/// `DESCRIBE SCHEMA` (the tables' own `schema.cql` are stored either way).
+/// `system_traces` is left out unless `system_traces=True`. `name` names
+/// the node: the last part of its set in a cluster backup.
+#[pyclass(name = "CassandraSource", module = "backup_toolkit", extends = PySource, frozen)]
+pub(crate) struct PyCassandraSource;
+
+#[pymethods]
+impl PyCassandraSource {
+    #[new]
+    #[pyo3(signature = (name, *, nodetool="nodetool", cqlsh=Some("cqlsh"), data_dirs=None, keyspaces=None, system_traces=false, ssh=None, ssh_port=None, ssh_key=None, known_hosts=None))]
+    #[pyo3(
+        text_signature = "(name, *, nodetool='nodetool', cqlsh='cqlsh', data_dirs=None, keyspaces=None, system_traces=False, ssh=None, ssh_port=None, ssh_key=None, known_hosts=None)"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        name: String,
+        nodetool: &str,
+        cqlsh: Option<&str>,
+        data_dirs: Option<Vec<PathBuf>>,
+        keyspaces: Option<Vec<String>>,
+        system_traces: bool,
+        ssh: Option<String>,
+        ssh_port: Option<u16>,
+        ssh_key: Option<PathBuf>,
+        known_hosts: Option<PathBuf>,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        if name.is_empty() {
+            return Err(invalid("CassandraSource needs the node's name"));
+        }
+        let mut node = CassandraNode::new(name)
+            .with_nodetool(nodetool)
+            .map_err(to_py)?
+            .with_cqlsh(cqlsh)
+            .map_err(to_py)?;
+        if let Some(dirs) = data_dirs {
+            if dirs.is_empty() {
+                return Err(invalid(
+                    "CassandraSource needs at least one data directory (None for the default)",
+                ));
+            }
+            let dirs = dirs
+                .into_iter()
+                .map(|dir| path_text("the data directory", dir))
+                .collect::<PyResult<Vec<_>>>()?;
+            node = node.with_data_dirs(dirs);
+        }
+        match ssh {
+            Some(destination) => {
+                if destination.is_empty() {
+                    return Err(invalid("ssh is \"user@host\" or \"host\", not empty"));
+                }
+                let mut access = SshAccess::new(destination);
+                if let Some(port) = ssh_port {
+                    access = access.with_port(port);
+                }
+                if let Some(key) = ssh_key {
+                    access = access.with_identity(key);
+                }
+                if let Some(file) = known_hosts {
+                    access = access.with_known_hosts(file);
+                }
+                node = node.over_ssh(access);
+            }
+            None => {
+                if ssh_port.is_some() || ssh_key.is_some() || known_hosts.is_some() {
+                    return Err(invalid(
+                        "ssh_port, ssh_key and known_hosts go with ssh (the node's \"user@host\")",
+                    ));
+                }
+            }
+        }
+        let snapshotter = CassandraSnapshotter::new(node)
+            .with_keyspaces(keyspaces.unwrap_or_default())
+            .with_system_traces(system_traces);
+        Ok(PyClassInitializer::from(PySource {
+            spec: SourceSpec::Cassandra(snapshotter),
+        })
+        .add_subclass(PyCassandraSource))
+    }
+}
+
 /// Commands run before and after a source's snapshot (no shell; killed
 /// after `timeout` seconds). The after commands run whatever happened.
 #[pyclass(name = "Hooks", module = "backup_toolkit", frozen)]
@@ -550,11 +662,12 @@ enum RestorerSpec {
         bin_dir: Option<PathBuf>,
         password: Option<String>,
     },
+    Cassandra(CassandraRestorer),
 }
 
 /// Where `Repository.restore_into` puts a backup back: one of
 /// `DirectoryRestorer`, `CommandRestorer`, `EtcdRestorer`, `RedisRestorer`,
-/// `PostgresRestorer`, `MariadbRestorer`.
+/// `PostgresRestorer`, `MariadbRestorer`, `CassandraRestorer`.
 #[pyclass(name = "Restorer", module = "backup_toolkit", subclass, frozen)]
 pub(crate) struct PyRestorer {
     spec: RestorerSpec,
@@ -657,6 +770,16 @@ impl PyRestorer {
                 }
                 Box::new(restorer)
             }
+            RestorerSpec::Cassandra(restorer) => Box::new(restorer.clone()),
+        }
+    }
+
+    /// The library's restorer of a Cassandra node (for a cluster restore);
+    /// `None` for another kind of restorer.
+    pub(crate) fn cassandra(&self) -> Option<CassandraRestorer> {
+        match &self.spec {
+            RestorerSpec::Cassandra(restorer) => Some(restorer.clone()),
+            _ => None,
         }
     }
 }
@@ -665,7 +788,7 @@ impl PyRestorer {
 impl PyRestorer {
     /// The kind of backup it restores.
     #[getter]
-    fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self.spec {
             RestorerSpec::Directory { .. } => "directory",
             RestorerSpec::Command(_) => "command",
@@ -673,6 +796,7 @@ impl PyRestorer {
             RestorerSpec::Redis { .. } => "redis",
             RestorerSpec::Postgres { .. } => "postgres",
             RestorerSpec::Mariadb { .. } => "mariadb",
+            RestorerSpec::Cassandra(_) => "cassandra",
         }
     }
 
@@ -682,6 +806,9 @@ impl PyRestorer {
             RestorerSpec::Command(argv) => format!("CommandRestorer({argv:?})"),
             RestorerSpec::Etcd { data_dir, .. } => format!("EtcdRestorer({data_dir:?})"),
             RestorerSpec::Redis { data_dir, .. } => format!("RedisRestorer({data_dir:?})"),
+            RestorerSpec::Cassandra(restorer) => {
+                format!("CassandraRestorer({:?})", restorer.data_dir())
+            }
             RestorerSpec::Postgres { data_dir, url, .. }
             | RestorerSpec::Mariadb { data_dir, url, .. } => {
                 let name = if matches!(self.spec, RestorerSpec::Postgres { .. }) {
@@ -887,5 +1014,38 @@ impl PyMariadbRestorer {
             },
         })
         .add_subclass(PyMariadbRestorer))
+    }
+}
+
+/// A Cassandra node backup into a stopped node that has never started:
+/// every keyspace's SSTables (`system_schema` included, `system` left out)
+/// into the empty data directory `data_dir`, and, with `yaml`, the old
+/// node's tokens written into that `cassandra.yaml` (`initial_token`,
+/// `num_tokens`, `auto_bootstrap: false`). With `version` (the Cassandra
+/// the node runs), a backup of another major version is refused. Refusals
+/// (`RestoreRefusedError`) come before anything is written.
+#[pyclass(name = "CassandraRestorer", module = "backup_toolkit", extends = PyRestorer, frozen)]
+pub(crate) struct PyCassandraRestorer;
+
+#[pymethods]
+impl PyCassandraRestorer {
+    #[new]
+    #[pyo3(signature = (data_dir, *, yaml=None, version=None))]
+    fn new(
+        data_dir: PathBuf,
+        yaml: Option<PathBuf>,
+        version: Option<String>,
+    ) -> PyClassInitializer<Self> {
+        let mut restorer = CassandraRestorer::new(data_dir);
+        if let Some(yaml) = yaml {
+            restorer = restorer.with_yaml(yaml);
+        }
+        if let Some(version) = version {
+            restorer = restorer.with_target_version(version);
+        }
+        PyClassInitializer::from(PyRestorer {
+            spec: RestorerSpec::Cassandra(restorer),
+        })
+        .add_subclass(PyCassandraRestorer)
     }
 }

@@ -48,6 +48,21 @@ pub(crate) fn json_to_py(py: Python<'_>, value: &serde_json::Value) -> PyResult<
     })
 }
 
+/// A library report as the Python value `json.loads` would give for its
+/// JSON (dicts, lists, str, int, float, None): for results whose shape is
+/// the library's serialised form.
+pub(crate) struct Json(pub(crate) serde_json::Value);
+
+impl<'py> IntoPyObject<'py> for Json {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
+        Ok(json_to_py(py, &self.0)?.into_bound(py))
+    }
+}
+
 /// A map of JSON values as a dict.
 fn facts_to_py<'a>(
     py: Python<'_>,

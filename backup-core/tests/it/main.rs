@@ -12,6 +12,8 @@
 //! - `schedule`, `schedule_runner`: the scheduler on a simulated clock.
 //! - `security`: what an encrypted repository hides.
 //! - `stores`: data-store snapshotters against real servers.
+//! - `listed_files`: files listed in advance (`Entry::Files`), read
+//!   locally or from a fetched tar stream.
 //! - `tar_entry`: tar streams stored as trees.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -22,6 +24,7 @@ mod embedding;
 mod faults;
 mod golden;
 mod hostile;
+mod listed_files;
 mod prune;
 mod retention;
 mod schedule;

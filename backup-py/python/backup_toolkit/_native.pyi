@@ -14,6 +14,8 @@ __all__ = [
     "Backup",
     "BackupStats",
     "BackupSummary",
+    "CassandraRestorer",
+    "CassandraSource",
     "CommandRestorer",
     "CommandSource",
     "DirectoryRestorer",
@@ -51,6 +53,76 @@ _StrPath = str | os.PathLike[str]
 _BackupRef = Backup | str
 _Status = Literal["completed", "partially_failed", "failed"]
 _ProgressCallback = Callable[[Progress], object]
+_ClusterState = Literal["PENDING", "RUNNING", "COMPLETED", "FAILED"]
+
+class _ClusterProgress(TypedDict):
+    """One progress event of ``Repository.cluster_backup``: of one node
+    (``node`` set) or of the whole cluster (``node`` None)."""
+
+    cluster_backup_id: str
+    cluster: str
+    node: str | None
+    state: _ClusterState
+    percent: float
+    bytes_done: int
+    bytes_total: int | None
+    nodes_completed: int
+    nodes_failed: int
+    nodes_total: int
+    error: str | None
+
+class _ClusterNodeReport(TypedDict):
+    """What happened to one node of a cluster backup."""
+
+    node: str
+    set: str
+    state: _ClusterState
+    backup: str | None
+    bytes_total: int
+    bytes_read: int
+    bytes_added: int
+    error: str | None
+
+class _ClusterBackupReport(TypedDict):
+    """What ``Repository.cluster_backup`` did: ``state`` is ``COMPLETED``
+    only when every node's backup and the group record were stored."""
+
+    id: str
+    cluster: str
+    state: Literal["COMPLETED", "FAILED"]
+    nodes: list[_ClusterNodeReport]
+    record: str | None
+
+class _RecordedNode(TypedDict):
+    """One node of a completed cluster backup, as its record lists it."""
+
+    node: str
+    set: str
+    backup: str
+    host_id: str
+    datacenter: str
+    rack: str
+    tokens: list[str]
+    cassandra_version: str
+
+class _ClusterRecord(TypedDict):
+    """A completed cluster backup (``Repository.cluster_backups``)."""
+
+    id: str
+    cluster: str
+    store: str
+    nodes: list[_RecordedNode]
+    record: str
+
+class _ClusterNodeRestore(TypedDict):
+    """What ``Repository.cluster_restore`` restored into one target."""
+
+    kind: str
+    target: str
+    bytes: int
+    details: dict[str, Any]
+
+_ClusterProgressCallback = Callable[[_ClusterProgress], object]
 
 class _StorageOptions(TypedDict, total=False):
     """The storage options of remote repositories; each defaults to its
@@ -366,6 +438,25 @@ class MariadbSource(Source):
     ) -> MariadbSource: ...
 
 @final
+class CassandraSource(Source):
+    """A Cassandra node: its ``nodetool snapshot``, read locally or over SSH."""
+
+    def __new__(
+        cls,
+        name: str,
+        *,
+        nodetool: str = "nodetool",
+        cqlsh: str | None = "cqlsh",
+        data_dirs: Sequence[_StrPath] | None = None,
+        keyspaces: Sequence[str] | None = None,
+        system_traces: bool = False,
+        ssh: str | None = None,
+        ssh_port: int | None = None,
+        ssh_key: _StrPath | None = None,
+        known_hosts: _StrPath | None = None,
+    ) -> CassandraSource: ...
+
+@final
 class Hooks:
     def __new__(
         cls,
@@ -438,6 +529,14 @@ class MariadbRestorer(Restorer):
         bin_dir: _StrPath | None = None,
         password: str | None = None,
     ) -> MariadbRestorer: ...
+
+@final
+class CassandraRestorer(Restorer):
+    """A Cassandra node backup into a stopped, never started node."""
+
+    def __new__(
+        cls, data_dir: _StrPath, *, yaml: _StrPath | None = None, version: str | None = None
+    ) -> CassandraRestorer: ...
 
 @final
 class FileReader:
@@ -555,6 +654,41 @@ class Repository:
     ) -> Awaitable[RestoreSummary]: ...
     def restore_into(self, backup: _BackupRef, restorer: Restorer) -> StoreRestore: ...
     def restore_into_async(self, backup: _BackupRef, restorer: Restorer) -> Awaitable[StoreRestore]: ...
+    def cluster_backup(
+        self,
+        cluster: str,
+        nodes: Sequence[CassandraSource],
+        *,
+        parallelism: int = 2,
+        progress: _ClusterProgressCallback | None = None,
+        writer: str | None = None,
+    ) -> _ClusterBackupReport:
+        """Backs up every node of a Cassandra cluster under one cluster
+        backup id; a FAILED cluster backup is returned (``state``), not
+        raised."""
+    def cluster_backup_async(
+        self,
+        cluster: str,
+        nodes: Sequence[CassandraSource],
+        *,
+        parallelism: int = 2,
+        progress: _ClusterProgressCallback | None = None,
+        writer: str | None = None,
+    ) -> Awaitable[_ClusterBackupReport]:
+        """``cluster_backup``, as an awaitable."""
+    def cluster_backups(self, cluster: str) -> builtins.list[_ClusterRecord]:
+        """The completed cluster backups of ``cluster``, oldest first."""
+    def cluster_backups_async(self, cluster: str) -> Awaitable[builtins.list[_ClusterRecord]]:
+        """``cluster_backups``, as an awaitable."""
+    def cluster_restore(
+        self, cluster: str, targets: Sequence[CassandraRestorer], backup: str = "latest"
+    ) -> builtins.list[_ClusterNodeRestore]:
+        """Restores a completed cluster backup into as many new nodes;
+        raises ``RestoreRefusedError`` before writing anything."""
+    def cluster_restore_async(
+        self, cluster: str, targets: Sequence[CassandraRestorer], backup: str = "latest"
+    ) -> Awaitable[builtins.list[_ClusterNodeRestore]]:
+        """``cluster_restore``, as an awaitable."""
     def read_file(self, backup: _BackupRef, path: str) -> bytes: ...
     def read_file_async(self, backup: _BackupRef, path: str) -> Awaitable[bytes]: ...
     def open_file(self, backup: _BackupRef, path: str) -> FileReader: ...

@@ -506,4 +506,38 @@ source = { type = "directory", paths = ["/data", "/etc/app"] }
             .unwrap();
         assert!(error.to_string().contains("logical or physical"), "{error}");
     }
+
+    #[test]
+    fn a_cassandra_node_source_parses_and_builds_its_snapshotter() {
+        let cassandra = CONFIG.replace(
+            r#"source = { type = "directory", paths = ["/data", "/etc/app"] }"#,
+            r#"source = { type = "cassandra", name = "cass-0", nodetool = "nodetool -h 10.0.0.7", data_dirs = ["/var/lib/cassandra/data", "/mnt/disk2/data"], keyspaces = ["apigee"], cqlsh = "none", ssh = "cassandra@10.0.0.7", known_hosts = "/etc/backup/known_hosts" }"#,
+        );
+        let config = ScheduleConfig::from_toml_str(&cassandra).unwrap();
+        let SourceConfig::Cassandra(node) = &config.jobs[1].source else {
+            panic!("{:?}", config.jobs[1].source);
+        };
+        assert_eq!(node.name.as_deref(), Some("cass-0"));
+        assert_eq!(node.data_dirs.len(), 2);
+        assert_eq!(node.ssh.as_deref(), Some("cassandra@10.0.0.7"));
+        let snapshotter = config.jobs[1]
+            .source
+            .snapshotter(&Default::default())
+            .unwrap();
+        assert_eq!(snapshotter.kind(), "cassandra");
+        let wrong = cassandra.replace(
+            r#"nodetool = "nodetool -h 10.0.0.7""#,
+            r#"nodetool = "'unclosed""#,
+        );
+        let config = ScheduleConfig::from_toml_str(&wrong).unwrap();
+        let error = config.jobs[1]
+            .source
+            .snapshotter(&Default::default())
+            .err()
+            .unwrap();
+        assert!(
+            error.to_string().contains("nodetool command line"),
+            "{error}"
+        );
+    }
 }

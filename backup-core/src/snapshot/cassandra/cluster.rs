@@ -626,13 +626,13 @@ impl Board {
                 let percent =
                     nodes.iter().map(|n| n.percent).sum::<f64>() / nodes.len().max(1) as f64;
                 let totals: Option<u64> = nodes.iter().map(|n| n.bytes_total).sum();
+                // Completed only once the record is written ([`Board::finish`]).
                 let state = if failed > 0 {
                     ClusterState::Failed
-                } else if completed == nodes.len() {
-                    ClusterState::Completed
                 } else {
                     ClusterState::Running
                 };
+                let percent = percent.min(99.9);
                 ClusterProgress {
                     cluster_backup_id: self.id.clone(),
                     cluster: self.cluster.clone(),
@@ -708,8 +708,8 @@ impl Board {
             let Ok(nodes) = self.nodes.lock() else { return };
             let mut event = self.event(&nodes, None, error);
             event.state = state;
-            if state == ClusterState::Failed && event.percent >= 100.0 {
-                event.percent = 99.9;
+            if state == ClusterState::Completed {
+                event.percent = 100.0;
             }
             event
         };
