@@ -13,6 +13,10 @@
 //!
 //! Cargo features: `etcd` ([`EtcdSnapshotter`], [`EtcdRestorer`]; gRPC
 //! through tonic), `redis` ([`RedisSnapshotter`], [`RedisRestorer`]),
+//! `postgres` (`PostgresSnapshotter`, `PostgresRestorer`, `WalArchive`),
+//! `mariadb` (`MariadbSnapshotter`, `MariadbRestorer`), `cassandra`
+//! (`CassandraSnapshotter`, `CassandraRestorer`, `ClusterBackup`,
+//! `ClusterRestore`),
 //! `schedule` (the cron scheduler, module `schedule`),
 //! `test-util` (test helpers for embedders), `conformance` (the
 //! shared [`Sink`] conformance suite, for sink implementers) and
