@@ -564,27 +564,12 @@ impl PyRepository {
         let stop = cancel.clone();
         Ok(Call {
             future: async move {
-                // `ClusterBackup::run`'s future is not `Send` (rustc cannot
-                // prove its stream of node runs, which borrow the backup,
-                // `Send` for every lifetime), so it is polled on a blocking
-                // thread of the runtime, never on a worker and never with
-                // the GIL. Dropping this future (an awaitable cancelled)
-                // cancels the cluster backup.
+                // Dropping this future (an awaitable cancelled) cancels the
+                // cluster backup.
                 let guard = stop.drop_guard();
-                let handle = tokio::runtime::Handle::current();
-                let joined =
-                    tokio::task::spawn_blocking(move || handle.block_on(backup.run(&repository)))
-                        .await;
+                let report = backup.run(&repository).await;
                 guard.disarm();
-                let report = match joined {
-                    Ok(outcome) => outcome?,
-                    Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-                    Err(_) => {
-                        return Err(Error::Cancelled {
-                            operation: "cluster backup",
-                        })
-                    }
-                };
+                let report = report?;
                 serde_json::to_value(&report).map(Json).map_err(encoding)
             },
             cancel: Some(cancel),

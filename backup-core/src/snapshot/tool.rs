@@ -89,6 +89,12 @@ impl Tool {
             .stdin(Stdio::null())
             .output()
             .map_err(|error| self.failed(self.cannot_start(&error)))?;
+        self.stdout_of(output)
+    }
+
+    /// Its standard output, or the error its exit status and standard
+    /// error make.
+    fn stdout_of(&self, output: std::process::Output) -> Result<String> {
         if !output.status.success() {
             return Err(self.failed(exit_message(
                 &self.program,
@@ -179,14 +185,7 @@ impl Tool {
             .wait_with_output()
             .await
             .map_err(|error| self.failed(format!("waiting for it: {error}")))?;
-        if !output.status.success() {
-            return Err(self.failed(exit_message(
-                &self.program,
-                output.status,
-                &String::from_utf8_lossy(&output.stderr),
-            )));
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        self.stdout_of(output)
     }
 
     /// Runs it to completion; returns its standard output.

@@ -386,60 +386,59 @@ impl ClusterBackup {
             ),
             callback: self.progress.clone(),
         });
-        let runs = self
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(at, (name, snapshotter))| {
-                let board = board.clone();
-                let set = format!("{}/{name}", self.cluster);
-                let mut options = BackupOptions::default()
-                    .with_set(set.clone())
-                    .with_tag("cluster_backup", id.clone())
-                    .with_tag("cluster", self.cluster.clone())
-                    .with_tag("node", name.clone())
-                    .with_time(now);
-                if let Some(writer) = &self.writer {
-                    options = options.with_writer(writer.clone());
-                }
-                if let Some(token) = &self.cancellation {
-                    options = options.with_cancellation(token.clone());
-                }
-                let progress_board = board.clone();
-                options = options.with_progress(ProgressSink::new(move |event: &Progress| {
-                    progress_board.node_event(at, event);
-                }));
-                let name = name.clone();
-                let snapshotter = snapshotter.clone();
-                async move {
-                    board.set_state(at, ClusterState::Running, None);
-                    let outcome = repo.backup(snapshotter.as_ref(), options).await;
-                    let report = match outcome {
-                        Ok(summary) => ClusterNodeReport {
-                            node: name,
-                            set,
-                            state: ClusterState::Completed,
-                            backup: Some(summary.id),
-                            bytes_total: summary.manifest.stats.bytes_total,
-                            bytes_read: summary.manifest.stats.bytes_read,
-                            bytes_added: summary.manifest.stats.bytes_added,
-                            error: None,
-                        },
-                        Err(error) => ClusterNodeReport {
-                            node: name,
-                            set,
-                            state: ClusterState::Failed,
-                            backup: None,
-                            bytes_total: 0,
-                            bytes_read: 0,
-                            bytes_added: 0,
-                            error: Some(error.to_string()),
-                        },
-                    };
-                    board.set_state(at, report.state, report.error.clone());
-                    (at, report)
-                }
-            });
+        // Boxed, and built before they are polled: a stream mapping the
+        // nodes through a closure would make the whole future not `Send`.
+        let mut runs: Vec<futures::future::BoxFuture<'_, (usize, ClusterNodeReport)>> = Vec::new();
+        for (at, (name, snapshotter)) in self.nodes.iter().enumerate() {
+            let board = board.clone();
+            let set = format!("{}/{name}", self.cluster);
+            let mut options = BackupOptions::default()
+                .with_set(set.clone())
+                .with_tag("cluster_backup", id.clone())
+                .with_tag("cluster", self.cluster.clone())
+                .with_tag("node", name.clone())
+                .with_time(now);
+            if let Some(writer) = &self.writer {
+                options = options.with_writer(writer.clone());
+            }
+            if let Some(token) = &self.cancellation {
+                options = options.with_cancellation(token.clone());
+            }
+            let progress_board = board.clone();
+            options = options.with_progress(ProgressSink::new(move |event: &Progress| {
+                progress_board.node_event(at, event);
+            }));
+            let name = name.clone();
+            let snapshotter = snapshotter.clone();
+            runs.push(Box::pin(async move {
+                board.set_state(at, ClusterState::Running, None);
+                let outcome = repo.backup(snapshotter.as_ref(), options).await;
+                let report = match outcome {
+                    Ok(summary) => ClusterNodeReport {
+                        node: name,
+                        set,
+                        state: ClusterState::Completed,
+                        backup: Some(summary.id),
+                        bytes_total: summary.manifest.stats.bytes_total,
+                        bytes_read: summary.manifest.stats.bytes_read,
+                        bytes_added: summary.manifest.stats.bytes_added,
+                        error: None,
+                    },
+                    Err(error) => ClusterNodeReport {
+                        node: name,
+                        set,
+                        state: ClusterState::Failed,
+                        backup: None,
+                        bytes_total: 0,
+                        bytes_read: 0,
+                        bytes_added: 0,
+                        error: Some(error.to_string()),
+                    },
+                };
+                board.set_state(at, report.state, report.error.clone());
+                (at, report)
+            }));
+        }
         let mut reports: Vec<(usize, ClusterNodeReport)> = futures::stream::iter(runs)
             .buffer_unordered(self.parallelism)
             .collect()
@@ -794,5 +793,26 @@ impl ClusterRestore {
             reports.push(target.restore(repo, backup).await?);
         }
         Ok(reports)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[tokio::test]
+    async fn a_cluster_backup_can_be_spawned() {
+        let repo = Repository::init(
+            Arc::new(crate::MemorySink::new()),
+            crate::InitOptions::default(),
+        )
+        .await
+        .unwrap();
+        let backup = ClusterBackup::cassandra("dc1", Vec::new());
+        let future = backup.run(&repo);
+        assert_send(&future);
+        assert!(future.await.is_err());
     }
 }
