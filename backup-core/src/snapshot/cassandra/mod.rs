@@ -298,9 +298,11 @@ fn split_command(what: &str, command: &str) -> Result<Vec<String>> {
 /// and cancellation too.
 ///
 /// SSTables never change once written, so a file whose path, size and
-/// modification time are the parent backup's is not read again: the next
-/// backup of the node reads only new SSTables. The components Cassandra
-/// rewrites (`-Statistics.db`, `-Summary.db`) are read every time.
+/// modification time (to the nanosecond) are the parent backup's is not
+/// read again: the next backup of the node reads only new SSTables. The
+/// components Cassandra rewrites (`-Statistics.db`, `-Summary.db`) are
+/// written as new files, with new times, and so are read again when they
+/// were.
 ///
 /// Facts: `node`, `cluster_name`, `host_id`, `datacenter`, `rack`,
 /// `tokens`, `num_tokens`, `cassandra_version`, `partitioner`, `snitch`,
@@ -464,12 +466,6 @@ fn tag_time(tag: &str) -> Option<i64> {
         .next()?
         .parse()
         .ok()
-}
-
-/// Components Cassandra rewrites in place of the old (by a new file
-/// renamed over it): read every time.
-fn rewritten(name: &str) -> bool {
-    name.ends_with("-Statistics.db") || name.ends_with("-Summary.db")
 }
 
 #[async_trait]
@@ -641,9 +637,10 @@ impl CassandraSnapshotter {
                 continue;
             }
             let path = format!("{keyspace}/{table}/{}", rest.join("/"));
-            let file = ListedFile::new(path.clone(), source.clone(), size, mtime)
-                .with_mode(mode)
-                .reread(rewritten(&path));
+            // A component Cassandra rewrites (-Statistics.db, -Summary.db:
+            // a new file renamed over the old, or written again) has a new
+            // time, so it is read again without being marked.
+            let file = ListedFile::new(path.clone(), source.clone(), size, mtime).with_mode(mode);
             match files.get(&path) {
                 None => {
                     files.insert(path, file);
@@ -807,8 +804,6 @@ mod tests {
             Some(1_733_600_000)
         );
         assert_eq!(tag_time("nightly"), None);
-        assert!(rewritten("shop/orders-1/nb-1-big-Statistics.db"));
-        assert!(!rewritten("shop/orders-1/nb-1-big-Data.db"));
     }
 
     #[test]

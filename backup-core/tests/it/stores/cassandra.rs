@@ -159,91 +159,141 @@ async fn node_backup_stores_every_sstable_with_identity_and_clears_its_snapshot(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cqlsh_schema_is_stored_when_cqlsh_runs_and_its_failure_does_not_fail_the_backup() {
+    let cluster = StandInCluster::create("Test Cluster", 1);
+    let node = &cluster.nodes[0];
+    let with_cqlsh = |cqlsh: &str| {
+        let dirs = snapshotter(node, "node1").node().data_dirs().to_vec();
+        CassandraSnapshotter::new(
+            CassandraNode::new("node1")
+                .with_nodetool(&node.nodetool())
+                .unwrap()
+                .with_cqlsh(Some(cqlsh))
+                .unwrap()
+                .with_data_dirs(dirs),
+        )
+    };
+    let (_dir, repo) = local_repo().await;
+    // A cqlsh that prints its arguments: the schema stored is its output,
+    // and it was asked for DESCRIBE SCHEMA.
+    let summary = repo
+        .backup(
+            &with_cqlsh("echo CREATE KEYSPACE shop;"),
+            BackupOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary.manifest.facts["schema_cql"], "cqlsh");
+    let backup = repo.load_backup(&summary.id).await.unwrap();
+    let mut schema = Vec::new();
+    let mut reader = repo.open_file(&backup, "schema.cql").await.unwrap();
+    while let Some(chunk) = reader.next_chunk().await.unwrap() {
+        schema.extend(chunk);
+    }
+    assert_eq!(schema, b"CREATE KEYSPACE shop; -e DESCRIBE SCHEMA\n");
+    // A cqlsh that fails (not installed, refused): the tables' own
+    // schema.cql files are what the backup has, and it says so.
+    for cqlsh in ["false", "/nonexistent/cqlsh"] {
+        let summary = repo
+            .backup(&with_cqlsh(cqlsh), BackupOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(summary.manifest.facts["schema_cql"], "per-table", "{cqlsh}");
+    }
+    no_snapshots_left(&cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_cluster_backup_reads_only_the_new_sstables() {
     let cluster = StandInCluster::create("Test Cluster", 3);
     let (_dir, repo) = local_repo().await;
     let first = cluster_backup(&cluster).run(&repo).await.unwrap();
     assert_eq!(first.state, ClusterState::Completed, "{first:#?}");
 
-    let mut new_bytes = BTreeMap::new();
+    let mut new_files = BTreeMap::new();
     for (at, node) in cluster.nodes.iter().enumerate() {
-        let mut added: u64 = 0;
-        for file in node.add_sstables("shop", "orders", 2, 150 * 1024) {
-            added += std::fs::metadata(file).unwrap().len();
-        }
-        for file in node.add_sstables("inventory", "items", 1, 80 * 1024) {
-            added += std::fs::metadata(file).unwrap().len();
-        }
+        let mut added: Vec<PathBuf> = node.add_sstables("shop", "orders", 2, 150 * 1024);
+        added.extend(node.add_sstables("inventory", "items", 1, 80 * 1024));
+        new_files.insert(node_name(at), added);
+        // Cassandra rewrites a -Statistics.db by renaming a new file over it.
         node.rewrite_statistics("shop", "customers");
-        new_bytes.insert(node_name(at), added);
     }
     let second = cluster_backup(&cluster).run(&repo).await.unwrap();
     assert_eq!(second.state, ClusterState::Completed, "{second:#?}");
-    for report in &second.nodes {
-        let backup = repo.load_backup(&report.backup.unwrap()).await.unwrap();
-        let stored = stored_files(&repo, &backup).await;
-        // Read again: the new SSTables, every -Statistics.db and
-        // -Summary.db (rewritten in place by Cassandra) and the tables'
-        // schema.cql (written anew by each snapshot); nothing else.
-        let reread: u64 = stored
+    for (report, node) in second.nodes.iter().zip(&cluster.nodes) {
+        let before = listing(&repo, report_backup(&first, &report.node)).await;
+        let after = listing(&repo, report.backup.unwrap()).await;
+        // What was read: every file not stored before with its size and
+        // time. That must be the new SSTables, the rewritten Statistics
+        // and the tables' schema.cql (each snapshot writes them anew).
+        let changed: BTreeMap<&String, u64> = after
             .iter()
-            .filter(|(path, _)| {
-                path.ends_with("-Statistics.db")
-                    || path.ends_with("-Summary.db")
-                    || path.ends_with("/schema.cql")
-            })
-            .map(|(_, size)| size)
-            .sum();
-        let new = new_bytes[&report.node];
-        let before = first_paths(&repo, &first, &report.node).await;
-        // The new SSTables' Statistics and Summary are in both sums.
-        let new_stats: u64 = stored
+            .filter(|(path, meta)| before.get(*path) != Some(meta))
+            .map(|(path, (size, _))| (path, *size))
+            .collect();
+        let new: BTreeMap<String, u64> = new_files[&report.node]
             .iter()
-            .filter(|(path, _)| {
-                (path.ends_with("-Statistics.db") || path.ends_with("-Summary.db"))
-                    && !before.contains_key(*path)
+            .map(|file| {
+                (
+                    stored_path(node, file).unwrap(),
+                    file.metadata().unwrap().len(),
+                )
             })
-            .map(|(_, size)| size)
-            .sum();
-        let expected = new + reread - new_stats;
+            .collect();
+        let mut others: Vec<&&String> = changed
+            .keys()
+            .filter(|path| !new.contains_key(**path) && !path.ends_with("/schema.cql"))
+            .collect();
+        assert_eq!(others.len(), 1, "{others:?}");
+        let rewritten = others.pop().unwrap();
+        assert!(
+            rewritten.starts_with("data/shop/customers-") && rewritten.ends_with("-Statistics.db"),
+            "{rewritten}"
+        );
+        assert!(new.keys().all(|path| changed.contains_key(path)));
+        let read: u64 = changed.values().sum();
+        let new_bytes: u64 = new.values().sum();
         println!(
-            "{}: {} in all, {} read (new SSTables {}, rewritten components and schema files {}), \
-             {} added",
+            "{}: {} in all, {} read: new SSTables {new_bytes}, the rewritten {} and schema \
+             files {}; {} added",
             report.node,
             report.bytes_total,
             report.bytes_read,
-            new,
-            reread - new_stats,
+            rewritten.rsplit('/').next().unwrap(),
+            read - new_bytes,
             report.bytes_added
         );
-        assert_eq!(report.bytes_read, expected, "{report:#?}");
-        // No Data.db but the new ones was read.
-        assert!(
-            report.bytes_read - new < report.bytes_total / 4,
-            "{report:#?}"
-        );
-        assert!(
-            report.bytes_added <= new + reread + 64 * 1024,
-            "more added than the new files hold: {report:#?}"
-        );
-        assert!(report.bytes_added >= new * 9 / 10, "{report:#?}");
+        assert_eq!(report.bytes_read, read, "{report:#?}");
+        assert!(report.bytes_read < new_bytes + 32 * 1024, "{report:#?}");
+        assert!(report.bytes_added <= read + 16 * 1024, "{report:#?}");
+        assert!(report.bytes_added >= new_bytes * 9 / 10, "{report:#?}");
     }
     no_snapshots_left(&cluster);
 }
 
-/// The stored paths of `node`'s backup in the cluster backup `report`.
-async fn first_paths(
+/// Every stored file of a backup with its size and modification time.
+async fn listing(
     repo: &Repository,
-    report: &backup_core::ClusterBackupReport,
-    node: &str,
-) -> BTreeMap<String, u64> {
-    let id = report
+    id: backup_core::Id,
+) -> BTreeMap<String, (u64, chrono::DateTime<chrono::Utc>)> {
+    let backup = repo.load_backup(&id).await.unwrap();
+    repo.ls(&backup)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|entry| entry.kind == backup_core::NodeKind::File)
+        .map(|entry| (entry.path, (entry.size, entry.mtime)))
+        .collect()
+}
+
+/// The backup of `node` in the cluster backup `report`.
+fn report_backup(report: &backup_core::ClusterBackupReport, node: &str) -> backup_core::Id {
+    report
         .nodes
         .iter()
         .find(|n| n.node == node)
         .and_then(|n| n.backup)
-        .unwrap();
-    stored_files(repo, &repo.load_backup(&id).await.unwrap()).await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -543,17 +593,14 @@ async fn a_node_over_ssh_is_read_with_its_host_key_checked() {
         .await
         .unwrap();
     let stats = &second.manifest.stats;
-    let before = stored_files(&repo, &backup).await;
-    let after = stored_files(&repo, &repo.load_backup(&second.id).await.unwrap()).await;
+    let before = listing(&repo, first.id).await;
+    let after = listing(&repo, second.id).await;
     let rewritten: u64 = after
         .iter()
-        .filter(|(path, _)| {
-            (path.ends_with("-Statistics.db") || path.ends_with("-Summary.db"))
-                && before.contains_key(*path)
-                || path.ends_with("/schema.cql")
-        })
-        .map(|(_, size)| size)
-        .sum();
+        .filter(|(path, meta)| before.get(*path) != Some(meta))
+        .map(|(_, (size, _))| size)
+        .sum::<u64>()
+        - new;
     println!(
         "over ssh: first read {} bytes, second read {} of {} (new SSTable {new})",
         first.manifest.stats.bytes_read, stats.bytes_read, stats.bytes_total
