@@ -153,7 +153,7 @@ impl SshAccess {
 /// assert_eq!(node.name(), "cass-0");
 /// # Ok::<(), backup_core::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct CassandraNode {
     name: String,
     nodetool: Vec<String>,
@@ -275,6 +275,42 @@ impl CassandraNode {
             .run_blocking()
             .map(|_| ())
     }
+}
+
+impl std::fmt::Debug for CassandraNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CassandraNode")
+            .field("name", &self.name)
+            .field("nodetool", &redacted(&self.nodetool))
+            .field("cqlsh", &self.cqlsh.as_deref().map(redacted))
+            .field("data_dirs", &self.data_dirs)
+            .field("ssh", &self.ssh)
+            .finish()
+    }
+}
+
+/// A command line with the values of password options (`-pw`,
+/// `--password`, cqlsh's `-p`) replaced, for `Debug`.
+fn redacted(argv: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(argv.len());
+    let mut hide = false;
+    for arg in argv {
+        if hide {
+            out.push("<redacted>".to_string());
+            hide = false;
+            continue;
+        }
+        match arg.split_once('=') {
+            Some((option, _)) if matches!(option, "-pw" | "--password") => {
+                out.push(format!("{option}=<redacted>"));
+            }
+            _ => {
+                hide = matches!(arg.as_str(), "-pw" | "--password" | "-p");
+                out.push(arg.clone());
+            }
+        }
+    }
+    out
 }
 
 fn split_command(what: &str, command: &str) -> Result<Vec<String>> {
@@ -804,6 +840,21 @@ mod tests {
             Some(1_733_600_000)
         );
         assert_eq!(tag_time("nightly"), None);
+    }
+
+    #[test]
+    fn passwords_on_command_lines_are_not_in_debug() {
+        let node = CassandraNode::new("n1")
+            .with_nodetool("nodetool -u cassandra -pw s3cret-jmx")
+            .unwrap()
+            .with_cqlsh(Some("cqlsh -u cassandra -p s3cret-cql --password=again"))
+            .unwrap();
+        let shown = format!("{node:?} {:?}", CassandraSnapshotter::new(node.clone()));
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("again"),
+            "{shown}"
+        );
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]
