@@ -2,7 +2,8 @@
 //! (`backup_testkit::cassandra`: a stand-in nodetool with Cassandra 4.0's
 //! command lines, outputs and snapshot layout; not Cassandra, which cannot
 //! be installed here): a three-node cluster backup to S3 (s3s-fs) and to
-//! an SSH server (sshd) with per-node progress JSON lines, `show` of a
+//! an SSH server (sshd; one node read over SSH too) with per-node progress
+//! JSON lines, `show` of a
 //! node's identity and tokens, a restore into three new nodes, a restore
 //! into two refused, a node failing halfway.
 
@@ -19,8 +20,9 @@ use crate::backupctl;
 
 const PASSWORD: &str = "cassandra test password";
 
-/// A node list for `cluster-backup`.
-fn node_list(cluster: &StandInCluster, path: &Path) {
+/// A node list for `cluster-backup`; with `sshd`, the first node is
+/// reached over SSH.
+fn node_list(cluster: &StandInCluster, path: &Path, sshd: Option<&Sshd>) {
     let mut text = String::from("cluster = \"dc1\"\nparallelism = 2\n");
     for (at, node) in cluster.nodes.iter().enumerate() {
         let dirs: Vec<String> = node
@@ -34,6 +36,15 @@ fn node_list(cluster: &StandInCluster, path: &Path) {
             node.nodetool(),
             dirs.join(", ")
         ));
+        if let (0, Some(sshd)) = (at, sshd) {
+            text.push_str(&format!(
+                "ssh = \"{}@127.0.0.1\"\nssh_port = {}\nssh_key = {:?}\nknown_hosts = {:?}\n",
+                sshd.user,
+                sshd.port(),
+                sshd.path("client_ed25519").display().to_string(),
+                sshd.path("known_hosts").display().to_string()
+            ));
+        }
     }
     fs::write(path, text).unwrap();
 }
@@ -54,10 +65,15 @@ fn no_snapshots_left(cluster: &StandInCluster) {
 
 /// Backs up the three nodes, checks progress, show, the restore into three
 /// new nodes and the refusal of two.
-fn cluster_round_trip(cli: &Backupctl, cluster: &StandInCluster, scratch: &Path) {
+fn cluster_round_trip(
+    cli: &Backupctl,
+    cluster: &StandInCluster,
+    scratch: &Path,
+    sshd: Option<&Sshd>,
+) {
     cli.run(["init"]).ok();
     let nodes = scratch.join("nodes.toml");
-    node_list(cluster, &nodes);
+    node_list(cluster, &nodes, sshd);
     let nodes_arg = nodes.display().to_string();
     let out = cli
         .run([
@@ -187,7 +203,7 @@ fn a_three_node_cluster_to_s3_with_progress_restored_into_a_new_cluster() {
         .env("BACKUP_PASSWORD", PASSWORD)
         .global(["--repo", &format!("s3://{}/cassandra", s3.bucket)])
         .global(["--endpoint", &s3.endpoint(), "--allow-http"]);
-    cluster_round_trip(&cli, &cluster, scratch.path());
+    cluster_round_trip(&cli, &cluster, scratch.path(), None);
 }
 
 #[test]
@@ -208,8 +224,19 @@ fn a_three_node_cluster_to_an_ssh_server_and_a_node_failing_halfway() {
             "--known-hosts".as_ref(),
             sshd.path("known_hosts").as_os_str(),
         ]);
-    cluster_round_trip(&cli, &cluster, scratch.path());
+    // node1 is read over SSH, from the same server.
+    let connections = sshd.connections();
+    cluster_round_trip(&cli, &cluster, scratch.path(), Some(&sshd));
     assert!(repo.join("config").is_file());
+    let shown = cli
+        .run(["show", "latest", "--set", "dc1/node1"])
+        .ok()
+        .stdout;
+    assert!(
+        shown.contains(&format!("{}@127.0.0.1:", sshd.user)),
+        "{shown}"
+    );
+    assert!(sshd.connections() > connections + 3, "{}", sshd.log());
 
     // node3 fails halfway through its snapshot: the cluster backup is
     // FAILED, names it, leaves no snapshot, and is not offered for restore.
