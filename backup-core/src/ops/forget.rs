@@ -66,11 +66,11 @@ async fn forget(
     filter: impl Fn(&Backup) -> bool,
     tracker: &Tracker,
 ) -> Result<Vec<(Backup, Decision)>> {
-    let backups: Vec<Backup> = engine
-        .list()
-        .await?
-        .into_iter()
+    let all = engine.list().await?;
+    let backups: Vec<Backup> = all
+        .iter()
         .filter(|backup| filter(backup))
+        .cloned()
         .collect();
     let mut decisions = policy.decide(&backups, now);
     let aligned = decisions.len() == backups.len()
@@ -96,6 +96,26 @@ async fn forget(
             decision.reasons = vec![ENGINE_FLOOR_REASON.to_string()];
         }
     }
+    // A node backup that a kept cluster backup's group record lists stays
+    // as long as the record does, whatever its own set's rules say: the
+    // cluster backup must remain restorable.
+    let forgotten: std::collections::HashSet<crate::Id> = decisions
+        .iter()
+        .filter(|decision| !decision.keep)
+        .map(|decision| decision.id)
+        .collect();
+    let mut referenced: std::collections::HashMap<crate::Id, String> = Default::default();
+    for record in all.iter().filter(|backup| !forgotten.contains(&backup.id)) {
+        for (node, cluster_backup) in cluster_members(record) {
+            referenced.insert(node, cluster_backup);
+        }
+    }
+    for decision in decisions.iter_mut().filter(|decision| !decision.keep) {
+        if let Some(cluster_backup) = referenced.get(&decision.id) {
+            decision.keep = true;
+            decision.reasons = vec![format!("part of the kept cluster backup {cluster_backup}")];
+        }
+    }
     if !dry_run {
         let forgotten = decisions.iter().filter(|decision| !decision.keep).count();
         tracker.set_totals(forgotten as u64, 0);
@@ -107,4 +127,28 @@ async fn forget(
         }
     }
     Ok(backups.into_iter().zip(decisions).collect())
+}
+
+/// The node backups a cluster backup's group record lists (its
+/// `cluster_record` fact), with the cluster backup's id.
+fn cluster_members(record: &Backup) -> Vec<(crate::Id, String)> {
+    let Some(value) = record.manifest.facts.get("cluster_record") else {
+        return Vec::new();
+    };
+    let id = value
+        .get("id")
+        .and_then(|id| id.as_str())
+        .unwrap_or_default()
+        .to_string();
+    value
+        .get("nodes")
+        .and_then(|nodes| nodes.as_array())
+        .map(|nodes| {
+            nodes
+                .iter()
+                .filter_map(|node| serde_json::from_value(node.get("backup")?.clone()).ok())
+                .map(|backup| (backup, id.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -491,6 +491,65 @@ async fn a_node_failing_halfway_fails_the_cluster_backup_and_leaves_no_snapshot(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_keeps_the_node_backups_a_kept_cluster_backup_needs() {
+    let cluster = StandInCluster::create("Test Cluster", 3);
+    let (_dir, repo) = local_repo().await;
+    let complete = cluster_backup(&cluster).run(&repo).await.unwrap();
+    assert_eq!(complete.state, ClusterState::Completed);
+    // Two failed cluster backups later, node1 and node3 have newer backups
+    // of their own that no record lists.
+    cluster.nodes[1].fail_snapshot_after(Some(1));
+    for _ in 0..2 {
+        let failed = cluster_backup(&cluster).run(&repo).await.unwrap();
+        assert_eq!(failed.state, ClusterState::Failed);
+    }
+    let keep_last = backup_core::KeepPolicy {
+        keep_last: Some(1),
+        ..Default::default()
+    };
+    let decisions = repo
+        .forget(&keep_last, chrono::Utc::now(), &Default::default())
+        .await
+        .unwrap();
+    let first_of_node1 = report_backup(&complete, "node1");
+    let (_, decision) = decisions
+        .iter()
+        .find(|(backup, _)| backup.id == first_of_node1)
+        .unwrap();
+    assert!(decision.keep, "{decision:?}");
+    assert_eq!(
+        decision.reasons,
+        [format!("part of the kept cluster backup {}", complete.id)]
+    );
+    // So the cluster backup still restores.
+    let record = ClusterRecord::find(&repo, "dc1", "latest").await.unwrap();
+    let place = tempfile::tempdir().unwrap();
+    let targets = (0..3)
+        .map(|at| CassandraRestorer::new(place.path().join(format!("n{at}"))))
+        .collect();
+    ClusterRestore::new(targets)
+        .run(&repo, &record)
+        .await
+        .unwrap();
+    // Once a newer cluster backup completes and the old record goes, its
+    // node backups follow their own set's rules again.
+    cluster.nodes[1].fail_snapshot_after(None);
+    let newer = cluster_backup(&cluster).run(&repo).await.unwrap();
+    assert_eq!(newer.state, ClusterState::Completed);
+    repo.forget(&keep_last, chrono::Utc::now(), &Default::default())
+        .await
+        .unwrap();
+    let left: Vec<backup_core::Id> = repo.list().await.unwrap().iter().map(|b| b.id).collect();
+    assert!(!left.contains(&first_of_node1));
+    assert!(!left.contains(&complete.record.unwrap()));
+    assert_eq!(
+        left.len(),
+        4,
+        "the newest record and its three node backups"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_an_earlier_killed_run_left_are_cleared_and_others_kept() {
     let cluster = StandInCluster::create("Test Cluster", 1);
     let node = &cluster.nodes[0];
