@@ -904,7 +904,7 @@ impl PyRepository {
     /// each node's backup in the set `<cluster>/<node>`, at most
     /// `parallelism` at once, then, only when every node's is stored, a
     /// group record in the set `<cluster>` that makes the cluster backup
-    /// restorable. `progress` is called (on this thread) with a dict per
+    /// restorable. `on_progress` is called (on this thread) with a dict per
     /// event, of a node or (`node` None) of the whole: `cluster_backup_id`,
     /// `cluster`, `node`, `state` (`PENDING`, `RUNNING`, `COMPLETED`,
     /// `FAILED`), `percent`, `bytes_done`, `bytes_total`,
@@ -917,33 +917,33 @@ impl PyRepository {
     /// raised: check `report["state"] == "COMPLETED"` (a failed one has no
     /// record and is never offered for restore). Raises for bad arguments
     /// (no nodes, a name twice) and for storage errors writing the record.
-    #[pyo3(signature = (cluster, nodes, *, parallelism=2, progress=None, writer=None))]
+    #[pyo3(signature = (cluster, nodes, *, parallelism=2, on_progress=None, writer=None))]
     fn cluster_backup(
         &self,
         py: Python<'_>,
         cluster: String,
         nodes: Vec<PyRef<'_, PySource>>,
         parallelism: usize,
-        progress: Option<Py<PyAny>>,
+        on_progress: Option<Py<PyAny>>,
         writer: Option<String>,
     ) -> PyResult<Json> {
-        self.cluster_backup_call(py, false, cluster, nodes, parallelism, progress, writer)?
+        self.cluster_backup_call(py, false, cluster, nodes, parallelism, on_progress, writer)?
             .wait(py, |report| report)
     }
 
-    /// `cluster_backup`, as an awaitable (`progress` is called on the event
+    /// `cluster_backup`, as an awaitable (`on_progress` is called on the event
     /// loop).
-    #[pyo3(signature = (cluster, nodes, *, parallelism=2, progress=None, writer=None))]
+    #[pyo3(signature = (cluster, nodes, *, parallelism=2, on_progress=None, writer=None))]
     fn cluster_backup_async<'py>(
         &self,
         py: Python<'py>,
         cluster: String,
         nodes: Vec<PyRef<'py, PySource>>,
         parallelism: usize,
-        progress: Option<Py<PyAny>>,
+        on_progress: Option<Py<PyAny>>,
         writer: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.cluster_backup_call(py, true, cluster, nodes, parallelism, progress, writer)?
+        self.cluster_backup_call(py, true, cluster, nodes, parallelism, on_progress, writer)?
             .awaitable(py, |report| report)
     }
 

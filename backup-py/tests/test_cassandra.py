@@ -276,7 +276,7 @@ def backed_up(standin_cluster: list[StandInNode], tmp_path: Path) -> ClusterBack
         events.append(event)
 
     report = repo.cluster_backup(
-        "shop", [node.source() for node in standin_cluster], parallelism=2, progress=on_progress
+        "shop", [node.source() for node in standin_cluster], parallelism=2, on_progress=on_progress
     )
     return ClusterBackup(repo, report, events, threads)
 
@@ -406,7 +406,7 @@ def test_a_failed_node_fails_the_cluster_backup(standin_cluster: list[StandInNod
     failing.set_state("fail_snapshot_after", 2)
     repo = bt.Repository.init(str(tmp_path / "repo"), encryption=False)
     events: list[Mapping[str, Any]] = []
-    report = repo.cluster_backup("shop", [node.source() for node in standin_cluster], progress=events.append)
+    report = repo.cluster_backup("shop", [node.source() for node in standin_cluster], on_progress=events.append)
 
     # Returned, not raised: the state says it failed, and which node.
     assert report["state"] == "FAILED" and report["record"] is None
@@ -439,7 +439,7 @@ def test_cluster_backup_async_delivers_progress_on_the_loop(
 
     async def main() -> tuple[Mapping[str, Any], list[str]]:
         report = await repo.cluster_backup_async(
-            "shop", [node.source() for node in standin_cluster], parallelism=3, progress=events.append
+            "shop", [node.source() for node in standin_cluster], parallelism=3, on_progress=events.append
         )
         records = await repo.cluster_backups_async("shop")
         # Events handed to the loop after the result come on the next turns.

@@ -660,7 +660,7 @@ class Repository:
         nodes: Sequence[CassandraSource],
         *,
         parallelism: int = 2,
-        progress: _ClusterProgressCallback | None = None,
+        on_progress: _ClusterProgressCallback | None = None,
         writer: str | None = None,
     ) -> _ClusterBackupReport:
         """Backs up every node of a Cassandra cluster under one cluster
@@ -672,7 +672,7 @@ class Repository:
         nodes: Sequence[CassandraSource],
         *,
         parallelism: int = 2,
-        progress: _ClusterProgressCallback | None = None,
+        on_progress: _ClusterProgressCallback | None = None,
         writer: str | None = None,
     ) -> Awaitable[_ClusterBackupReport]:
         """``cluster_backup``, as an awaitable."""
