@@ -12,6 +12,26 @@ pub(crate) fn parse_grace(text: &str) -> Result<chrono::Duration, Error> {
         .map_err(|_| Error::InvalidArgument(format!("--grace {text:?} is too long")))
 }
 
+/// A size such as `500`, `64k`, `100M`, `2G` or `1T` (binary units, as
+/// restic reads `--exclude-larger-than`).
+pub(crate) fn parse_size(text: &str) -> Result<u64, Error> {
+    let bad = || {
+        Error::InvalidArgument(format!(
+            "size {text:?}: give a number of bytes, optionally followed by k, M, G or T"
+        ))
+    };
+    let trimmed = text.trim();
+    let (digits, shift) = match trimmed.chars().last() {
+        Some('k' | 'K') => (&trimmed[..trimmed.len() - 1], 10),
+        Some('m' | 'M') => (&trimmed[..trimmed.len() - 1], 20),
+        Some('g' | 'G') => (&trimmed[..trimmed.len() - 1], 30),
+        Some('t' | 'T') => (&trimmed[..trimmed.len() - 1], 40),
+        _ => (trimmed, 0),
+    };
+    let number: u64 = digits.parse().map_err(|_| bad())?;
+    number.checked_mul(1u64 << shift).ok_or_else(bad)
+}
+
 /// A retention duration such as `30d` or `1y6m` for the option `--{flag}`
 /// (the same grammar; `m` is months).
 pub(crate) fn parse_calendar(text: &str, flag: &str) -> Result<CalendarDuration, Error> {

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use backup_core::{
-    CassandraNode, CassandraSnapshotter, CommandSnapshotter, DirectorySnapshotter, Error,
-    EtcdSnapshotter, EtcdTls, Hook, Hooks, MariadbMode, MariadbSnapshotter, OnError, PostgresMode,
-    PostgresSnapshotter, RedisSnapshotter, Snapshotter, SshAccess, DEFAULT_HOOK_TIMEOUT,
+    files_from, CassandraNode, CassandraSnapshotter, CommandSnapshotter, DirectorySnapshotter,
+    Error, EtcdSnapshotter, EtcdTls, FilesFrom, Hook, Hooks, MariadbMode, MariadbSnapshotter,
+    OnError, PostgresMode, PostgresSnapshotter, RedisSnapshotter, Selection, Snapshotter,
+    SshAccess, DEFAULT_HOOK_TIMEOUT,
 };
 use serde::Deserialize;
 
@@ -21,10 +22,7 @@ use crate::password::read_secret_file;
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum SourceConfig {
     /// Files and directories.
-    Directory {
-        /// The paths backed up.
-        paths: Vec<PathBuf>,
-    },
+    Directory(DirectorySource),
     /// The standard output of a command, such as `pg_dump`.
     Command {
         /// The command line (split like a shell would, without running a
@@ -44,6 +42,120 @@ pub(crate) enum SourceConfig {
     Mariadb(MariadbSource),
     /// A Cassandra node: a nodetool snapshot of its SSTables.
     Cassandra(CassandraSource),
+}
+
+/// Files and directories and what of them is left out, with restic's
+/// option names: a `schedule.toml` source and `backup`'s options.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DirectorySource {
+    /// The paths backed up.
+    #[serde(default)]
+    #[arg(skip)]
+    pub(crate) paths: Vec<PathBuf>,
+    /// Leave out what this pattern matches (repeatable; restic's glob
+    /// patterns: `*.tmp`, `/srv/app/cache`, `src/**/*.o`).
+    #[serde(default)]
+    #[arg(long, value_name = "PATTERN")]
+    pub(crate) exclude: Vec<String>,
+    /// As --exclude, whatever the case.
+    #[serde(default)]
+    #[arg(long, value_name = "PATTERN")]
+    pub(crate) iexclude: Vec<String>,
+    /// Read exclude patterns from this file, one per line (repeatable).
+    #[serde(default)]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) exclude_file: Vec<PathBuf>,
+    /// As --exclude-file, whatever the case.
+    #[serde(default)]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) iexclude_file: Vec<PathBuf>,
+    /// Store only the file NAME of a directory holding it (that starts
+    /// with HEADER, when given) (repeatable).
+    #[serde(default)]
+    #[arg(long, value_name = "NAME[:HEADER]")]
+    pub(crate) exclude_if_present: Vec<String>,
+    /// Store only the CACHEDIR.TAG of directories tagged as caches.
+    #[serde(default)]
+    #[arg(long)]
+    pub(crate) exclude_caches: bool,
+    /// Leave out files larger than SIZE (bytes, or with k, M, G, T).
+    #[serde(default)]
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) exclude_larger_than: Option<String>,
+    /// Stay on each path's file system (mount points stored empty).
+    #[serde(default)]
+    #[arg(short = 'x', long)]
+    pub(crate) one_file_system: bool,
+    /// Also back up the paths this file lists, one glob pattern per line,
+    /// `#` comments (repeatable).
+    #[serde(default)]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) files_from: Vec<PathBuf>,
+    /// Also back up the paths this file lists, one per line, as written.
+    #[serde(default)]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) files_from_verbatim: Vec<PathBuf>,
+    /// Also back up the paths this file lists, separated by NUL bytes
+    /// (find -print0).
+    #[serde(default)]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) files_from_raw: Vec<PathBuf>,
+}
+
+impl DirectorySource {
+    /// Every path: those given and those the lists name.
+    pub(crate) fn all_paths(&self) -> Result<Vec<PathBuf>, Error> {
+        let mut paths = self.paths.clone();
+        for (lists, how) in [
+            (&self.files_from, FilesFrom::Patterns),
+            (&self.files_from_verbatim, FilesFrom::Verbatim),
+            (&self.files_from_raw, FilesFrom::Raw),
+        ] {
+            for list in lists {
+                paths.extend(files_from(list, how)?);
+            }
+        }
+        Ok(paths)
+    }
+
+    /// What is left out.
+    pub(crate) fn selection(&self) -> Result<Selection, Error> {
+        let mut selection = Selection::new();
+        for pattern in &self.exclude {
+            selection = selection.exclude(pattern)?;
+        }
+        for pattern in &self.iexclude {
+            selection = selection.iexclude(pattern)?;
+        }
+        for file in &self.exclude_file {
+            selection = selection.exclude_file(file)?;
+        }
+        for file in &self.iexclude_file {
+            selection = selection.iexclude_file(file)?;
+        }
+        for spec in &self.exclude_if_present {
+            selection = selection.exclude_if_present(spec)?;
+        }
+        if self.exclude_caches {
+            selection = selection.exclude_caches();
+        }
+        if let Some(size) = &self.exclude_larger_than {
+            selection = selection.exclude_larger_than(crate::parse::parse_size(size)?);
+        }
+        Ok(selection.one_file_system(self.one_file_system))
+    }
+
+    /// The snapshotter of every path, with the selection.
+    pub(crate) fn snapshotter(&self) -> Result<DirectorySnapshotter, Error> {
+        let paths = self.all_paths()?;
+        if paths.is_empty() {
+            return Err(Error::InvalidArgument(
+                "nothing to back up: no paths given, and the --files-from lists name none".into(),
+            ));
+        }
+        Ok(DirectorySnapshotter::new(paths).with_selection(self.selection()?))
+    }
 }
 
 /// The settings of a Cassandra node: a `schedule.toml` source, a node of
@@ -309,8 +421,13 @@ impl SourceConfig {
     /// What is wrong with the settings, if anything.
     pub(crate) fn problem(&self) -> Option<&'static str> {
         match self {
-            SourceConfig::Directory { paths } if paths.is_empty() => {
-                Some("the directory source has no `paths`")
+            SourceConfig::Directory(dir)
+                if dir.paths.is_empty()
+                    && dir.files_from.is_empty()
+                    && dir.files_from_verbatim.is_empty()
+                    && dir.files_from_raw.is_empty() =>
+            {
+                Some("the directory source has no `paths` (nor `files_from` lists)")
             }
             SourceConfig::Command { command, .. } if command.trim().is_empty() => {
                 Some("the command source has an empty `command`")
@@ -337,7 +454,7 @@ impl SourceConfig {
             return Err(Error::InvalidArgument(problem.into()));
         }
         let snapshotter: Box<dyn Snapshotter> = match self {
-            SourceConfig::Directory { paths } => Box::new(DirectorySnapshotter::new(paths.clone())),
+            SourceConfig::Directory(dir) => Box::new(dir.snapshotter()?),
             SourceConfig::Command { command, file_name } => {
                 let snapshotter = CommandSnapshotter::from_command_line(command)?;
                 Box::new(match file_name {

@@ -150,9 +150,10 @@ pub use snapshot::{
     CASSANDRA_SCHEMA_FILE, CLUSTER_KIND, DEFAULT_STALE_SNAPSHOT_AGE, SNAPSHOT_TAG_PREFIX,
 };
 pub use snapshot::{
-    CommandRestorer, CommandSnapshotter, DirectoryRestorer, DirectorySnapshotter, Entry,
-    FetchFiles, Finisher, Hook, HookCallback, HookPoint, Hooks, ListedFile, OnError, Restorer,
-    Snapshot, Snapshotter, StoreRestore, TarCapture, WithHooks, DEFAULT_HOOK_TIMEOUT,
+    files_from, CommandRestorer, CommandSnapshotter, DirectoryRestorer, DirectorySnapshotter,
+    Entry, FetchFiles, FilesFrom, Finisher, Hook, HookCallback, HookPoint, Hooks, ListedFile,
+    OnError, PlannedItem, Restorer, Selection, Snapshot, Snapshotter, StoreRestore, TarCapture,
+    WithHooks, CACHEDIR_TAG_SIGNATURE, DEFAULT_HOOK_TIMEOUT,
 };
 #[cfg(feature = "etcd")]
 pub use snapshot::{EtcdRestorer, EtcdSnapshotter, EtcdTls, ETCD_SNAPSHOT_FILE};

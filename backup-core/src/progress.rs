@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::snapshot::Selection;
+
 /// How often progress is reported while an operation runs.
 pub const REPORT_EVERY: Duration = Duration::from_millis(250);
 
@@ -241,25 +243,28 @@ impl Drop for Reporter {
     }
 }
 
-/// Counts the files and bytes below `paths` (without following symlinks),
-/// on a blocking thread; used for backup totals.
-pub(crate) async fn scan_totals(paths: Vec<PathBuf>) -> (u64, u64) {
+/// Counts the files and bytes at and below `paths` that a backup stores
+/// (without following symlinks, leaving out what each path's selection
+/// does), on a blocking thread; used for backup totals.
+pub(crate) async fn scan_totals(paths: Vec<(PathBuf, Option<Arc<Selection>>)>) -> (u64, u64) {
     tokio::task::spawn_blocking(move || {
         let mut files = 0u64;
         let mut bytes = 0u64;
-        let mut stack = paths;
-        while let Some(path) = stack.pop() {
-            let Ok(metadata) = std::fs::symlink_metadata(&path) else {
-                continue;
-            };
-            if metadata.is_dir() {
-                if let Ok(entries) = std::fs::read_dir(&path) {
-                    stack.extend(entries.filter_map(|entry| entry.ok().map(|entry| entry.path())));
-                }
-            } else if metadata.is_file() {
+        let mut count = |_: &std::path::Path, metadata: &std::fs::Metadata| {
+            if metadata.is_file() {
                 files += 1;
                 bytes += metadata.len();
             }
+        };
+        let everything = Selection::new();
+        for (path, selection) in paths {
+            if let Ok(metadata) = std::fs::symlink_metadata(&path) {
+                count(&path, &metadata);
+            }
+            selection
+                .as_deref()
+                .unwrap_or(&everything)
+                .walk(&path, &mut count);
         }
         (files, bytes)
     })

@@ -15,8 +15,8 @@ use crate::output::{human_bytes, out, print_json};
 use crate::progress::progress_sink;
 use crate::repository::open;
 use crate::source::{
-    CassandraSource, EtcdSource, HooksConfig, MariadbSource, PostgresSource, RedisSource,
-    SourceConfig,
+    CassandraSource, DirectorySource, EtcdSource, HooksConfig, MariadbSource, PostgresSource,
+    RedisSource, SourceConfig,
 };
 
 /// The kinds of source `--source` takes.
@@ -235,6 +235,11 @@ pub(crate) struct BackupArgs {
     source: Option<SourceKind>,
     #[command(flatten)]
     stores: StoreSourceArgs,
+    #[command(flatten)]
+    directory: DirectorySource,
+    /// List what would be stored (paths, and totals) and store nothing.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
     /// Files and directories to back up.
     paths: Vec<PathBuf>,
 }
@@ -254,25 +259,41 @@ pub(crate) async fn run(args: BackupArgs) -> Result<ExitCode, Error> {
         stdin_filename,
         source,
         stores,
+        mut directory,
+        dry_run,
         paths,
     } = args;
+    let listed = !directory.files_from.is_empty()
+        || !directory.files_from_verbatim.is_empty()
+        || !directory.files_from_raw.is_empty();
     let kind = source.unwrap_or(if stdin_from_command.is_some() {
         SourceKind::Command
     } else {
         SourceKind::Directory
     });
-    if kind != SourceKind::Directory && !paths.is_empty() {
+    if kind != SourceKind::Directory && (!paths.is_empty() || listed) {
         return Err(Error::InvalidArgument(format!(
             "paths are backed up by the directory source, not --source {}",
             format!("{kind:?}").to_lowercase()
         )));
     }
     let config = match kind {
-        SourceKind::Directory if paths.is_empty() => return Err(Error::InvalidArgument(
-            "nothing to back up: give paths, --stdin-from-command or --source etcd|redis|postgres|mariadb|cassandra"
+        SourceKind::Directory if paths.is_empty() && !listed => return Err(Error::InvalidArgument(
+            "nothing to back up: give paths, --files-from, --stdin-from-command or --source etcd|redis|postgres|mariadb|cassandra"
                 .into(),
         )),
-        SourceKind::Directory => SourceConfig::Directory { paths },
+        SourceKind::Directory => {
+            directory.paths = paths;
+            if dry_run {
+                return dry_run_listing(&directory, common.json).await;
+            }
+            SourceConfig::Directory(directory)
+        }
+        _ if dry_run => {
+            return Err(Error::InvalidArgument(
+                "--dry-run lists the files of a directory backup; a store's snapshot is only known once taken".into(),
+            ))
+        }
         SourceKind::Command => SourceConfig::Command {
             command: stdin_from_command.ok_or_else(|| {
                 Error::InvalidArgument("--source command needs --stdin-from-command".into())
@@ -435,6 +456,48 @@ pub(crate) async fn run(args: BackupArgs) -> Result<ExitCode, Error> {
     } else {
         ExitCode::from(EXIT_PARTIAL)
     })
+}
+
+/// `--dry-run`: prints what a backup of `directory` would store, one line
+/// per item (`file`, `dir`, `symlink`, with sizes), then the totals.
+async fn dry_run_listing(directory: &DirectorySource, json: bool) -> Result<ExitCode, Error> {
+    let items = directory.snapshotter()?.dry_run().await?;
+    let files = items.iter().filter(|item| item.kind == "file").count();
+    let dirs = items.iter().filter(|item| item.kind == "dir").count();
+    let bytes: u64 = items.iter().map(|item| item.size).sum();
+    if json {
+        print_json(&json!({
+            "dry_run": true,
+            "items": items
+                .iter()
+                .map(|item| json!({
+                    "path": item.path.display().to_string(),
+                    "type": item.kind,
+                    "size": item.size,
+                }))
+                .collect::<Vec<_>>(),
+            "files": files,
+            "dirs": dirs,
+            "bytes": bytes,
+        }));
+    } else {
+        for item in &items {
+            match item.kind {
+                "file" => out!(
+                    "would store file    {} ({})",
+                    item.path.display(),
+                    human_bytes(item.size)
+                ),
+                "other" => out!("would skip special  {}", item.path.display()),
+                kind => out!("would store {kind:<8}{}", item.path.display()),
+            }
+        }
+        out!(
+            "dry run: would store {files} files and {dirs} dirs, {} (nothing written)",
+            human_bytes(bytes)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `--tag KEY=VALUE` options as a map (a later tag of the same key wins).

@@ -7,6 +7,8 @@
 //! - `lifecycle`: forget and prune beside running backups, concurrent
 //!   writers, progress output, the scheduler.
 //! - `crash`: backups killed at random moments, locally and on S3.
+//! - `excludes`: exclude options and files-from lists against restic's
+//!   on the same tree; `--dry-run`.
 //! - `remote`: S3 (s3s-fs), Azure (Azurite) and SFTP (sshd) repositories.
 //! - `cassandra`: cluster and node backups of stand-in Cassandra nodes
 //!   to S3 and SFTP, restored into new nodes.
@@ -22,6 +24,7 @@
 mod cassandra;
 mod cli;
 mod crash;
+mod excludes;
 mod lifecycle;
 mod pitr;
 mod remote;

@@ -240,10 +240,7 @@ mod tests {
             Tracker::new("backup"),
         ));
         writer.cached_reads.store(cached_reads, Ordering::Relaxed);
-        let entries = vec![Entry::Path {
-            name: "tree".into(),
-            path: dir.to_path_buf(),
-        }];
+        let entries = vec![Entry::path("tree", dir)];
         let root = writer.archive_entries(entries, None).await.unwrap();
         writer.flush().await.unwrap();
         let errors = writer.errors.lock().unwrap().clone();

@@ -12,6 +12,7 @@ use futures::{FutureExt, StreamExt};
 
 use crate::format::tree::{Node, NodeKind};
 use crate::readahead::{self};
+use crate::snapshot::{Selection, Verdict};
 use crate::Result;
 
 use super::*;
@@ -66,6 +67,54 @@ impl Prefetch {
     }
 }
 
+/// The selection a walk applies, with the device of the tree's root.
+pub(super) struct Scope {
+    selection: Arc<Selection>,
+    root_dev: u64,
+}
+
+impl Scope {
+    /// The scope of a walk of the tree at `root`.
+    pub(super) async fn of(selection: Arc<Selection>, root: &Path) -> Scope {
+        let root_dev = tokio::fs::symlink_metadata(root)
+            .await
+            .map(|metadata| metadata.dev())
+            .unwrap_or(0);
+        Scope {
+            selection,
+            root_dev,
+        }
+    }
+
+    /// Whether a directory found with `metadata` is on another file system
+    /// than the root's, and is to be stored without its contents.
+    fn beyond(&self, metadata: &std::fs::Metadata) -> bool {
+        self.selection.one_file_system_on() && metadata.dev() != self.root_dev
+    }
+
+    /// The entries of the directory `dir` that are backed up.
+    fn select(
+        &self,
+        dir: &Path,
+        mut children: Vec<(String, std::io::Result<std::fs::Metadata>)>,
+    ) -> Vec<(String, std::io::Result<std::fs::Metadata>)> {
+        let names: Vec<&str> = children.iter().map(|(name, _)| name.as_str()).collect();
+        if let Some(kept) = self.selection.tagged(dir, &names) {
+            children.retain(|(name, _)| kept.contains(name));
+        }
+        children.retain(|(name, metadata)| match metadata {
+            Ok(metadata) => {
+                self.selection
+                    .verdict(&dir.join(name), metadata, self.root_dev)
+                    != Verdict::Skip
+            }
+            // Reported when the walk reaches it.
+            Err(_) => true,
+        });
+        children
+    }
+}
+
 impl BackupWriter {
     pub(super) fn archive_path(
         self: &Arc<Self>,
@@ -73,6 +122,7 @@ impl BackupWriter {
         name: String,
         metadata: Option<std::io::Result<std::fs::Metadata>>,
         parent: Option<Node>,
+        scope: Option<Arc<Scope>>,
     ) -> BoxFuture<'_, Result<Option<Node>, FileFailure>> {
         async move {
             let metadata = match metadata {
@@ -102,7 +152,10 @@ impl BackupWriter {
                     }
                     None => HashMap::new(),
                 };
+                // A mount point, with --one-file-system: stored empty.
+                let beyond = scope.as_ref().is_some_and(|scope| scope.beyond(&metadata));
                 let children = match read_dir_names(&path).await {
+                    _ if beyond => Vec::new(),
                     Ok((children, unnamed)) => {
                         for skipped in unnamed {
                             self.record_error(
@@ -111,7 +164,10 @@ impl BackupWriter {
                                 "the name is not valid UTF-8: not backed up".into(),
                             );
                         }
-                        children
+                        match &scope {
+                            Some(scope) => scope.select(&path, children),
+                            None => children,
+                        }
                     }
                     Err((kind, message)) => {
                         self.record_error(&path, kind, message);
@@ -124,7 +180,13 @@ impl BackupWriter {
                     .map(|(at, (child, metadata))| {
                         prefetch.reached(at);
                         let parent = parent_children.get(&child).cloned();
-                        self.archive_path(path.join(&child), child, Some(metadata), parent)
+                        self.archive_path(
+                            path.join(&child),
+                            child,
+                            Some(metadata),
+                            parent,
+                            scope.clone(),
+                        )
                     })
                     .buffered(16);
                 while let Some(result) = results.next().await {

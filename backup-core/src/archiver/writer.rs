@@ -18,6 +18,7 @@ use crate::progress::Tracker;
 use crate::snapshot::Entry;
 use crate::{Error, Id, Result};
 
+use super::walk::Scope;
 use super::*;
 
 pub(super) struct BackupWriter {
@@ -114,8 +115,15 @@ impl BackupWriter {
             let parent = parent_nodes.get(&name);
             let name_for_error = name.clone();
             let outcome = match entry {
-                Entry::Path { path, .. } => {
-                    self.archive_path(path, name, None, parent.cloned()).await
+                Entry::Path {
+                    path, selection, ..
+                } => {
+                    let scope = match selection {
+                        Some(selection) => Some(Arc::new(Scope::of(selection, &path).await)),
+                        None => None,
+                    };
+                    self.archive_path(path, name, None, parent.cloned(), scope)
+                        .await
                 }
                 Entry::Stream { reader, mode, .. } => self.archive_stream(name, reader, mode).await,
                 Entry::Tar {

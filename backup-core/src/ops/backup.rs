@@ -202,12 +202,14 @@ async fn backup_registered(
     let mut snapshot = cancellable(token.as_ref(), "backup", snapshotter.snapshot()).await?;
     let finisher = snapshot.take_finisher();
     let entries = std::mem::take(&mut snapshot.entries);
-    let mut paths: Vec<std::path::PathBuf> = Vec::new();
+    let mut paths = Vec::new();
     let (mut listed_files, mut listed_bytes, mut sized) = (0u64, 0u64, 0usize);
     for entry in &entries {
         match entry {
-            crate::snapshot::Entry::Path { path, .. } => {
-                paths.push(path.clone());
+            crate::snapshot::Entry::Path {
+                path, selection, ..
+            } => {
+                paths.push((path.clone(), selection.clone()));
                 sized += 1;
             }
             crate::snapshot::Entry::Files { files, .. } => {

@@ -1,10 +1,11 @@
 //! Backs up files and directory trees as they are on disk.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{Entry, Snapshot, Snapshotter};
+use super::{Entry, Selection, Snapshot, Snapshotter};
 use crate::format::manifest::SourceInfo;
 use crate::{Error, Result};
 
@@ -25,17 +26,124 @@ use crate::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct DirectorySnapshotter {
     paths: Vec<PathBuf>,
+    selection: Option<Arc<Selection>>,
+}
+
+/// One item a backup of a [`DirectorySnapshotter`] would store, as
+/// [`DirectorySnapshotter::dry_run`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedItem {
+    /// Where it is on disk.
+    pub path: PathBuf,
+    /// `file`, `dir`, `symlink` or `other` (not stored, reported).
+    pub kind: &'static str,
+    /// Its size in bytes (files).
+    pub size: u64,
 }
 
 impl DirectorySnapshotter {
     /// A snapshotter of `paths`.
     pub fn new(paths: Vec<PathBuf>) -> Self {
-        DirectorySnapshotter { paths }
+        DirectorySnapshotter {
+            paths,
+            selection: None,
+        }
+    }
+
+    /// Leaves out of each tree what `selection` excludes.
+    pub fn with_selection(mut self, selection: Selection) -> Self {
+        self.selection = (!selection.is_empty()).then(|| Arc::new(selection));
+        self
     }
 
     /// The paths it backs up.
     pub fn paths(&self) -> &[PathBuf] {
         &self.paths
+    }
+
+    /// What a backup would store, in walk order (each path, then what is
+    /// below it), without storing anything: the selection applied as a
+    /// backup applies it.
+    ///
+    /// # Errors
+    ///
+    /// As [`snapshot`](Snapshotter::snapshot): a path that cannot be read.
+    pub async fn dry_run(&self) -> Result<Vec<PlannedItem>> {
+        let roots = self.roots().await?;
+        let selection = self.selection.clone().unwrap_or_default();
+        tokio::task::spawn_blocking(move || {
+            let mut items = Vec::new();
+            let mut visit = |path: &Path, metadata: &std::fs::Metadata| {
+                let kind = if metadata.is_dir() {
+                    "dir"
+                } else if metadata.is_symlink() {
+                    "symlink"
+                } else if metadata.is_file() {
+                    "file"
+                } else {
+                    "other"
+                };
+                items.push(PlannedItem {
+                    path: path.to_path_buf(),
+                    kind,
+                    size: if metadata.is_file() {
+                        metadata.len()
+                    } else {
+                        0
+                    },
+                });
+            };
+            for (_, root) in roots {
+                if let Ok(metadata) = std::fs::symlink_metadata(&root) {
+                    visit(&root, &metadata);
+                }
+                selection.walk(&root, &mut visit);
+            }
+            items
+        })
+        .await
+        .map_err(|error| Error::InvalidArgument(format!("dry run failed: {error}")))
+    }
+
+    /// Each path made absolute, with the name it is stored under.
+    async fn roots(&self) -> Result<Vec<(String, PathBuf)>> {
+        if self.paths.is_empty() {
+            return Err(Error::InvalidArgument("no paths to back up".into()));
+        }
+        let mut roots: Vec<(String, PathBuf)> = Vec::with_capacity(self.paths.len());
+        for path in &self.paths {
+            let absolute = absolute(path)
+                .await
+                .map_err(|source| Error::io("cannot back up", path, source))?;
+            let name = root_name(&absolute)?;
+            if roots.iter().any(|(other, _)| *other == name) {
+                return Err(Error::InvalidArgument(format!(
+                    "two paths would be stored under the same name {name:?}: back them up in separate sets"
+                )));
+            }
+            roots.push((name, absolute));
+        }
+        Ok(roots)
+    }
+}
+
+/// `path` made absolute without following a symlink it ends in (a link
+/// given is stored as the link, as restic stores it).
+async fn absolute(path: &Path) -> std::io::Result<PathBuf> {
+    let last = path
+        .file_name()
+        .filter(|_| !path.ends_with("..") && !path.ends_with("."));
+    match last {
+        Some(last) => {
+            let parent = match path.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent,
+                _ => Path::new("."),
+            };
+            let absolute = tokio::fs::canonicalize(parent).await?.join(last);
+            tokio::fs::symlink_metadata(&absolute).await?;
+            Ok(absolute)
+        }
+        None => tokio::fs::canonicalize(path).await,
     }
 }
 
@@ -57,27 +165,19 @@ impl Snapshotter for DirectorySnapshotter {
     }
 
     async fn snapshot(&self) -> Result<Snapshot> {
-        if self.paths.is_empty() {
-            return Err(Error::InvalidArgument("no paths to back up".into()));
-        }
-        let mut entries = Vec::with_capacity(self.paths.len());
-        let mut shown = Vec::new();
-        for path in &self.paths {
-            let absolute = tokio::fs::canonicalize(path)
-                .await
-                .map_err(|source| Error::io("cannot back up", path, source))?;
-            let name = root_name(&absolute)?;
-            if entries.iter().any(|entry: &Entry| entry.name() == name) {
-                return Err(Error::InvalidArgument(format!(
-                    "two paths would be stored under the same name {name:?}: back them up in separate sets"
-                )));
-            }
-            shown.push(absolute.display().to_string());
-            entries.push(Entry::Path {
+        let roots = self.roots().await?;
+        let shown = roots
+            .iter()
+            .map(|(_, path)| path.display().to_string())
+            .collect();
+        let entries = roots
+            .into_iter()
+            .map(|(name, path)| Entry::Path {
                 name,
-                path: absolute,
-            });
-        }
+                path,
+                selection: self.selection.clone(),
+            })
+            .collect();
         Ok(Snapshot::new(
             entries,
             SourceInfo {

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -31,6 +32,7 @@ mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
 mod restorer;
+mod select;
 #[cfg(any(feature = "postgres", feature = "mariadb", feature = "cassandra"))]
 mod tool;
 
@@ -42,7 +44,7 @@ pub use cassandra::{
     CASSANDRA_SCHEMA_FILE, CLUSTER_KIND, DEFAULT_STALE_SNAPSHOT_AGE, SNAPSHOT_TAG_PREFIX,
 };
 pub use command::CommandSnapshotter;
-pub use directory::DirectorySnapshotter;
+pub use directory::{DirectorySnapshotter, PlannedItem};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdRestorer, EtcdSnapshotter, EtcdTls, ETCD_SNAPSHOT_FILE};
 pub use hooks::{Hook, HookCallback, HookPoint, Hooks, OnError, WithHooks, DEFAULT_HOOK_TIMEOUT};
@@ -60,6 +62,8 @@ pub use postgres::{
 pub use redis::{RedisRestorer, RedisSnapshotter, REDIS_SNAPSHOT_FILE};
 pub(crate) use restorer::check_kind;
 pub use restorer::{CommandRestorer, DirectoryRestorer, Restorer, StoreRestore};
+pub(crate) use select::Verdict;
+pub use select::{files_from, FilesFrom, Selection, CACHEDIR_TAG_SIGNATURE};
 
 /// One item of a snapshot, stored as a top-level entry of the backup.
 #[non_exhaustive]
@@ -71,6 +75,8 @@ pub enum Entry {
         name: String,
         /// Where it is now.
         path: PathBuf,
+        /// What of the tree is left out (`None`: nothing).
+        selection: Option<Arc<Selection>>,
     },
     /// A byte stream, stored as a regular file `name`.
     Stream {
@@ -235,10 +241,15 @@ impl TarCapture {
 impl std::fmt::Debug for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Entry::Path { name, path } => f
+            Entry::Path {
+                name,
+                path,
+                selection,
+            } => f
                 .debug_struct("Path")
                 .field("name", name)
                 .field("path", path)
+                .field("selection", selection)
                 .finish(),
             Entry::Stream { name, mode, .. } => f
                 .debug_struct("Stream")
@@ -261,6 +272,15 @@ impl std::fmt::Debug for Entry {
 }
 
 impl Entry {
+    /// A file, symlink or directory tree stored whole under `name`.
+    pub fn path(name: impl Into<String>, path: impl Into<PathBuf>) -> Entry {
+        Entry::Path {
+            name: name.into(),
+            path: path.into(),
+            selection: None,
+        }
+    }
+
     /// The entry's name at the backup's root.
     pub fn name(&self) -> &str {
         match self {

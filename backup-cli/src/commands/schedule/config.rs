@@ -158,6 +158,12 @@ impl JobConfig {
         if self.set.as_deref().is_some_and(|set| set.trim().is_empty()) {
             return Err(invalid("`set` is empty"));
         }
+        // Exclude patterns and sizes are checked when the file is read.
+        if let SourceConfig::Directory(dir) = &self.source {
+            if let Err(error) = dir.selection() {
+                return Err(invalid(&error.to_string()));
+            }
+        }
         match self.source.problem() {
             Some(problem) => Err(invalid(problem)),
             None => Ok(()),
@@ -324,9 +330,10 @@ source = { type = "directory", paths = ["/data", "/etc/app"] }
         assert_eq!(data.set_name(), "data");
         assert_eq!(
             data.source,
-            SourceConfig::Directory {
-                paths: vec!["/data".into(), "/etc/app".into()]
-            }
+            SourceConfig::Directory(crate::source::DirectorySource {
+                paths: vec!["/data".into(), "/etc/app".into()],
+                ..Default::default()
+            })
         );
         assert_eq!(data.retention, RetentionConfig::default());
 
@@ -390,7 +397,7 @@ source = { type = "directory", paths = ["/data", "/etc/app"] }
         let message = error_of(&CONFIG.replace("paths = [\"/data\", \"/etc/app\"]", "paths = []"));
         assert_eq!(
             message,
-            "job \"data\": invalid schedule configuration: the directory source has no `paths`"
+            "job \"data\": invalid schedule configuration: the directory source has no `paths` (nor `files_from` lists)"
         );
 
         let message =
@@ -402,6 +409,43 @@ source = { type = "directory", paths = ["/data", "/etc/app"] }
 
         let message = error_of(&CONFIG.replace("type = \"directory\"", "type = \"tape\""));
         assert!(message.contains("tape"), "{message}");
+    }
+
+    #[test]
+    fn a_directory_source_takes_restics_exclude_options() {
+        let config = ScheduleConfig::from_toml_str(
+            "[[job]]\nname = \"a\"\ncron = \"0 * * * *\"\nrepository = \"/r\"\n\
+             source = { type = \"directory\", paths = [\"/d\"], exclude = [\"*.tmp\"], \
+             iexclude = [\"*.LOG\"], exclude_caches = true, exclude_if_present = [\".nobackup\"], \
+             exclude_larger_than = \"1G\", one_file_system = true }\n",
+        )
+        .unwrap();
+        let SourceConfig::Directory(dir) = &config.jobs[0].source else {
+            panic!("not a directory source");
+        };
+        assert_eq!(dir.exclude, ["*.tmp"]);
+        assert!(dir.exclude_caches && dir.one_file_system);
+        let expected = backup_core::Selection::new()
+            .exclude("*.tmp")
+            .unwrap()
+            .iexclude("*.LOG")
+            .unwrap()
+            .exclude_if_present(".nobackup")
+            .unwrap()
+            .exclude_caches()
+            .exclude_larger_than(1 << 30)
+            .one_file_system(true);
+        assert_eq!(dir.selection().unwrap(), expected);
+        let message = error_of(&CONFIG.replace(
+            "paths = [\"/data\", \"/etc/app\"]",
+            "paths = [\"/d\"], exclude_larger_than = \"lots\"",
+        ));
+        assert!(message.contains("lots"), "{message}");
+        let message = error_of(&CONFIG.replace(
+            "paths = [\"/data\", \"/etc/app\"]",
+            "paths = [\"/d\"], exclude = [\"[a\"]",
+        ));
+        assert!(message.contains("unclosed ["), "{message}");
     }
 
     #[test]

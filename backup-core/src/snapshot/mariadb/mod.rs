@@ -418,10 +418,7 @@ impl MariadbSnapshotter {
         .await?;
         facts.extend(physical_facts(&target));
         let mut snapshot = Snapshot::new(
-            vec![Entry::Path {
-                name: MARIADB_BACKUP_DIR.into(),
-                path: target,
-            }],
+            vec![Entry::path(MARIADB_BACKUP_DIR, target)],
             SourceInfo {
                 kind: "mariadb".into(),
                 paths: vec![redact(&self.url)],

@@ -408,7 +408,7 @@ impl PostgresSnapshotter {
                         .arg(&target)
                         .output()
                         .await?;
-                    entries.push(Entry::Path { name, path: out });
+                    entries.push(Entry::path(name, out));
                 }
             }
         }
