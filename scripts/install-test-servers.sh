@@ -118,15 +118,18 @@ else
     cargo install "cargo-deny@$CARGO_DENY_VERSION" --locked
 fi
 
-# --- Peers of the benchmark's quick mode: restic, GNU time, strace ---------------
+# --- Peers of the benchmark's quick mode: restic, GNU time, strace; and the ----
+# --- tools the metadata tests compare with: getfattr (attr), getfacl (acl) -------
 missing=()
 command -v restic >/dev/null || missing+=(restic)
+command -v getfattr >/dev/null || missing+=(attr)
+command -v getfacl >/dev/null || missing+=(acl)
 [ -x /usr/bin/time ] || missing+=(time)
 command -v strace >/dev/null || missing+=(strace)
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "benchmark peers: already installed"
+    echo "benchmark peers and attr/acl tools: already installed"
 else
-    echo "benchmark peers: installing ${missing[*]} from Debian"
+    echo "benchmark peers and attr/acl tools: installing ${missing[*]} from Debian"
     if ! DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"; then
         apt-get update
         DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"

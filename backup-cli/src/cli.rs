@@ -6,10 +6,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::commands::copy;
 use crate::commands::{
     backup, cluster, dump, export, forget, init, list, ls, prune, restore, schedule, show, verify,
     wal,
 };
+use crate::commands::{completion, man};
+use crate::commands::{diff, find, stats};
+use crate::commands::{key, repair};
 
 /// `backupctl` and its subcommand.
 #[derive(Parser, Debug)]
@@ -26,10 +30,22 @@ pub(crate) enum Command {
     Init(init::InitArgs),
     /// Back up paths, or the output of a command.
     Backup(Box<backup::BackupArgs>),
+    /// Copy backups from another repository (--from-repo), with its own
+    /// password and keys, into this one; backups already here are skipped.
+    Copy(copy::CopyArgs),
     /// List backups.
     List(list::ListArgs),
     /// List the files of a backup.
     Ls(ls::LsArgs),
+    /// Compare two backups: paths added (+), removed (-), changed in
+    /// content (M), in metadata only (U) or in type (T), and the data only
+    /// one of them holds.
+    Diff(diff::DiffArgs),
+    /// Find files by glob patterns across backups.
+    Find(find::FindArgs),
+    /// Count what backups restore to (restore-size) or the distinct data
+    /// they keep in the repository (raw-data).
+    Stats(stats::StatsArgs),
     /// Show one backup: its source, the source's facts, sizes and status.
     Show(show::ShowArgs),
     /// Write one stored file to standard output (a directory as tar).
@@ -45,6 +61,13 @@ pub(crate) enum Command {
     /// Free the space of data no backup uses (two-phase: mark, then delete
     /// after the grace period).
     Prune(prune::PruneArgs),
+    /// Manage the passwords of an encrypted repository: list, add, remove
+    /// ID, passwd (the new password from --new-password-file or
+    /// BACKUP_NEW_PASSWORD).
+    Key(key::KeyArgs),
+    /// Repair a damaged repository: `repair index` rebuilds the index from
+    /// the packs.
+    Repair(repair::RepairArgs),
     /// Run backups on cron schedules from a TOML file, until stopped
     /// (SIGINT/SIGTERM let running backups finish).
     Schedule(schedule::ScheduleArgs),
@@ -64,6 +87,12 @@ pub(crate) enum Command {
     /// Fetch one archived WAL file: the server's restore_command
     /// (`backupctl wal-fetch --repo R --set SET %f %p`).
     WalFetch(wal::WalFetchArgs),
+    /// Print a completion script for a shell (bash, zsh, fish, elvish,
+    /// powershell).
+    Completion(completion::CompletionArgs),
+    /// Print the manual page (roff), or write one per subcommand into a
+    /// directory (--dir).
+    Man(man::ManArgs),
 }
 
 /// Options every subcommand takes (also accepted after the subcommand's own
@@ -144,6 +173,27 @@ pub(crate) struct StoreArgs {
         value_name = "SHA256:..."
     )]
     pub(crate) host_key_fingerprint: Option<String>,
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
+}
+
+/// Bandwidth limits of every repository a command opens (restic's
+/// `--limit-upload` and `--limit-download`).
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct LimitArgs {
+    /// Limit the data written to the repository to this many KiB per
+    /// second (0: no limit).
+    #[arg(long, env = "BACKUP_LIMIT_UPLOAD", global = true, value_name = "KiB/s")]
+    pub(crate) limit_upload: Option<u64>,
+    /// Limit the data read from the repository to this many KiB per second
+    /// (0: no limit).
+    #[arg(
+        long,
+        env = "BACKUP_LIMIT_DOWNLOAD",
+        global = true,
+        value_name = "KiB/s"
+    )]
+    pub(crate) limit_download: Option<u64>,
 }
 
 /// How progress is shown.

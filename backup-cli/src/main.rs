@@ -59,14 +59,20 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
     match command {
         Command::Init(args) => commands::init::run(args).await,
         Command::Backup(args) => commands::backup::run(*args).await,
+        Command::Copy(args) => commands::copy::run(args).await,
         Command::List(args) => commands::list::run(args).await,
         Command::Ls(args) => commands::ls::run(args).await,
+        Command::Diff(args) => commands::diff::run(args).await,
+        Command::Find(args) => commands::find::run(args).await,
+        Command::Stats(args) => commands::stats::run(args).await,
         Command::Show(args) => commands::show::run(args).await,
         Command::Dump(args) => commands::dump::run(args).await,
         Command::Export(args) => commands::export::run(args).await,
         Command::Restore(args) => commands::restore::run(*args).await,
         Command::Forget(args) => commands::forget::run(*args).await,
         Command::Prune(args) => commands::prune::run(args).await,
+        Command::Key(args) => commands::key::run(args).await,
+        Command::Repair(args) => commands::repair::run(args).await,
         Command::Schedule(args) => commands::schedule::run(args).await,
         Command::Verify(args) => commands::verify::run(args).await,
         Command::ClusterBackup(args) => commands::cluster::backup(args).await,
@@ -74,6 +80,8 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         Command::ClusterList(args) => commands::cluster::list(args).await,
         Command::WalPush(args) => commands::wal::push(args).await,
         Command::WalFetch(args) => commands::wal::fetch(args).await,
+        Command::Completion(args) => commands::completion::run(args),
+        Command::Man(args) => commands::man::run(args),
     }
 }
 

@@ -26,6 +26,22 @@ pub(crate) fn emit(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// Writes `bytes` as they are to stdout (a generated script or page); a
+/// reader gone away ends the process quietly, as with [`out!`].
+pub(crate) fn print_bytes(bytes: &[u8]) -> Result<(), backup_core::Error> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(error) => Err(backup_core::Error::io(
+            "cannot write to standard output",
+            "-",
+            error,
+        )),
+        Ok(()) => Ok(()),
+    }
+}
+
 /// Prints `value` as one pretty-printed JSON document (the `--json` output).
 pub(crate) fn print_json(value: &serde_json::Value) {
     match serde_json::to_string_pretty(value) {

@@ -1,7 +1,7 @@
-//! Parsing the option values several commands share: durations and
-//! percentages.
+//! Parsing the option values several commands share: durations,
+//! percentages and retention counts.
 
-use backup_core::{CalendarDuration, Error};
+use backup_core::{CalendarDuration, Error, KeepPolicy};
 
 /// A `--grace` duration such as `1h` or `0s`: an exact duration in the
 /// library's one grammar ([`backup_core::parse_duration`]).
@@ -60,6 +60,53 @@ impl<'de> serde::Deserialize<'de> for ExactDuration {
                 .map_err(serde::de::Error::custom),
         }
     }
+}
+
+/// A retention count, as `forget --keep-last` and the other `--keep-*`
+/// counts take it (restic 0.17's grammar): a number of backups, `0` (the
+/// rule off), or `unlimited`, also written `-1` ([`KeepPolicy::UNLIMITED`]).
+pub(crate) fn parse_keep_count(text: &str) -> Result<i64, String> {
+    let trimmed = text.trim();
+    if trimmed.eq_ignore_ascii_case("unlimited") {
+        return Ok(KeepPolicy::UNLIMITED);
+    }
+    match trimmed.parse::<i64>() {
+        Ok(count) if count >= KeepPolicy::UNLIMITED => Ok(count),
+        _ => Err(format!(
+            "{text:?} is not a count: give a number of backups, 0 (off), or unlimited (or -1)"
+        )),
+    }
+}
+
+/// A retention count in a configuration file: an integer or a string, in
+/// the grammar of [`parse_keep_count`] (`keep_daily = 7`,
+/// `keep_monthly = "unlimited"`).
+pub(crate) fn deserialize_keep_count<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
+    struct Count;
+
+    impl serde::de::Visitor<'_> for Count {
+        type Value = i64;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            formatter.write_str("a count of backups, 0 (off), or \"unlimited\" (or -1)")
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, count: i64) -> Result<i64, E> {
+            parse_keep_count(&count.to_string()).map_err(E::custom)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, count: u64) -> Result<i64, E> {
+            parse_keep_count(&count.to_string()).map_err(E::custom)
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<i64, E> {
+            parse_keep_count(text).map_err(E::custom)
+        }
+    }
+
+    deserializer.deserialize_any(Count).map(Some)
 }
 
 /// A percentage from 0 to 100 (`30%` or `30`) as a share from 0 to 1, for
@@ -218,5 +265,56 @@ mod tests {
         // what to write instead.
         let message = parse_grace("5m").unwrap_err().to_string();
         assert!(message.contains("write min for minutes"), "{message}");
+    }
+
+    #[test]
+    fn a_keep_count_means_the_same_on_the_command_line_and_in_a_schedule_file() {
+        let table = [
+            ("7", Some(7)),
+            ("0", Some(0)),
+            ("unlimited", Some(KeepPolicy::UNLIMITED)),
+            ("-1", Some(KeepPolicy::UNLIMITED)),
+            ("many", None),
+            ("-2", None),
+            ("1.5", None),
+            ("", None),
+        ];
+        let from_file = |value: &str| {
+            let text = format!(
+                "[[job]]\nname = \"a\"\ncron = \"0 * * * *\"\nrepository = \"/r\"\n\
+                 source = {{ type = \"directory\", paths = [\"/d\"] }}\n\
+                 retention = {{ keep_daily = {value} }}\n"
+            );
+            ScheduleConfig::from_toml_str(&text)
+                .map(|config| config.jobs[0].retention.keep_policy().keep_daily)
+                .map_err(|error| error.to_string())
+        };
+        for (text, count) in table {
+            // forget's --keep-* options (their value parser).
+            assert_eq!(parse_keep_count(text).ok(), count, "{text:?}");
+            // The schedule file: as a string, and as a TOML number where
+            // it is one.
+            assert_eq!(
+                from_file(&format!("{text:?}")).ok().flatten(),
+                count,
+                "{text:?}"
+            );
+            if text.parse::<f64>().is_ok() {
+                assert_eq!(from_file(text).ok().flatten(), count, "{text}");
+            }
+        }
+        // The refusals say what a count is.
+        let message = parse_keep_count("many").unwrap_err();
+        assert!(
+            message.contains("\"many\"") && message.contains("unlimited"),
+            "{message}"
+        );
+        let message = from_file("\"many\"").unwrap_err();
+        assert!(
+            message.contains("many") && message.contains("unlimited"),
+            "{message}"
+        );
+        let message = from_file("true").unwrap_err();
+        assert!(message.contains("unlimited"), "{message}");
     }
 }

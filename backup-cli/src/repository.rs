@@ -1,12 +1,13 @@
 //! Opening the repository a command names: its location turned into a sink
-//! (local, object store or SFTP), then opened with the password.
+//! (local, object store or SFTP), limited to the bandwidth of
+//! `--limit-upload` and `--limit-download`, then opened with the password.
 
 use std::sync::Arc;
 
-use backup_core::{Error, Repository, Sink};
+use backup_core::{Error, Repository, Sink, ThrottleLimits, ThrottleSink};
 use backup_sinks::StorageOptions;
 
-use crate::cli::{Common, StoreArgs};
+use crate::cli::{Common, LimitArgs, StoreArgs};
 use crate::password::password;
 
 /// Opens the repository of `--repo` with the password.
@@ -18,16 +19,41 @@ pub(crate) async fn open(common: &Common) -> Result<Repository, Error> {
 
 /// The sink of `--repo` (or `BACKUP_REPO`).
 pub(crate) async fn sink_for(common: &Common) -> Result<Arc<dyn Sink>, Error> {
-    let location = common.repo.as_deref().ok_or_else(|| {
+    open_sink(repo_location(common)?, &common.store).await
+}
+
+/// The sink of `--repo` for `init`: its directory is created when missing
+/// (a local one, or the base directory on an SFTP server).
+pub(crate) async fn create_sink_for(common: &Common) -> Result<Arc<dyn Sink>, Error> {
+    let location = repo_location(common)?;
+    let sink = backup_sinks::create_sink(location, &storage_options(&common.store)).await?;
+    Ok(ThrottleSink::wrap(
+        sink,
+        throttle_limits(&common.store.limits),
+    ))
+}
+
+/// `--repo` (or `BACKUP_REPO`).
+fn repo_location(common: &Common) -> Result<&str, Error> {
+    common.repo.as_deref().ok_or_else(|| {
         Error::InvalidArgument("no repository given: use --repo or BACKUP_REPO".into())
-    })?;
-    open_sink(location, &common.store).await
+    })
 }
 
 /// Opens the sink for a repository location: a path, file://, s3://, az://,
-/// azure://, gs:// or sftp://.
+/// azure://, gs:// or sftp://, within the bandwidth limits.
 pub(crate) async fn open_sink(location: &str, store: &StoreArgs) -> Result<Arc<dyn Sink>, Error> {
-    backup_sinks::open_sink(location, &storage_options(store)).await
+    let sink = backup_sinks::open_sink(location, &storage_options(store)).await?;
+    Ok(ThrottleSink::wrap(sink, throttle_limits(&store.limits)))
+}
+
+/// The limits of `--limit-upload` and `--limit-download`, given in KiB/s
+/// as restic takes them.
+fn throttle_limits(limits: &LimitArgs) -> ThrottleLimits {
+    let bytes = |kib: Option<u64>| kib.unwrap_or(0).saturating_mul(1024);
+    ThrottleLimits::default()
+        .with_upload(bytes(limits.limit_upload))
+        .with_download(bytes(limits.limit_download))
 }
 
 /// The object store settings of the command line (and environment).

@@ -116,20 +116,29 @@ pub mod internals {
 // re-exported here; the modules behind it are the library's own layout.
 
 // Repositories and the operations on them.
-pub use archiver::restore::{RestoreOptions, RestoreSummary};
+pub use archiver::restore::{Overwrite, RestoreOptions, RestoreSummary};
 pub use engine::validate_set_name;
 pub use ops::backup::{BackupOptions, BackupSummary, ParentSelection};
+pub use ops::copy::{CopiedBackup, CopyOptions, CopyReport, COPIED_FROM_FACT};
+pub use ops::diff::{DiffChange, DiffEntry, DiffReport, DiffStats};
+pub use ops::find::{FindMatches, FindOptions};
 pub use ops::forget::ForgetOptions;
+pub use ops::keys::KeyInfo;
 pub use ops::ls::LsEntry;
 pub use ops::prune::{PruneOptions, PruneReport};
 pub use ops::read_file::FileReader;
+pub use ops::repair_backups::{
+    RepairBackupsOptions, RepairBackupsReport, RepairedBackup, REPAIRED_FROM_FACT,
+};
+pub use ops::repair_index::{RepairIndexOptions, RepairIndexReport};
 pub use ops::restore::SetRestore;
+pub use ops::stats::{RawDataStats, StatsMode, StatsReport};
 pub use ops::verify::{Problem, VerifyOptions, VerifyReport};
 pub use repository::{InitOptions, Repository};
 
 // What a backup records.
 pub use format::manifest::{Backup, BackupStats, BackupStatus, Manifest, SourceInfo};
-pub use format::tree::NodeKind;
+pub use format::tree::{NodeKind, Xattr};
 pub use id::Id;
 
 // How operations end.
@@ -175,6 +184,7 @@ pub use sink::{
     validate_key, LocalSink, MemorySink, ObjectMeta, PutMode, RetryPolicy, RetrySink, Sink,
     SinkExt, StagedObject,
 };
+pub use sink::{ThrottleLimits, ThrottleSink};
 
 // Retention.
 #[cfg(any(test, feature = "conformance"))]

@@ -20,3 +20,30 @@ macro_rules! progress_and_cancellation_setters {
         }
     };
 }
+
+/// Implements `with_backups` and `with_set` on an options struct with the
+/// fields `backups: Vec<String>` and `set: Option<String>`, which name the
+/// backups an operation works on (as
+/// [`Repository::select_backups`](crate::Repository::select_backups) takes
+/// them).
+macro_rules! backup_selection_setters {
+    ($options:ty, $what:literal) => {
+        impl $options {
+            #[doc = concat!("Makes ", $what, " take these backups (`latest` or id prefixes) instead of all.")]
+            pub fn with_backups<I, S>(mut self, selectors: I) -> Self
+            where
+                I: IntoIterator<Item = S>,
+                S: Into<String>,
+            {
+                self.backups = selectors.into_iter().map(Into::into).collect();
+                self
+            }
+
+            #[doc = concat!("Makes ", $what, " take only backups of `set` (with `latest`: its newest completed one).")]
+            pub fn with_set(mut self, set: impl Into<String>) -> Self {
+                self.set = Some(set.into());
+                self
+            }
+        }
+    };
+}

@@ -87,6 +87,10 @@ pub enum FailureKind {
     /// The item cannot be represented (for example a name that is not
     /// UTF-8).
     Unsupported,
+    /// The file changed while it was read, each time it was read: not
+    /// stored, since what was read may never have been on disk at one
+    /// moment.
+    Changed,
     /// Anything else; also a kind this build does not know, read from a
     /// manifest a newer writer wrote.
     #[serde(other)]

@@ -5,23 +5,29 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 
 use crate::archiver::restore::{RestoreOptions, RestoreSummary};
 use crate::archiver::{Archiver, ChunkArchiver};
 use crate::chunker::Chunker;
 use crate::crypto::{KdfParams, MasterKey};
 use crate::engine::*;
-use crate::format::config::{KeyFile, RepoConfig, CONFIG_KEY, KEYS_PREFIX};
+use crate::format::config::{RepoConfig, CONFIG_KEY, KEYS_PREFIX};
 use crate::format::index::Index;
 use crate::format::manifest::Backup;
 #[cfg(feature = "internals")]
 use crate::format::pack::{self, BlobKind};
 use crate::ops::backup::{BackupOptions, BackupSummary};
+use crate::ops::copy::{CopyOptions, CopyReport};
+use crate::ops::diff::DiffReport;
+use crate::ops::find::{FindMatches, FindOptions};
 use crate::ops::forget::ForgetOptions;
+use crate::ops::keys::{KeyInfo, OpenedKey};
 use crate::ops::ls::LsEntry;
 use crate::ops::prune::{PruneOptions, PruneReport};
+use crate::ops::repair_backups::{RepairBackupsOptions, RepairBackupsReport};
+use crate::ops::repair_index::{RepairIndexOptions, RepairIndexReport};
 use crate::ops::restore::SetRestore;
+use crate::ops::stats::{StatsMode, StatsReport};
 use crate::ops::verify::{VerifyOptions, VerifyReport};
 use crate::retention::{Decision, RetentionPolicy};
 use crate::sink::{PutMode, Sink, SinkExt};
@@ -93,6 +99,8 @@ pub struct Repository {
     /// The archiver backups and restores run with; `None` is the default
     /// chunking archiver ([`chunk_archiver`](Repository::chunk_archiver)), made for each operation.
     archiver: Option<Arc<dyn Archiver>>,
+    /// The key file this handle was opened with (encrypted repositories).
+    opened_key: Option<Arc<OpenedKey>>,
 }
 
 impl Repository {
@@ -113,27 +121,16 @@ impl Repository {
         let key = match password.as_ref() {
             Some(password) => {
                 let master = MasterKey::generate();
-                let file = {
-                    let (master, password, config_object) = (
-                        master.clone(),
-                        zeroize::Zeroizing::new(password.clone()),
-                        config_object.clone(),
-                    );
-                    let kdf = options.kdf;
-                    crate::engine::keys::off_runtime(move || {
-                        KeyFile::create(&master, &password, kdf, &config_object, hostname())
-                    })
-                    .await?
-                };
-                let object = file.to_object()?;
-                let id = Id(Sha256::digest(&object).into());
-                sink.put(
-                    &format!("{KEYS_PREFIX}{id}"),
-                    Bytes::from(object),
-                    PutMode::Create,
+                let id = crate::engine::keys::write_key_file(
+                    sink.as_ref(),
+                    &master,
+                    password,
+                    options.kdf,
+                    &config_object,
                 )
                 .await?;
-                Some(master)
+                let opened = OpenedKey::new(format!("{KEYS_PREFIX}{id}"), config_object.clone());
+                Some((master, opened))
             }
             None => None,
         };
@@ -175,7 +172,8 @@ impl Repository {
         let key = match (config.encryption.is_some(), password) {
             (true, Some(password)) => {
                 warm_while_deriving(&sink);
-                Some(open_key(sink.as_ref(), password, &config_object).await?)
+                let (file, master) = open_key(sink.as_ref(), password, &config_object).await?;
+                Some((master, OpenedKey::new(file, config_object)))
             }
             (true, None) => return Err(Error::PasswordRequired),
             (false, None) => None,
@@ -199,14 +197,18 @@ impl Repository {
     fn from_parts(
         sink: Arc<dyn Sink>,
         config: RepoConfig,
-        key: Option<MasterKey>,
+        key: Option<(MasterKey, OpenedKey)>,
         index: Index,
     ) -> Result<Repository> {
+        let (key, opened_key) = key
+            .map(|(master, opened)| (master, Arc::new(opened)))
+            .unzip();
         let seed = key.as_ref().map(MasterKey::chunker_seed).unwrap_or(0);
         let chunker = Chunker::new(config.chunker, seed)?;
         let tree_chunker = Chunker::new(config.tree_chunker, seed)?;
         Ok(Repository {
             archiver: None,
+            opened_key,
             engine: Arc::new(Engine {
                 sink,
                 config,
@@ -306,6 +308,52 @@ impl Repository {
         crate::ops::backup::run(&self.engine, self.archiver.as_ref(), snapshotter, options).await
     }
 
+    /// Copies backups of this repository into `destination` (another
+    /// repository, with its own password and keys, on any sink), as `restic
+    /// copy` does: each file is read here and stored through the
+    /// destination's own chunker and keys, so it deduplicates against what
+    /// the destination holds. Each copy keeps the backup's set, time, tags,
+    /// writer, source and facts, and records the backup it was copied from
+    /// in the fact [`COPIED_FROM_FACT`](crate::COPIED_FROM_FACT). A backup
+    /// the destination already holds is skipped, so copying again stores
+    /// nothing; only completed backups are copied. Backups are copied
+    /// oldest first, each one visible once its manifest is written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn demo() -> backup_core::Result<()> {
+    /// use std::sync::Arc;
+    /// use backup_core::{BackupOptions, CopyOptions, DirectorySnapshotter, InitOptions, MemorySink, Repository};
+    ///
+    /// let source = tempfile::tempdir().unwrap();
+    /// std::fs::write(source.path().join("hello.txt"), b"hello").unwrap();
+    /// let here = Repository::init(Arc::new(MemorySink::new()), InitOptions::default()).await?;
+    /// let there = Repository::init(Arc::new(MemorySink::new()), InitOptions::default()).await?;
+    /// here.backup(&DirectorySnapshotter::new(vec![source.path().into()]), BackupOptions::default())
+    ///     .await?;
+    /// let report = here.copy_to(&there, CopyOptions::default()).await?;
+    /// assert_eq!(report.copied.len(), 1);
+    /// let again = here.copy_to(&there, CopyOptions::default()).await?;
+    /// assert_eq!((again.copied.len(), again.skipped.len(), again.bytes_uploaded), (0, 1, 0));
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when `destination` is this repository;
+    /// [`Error::BackupNotFound`] for a selector that names no backup;
+    /// storage and corruption errors of either repository (a backup whose
+    /// copy fails is not recorded; the ones copied before it stay).
+    pub async fn copy_to(
+        &self,
+        destination: &Repository,
+        options: CopyOptions,
+    ) -> Result<CopyReport> {
+        crate::ops::copy::run(&self.engine, &destination.engine, options).await
+    }
+
     /// Applies a retention policy: deletes the manifests it does not keep
     /// (unless [`ForgetOptions::dry_run`]). Returns every backup with its
     /// decision. The newest completed backup of each set is kept whatever
@@ -384,6 +432,24 @@ impl Repository {
         self.engine.newest(set).await
     }
 
+    /// The backups `selectors` name (`latest` or unique id prefixes, as
+    /// [`find_backup`](Repository::find_backup) takes them), or with no
+    /// selector every backup (of `set` when given); each once, oldest
+    /// first: what `find`, `stats` and `copy` take as their backups.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BackupNotFound`] or [`Error::AmbiguousBackup`] for the
+    /// first selector that names no single backup;
+    /// [`Error::InvalidArgument`] for an invalid set name.
+    pub async fn select_backups(
+        &self,
+        selectors: &[String],
+        set: Option<&str>,
+    ) -> Result<Vec<Backup>> {
+        self.engine.select_backups(selectors, set).await
+    }
+
     /// Finds a backup by `latest` (the newest *completed* backup, of `set`
     /// when given, as Velero restores `latest`) or by a unique prefix of its
     /// id.
@@ -427,6 +493,94 @@ impl Repository {
     /// Storage or corruption errors.
     pub async fn ls(&self, backup: &Backup) -> Result<Vec<LsEntry>> {
         crate::ops::ls::run(&self.engine, backup).await
+    }
+
+    /// Compares two backups, as `restic diff` does: the paths added,
+    /// removed, changed in content, in metadata only (permission bits,
+    /// owner, modification time) or in type between `from` and `to`, and
+    /// the chunks only one of them references. Directories whose listings
+    /// are equal on both sides are not read, so comparing two large
+    /// backups that differ in a few places is quick.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn demo() -> backup_core::Result<()> {
+    /// use std::sync::Arc;
+    /// use backup_core::{BackupOptions, DiffChange, DirectorySnapshotter, InitOptions, MemorySink, Repository};
+    ///
+    /// let source = tempfile::tempdir().unwrap();
+    /// let repo = Repository::init(Arc::new(MemorySink::new()), InitOptions::default()).await?;
+    /// let snapshotter = DirectorySnapshotter::new(vec![source.path().into()]);
+    /// let before = repo.backup(&snapshotter, BackupOptions::default()).await?;
+    /// std::fs::write(source.path().join("new.txt"), b"hello").unwrap();
+    /// let after = repo.backup(&snapshotter, BackupOptions::default()).await?;
+    /// let (before, after) = (repo.load_backup(&before.id).await?, repo.load_backup(&after.id).await?);
+    /// let report = repo.diff(&before, &after).await?;
+    /// let added: Vec<_> = report.entries.iter().filter(|e| e.change == DiffChange::Added).collect();
+    /// assert_eq!(added.len(), 1);
+    /// assert!(added[0].path.ends_with("/new.txt"));
+    /// assert_eq!((report.stats.files_added, report.stats.bytes_added), (1, 5));
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Storage or corruption errors.
+    pub async fn diff(&self, from: &Backup, to: &Backup) -> Result<DiffReport> {
+        crate::ops::diff::run(&self.engine, from, to).await
+    }
+
+    /// Finds the entries of `backups` whose name (or, for a pattern with
+    /// `/`, whose path) matches one of the glob patterns of `options`, as
+    /// `restic find` does. Returns one [`FindMatches`] per backup with a
+    /// match, in the order of `backups`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn demo() -> backup_core::Result<()> {
+    /// use std::sync::Arc;
+    /// use backup_core::{BackupOptions, DirectorySnapshotter, FindOptions, InitOptions, MemorySink, Repository};
+    ///
+    /// let source = tempfile::tempdir().unwrap();
+    /// std::fs::write(source.path().join("server.log"), b"started").unwrap();
+    /// std::fs::write(source.path().join("notes.txt"), b"milk").unwrap();
+    /// let repo = Repository::init(Arc::new(MemorySink::new()), InitOptions::default()).await?;
+    /// repo.backup(&DirectorySnapshotter::new(vec![source.path().into()]), BackupOptions::default())
+    ///     .await?;
+    /// let found = repo.find(&repo.list().await?, &FindOptions::new(["*.LOG"]).with_ignore_case(true)).await?;
+    /// assert_eq!(found.len(), 1);
+    /// assert_eq!(found[0].entries.len(), 1);
+    /// assert!(found[0].entries[0].path.ends_with("/server.log"));
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for no pattern or an invalid one; storage
+    /// or corruption errors.
+    pub async fn find(
+        &self,
+        backups: &[Backup],
+        options: &FindOptions,
+    ) -> Result<Vec<FindMatches>> {
+        crate::ops::find::run(&self.engine, backups, options).await
+    }
+
+    /// Counts what `backups` hold, as `restic stats` does: the files and
+    /// bytes they restore to, and with [`StatsMode::RawData`] the distinct
+    /// chunks they reference, uncompressed and as stored in packs (see
+    /// [`StatsReport`] for an example). Each distinct directory listing is
+    /// read once for all of them.
+    ///
+    /// # Errors
+    ///
+    /// Storage or corruption errors.
+    pub async fn stats(&self, backups: &[Backup], mode: StatsMode) -> Result<StatsReport> {
+        crate::ops::stats::run(&self.engine, backups, mode).await
     }
 
     /// Opens one stored file of a backup (`path` relative to its root,
@@ -493,6 +647,204 @@ impl Repository {
     /// is reported in the returned [`VerifyReport`].
     pub async fn verify(&self, options: &VerifyOptions) -> Result<VerifyReport> {
         crate::ops::verify::run(&self.engine, options).await
+    }
+
+    /// The key files of an encrypted repository, oldest first: each one's
+    /// id, when and on which host it was added, its Argon2id costs, and
+    /// whether it is the key this handle was opened with (restic's `key
+    /// list`). A damaged key file is left out with a warning (verify names
+    /// it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn demo() -> backup_core::Result<()> {
+    /// use std::sync::Arc;
+    /// use backup_core::{InitOptions, KdfParams, MemorySink, Repository};
+    ///
+    /// let sink = Arc::new(MemorySink::new());
+    /// let options = InitOptions::default()
+    ///     .with_password("first")
+    ///     .with_kdf(KdfParams::insecure_for_tests());
+    /// let repo = Repository::init(sink.clone(), options).await?;
+    /// let added = repo.add_key(b"second").await?;
+    /// let keys = repo.keys().await?;
+    /// assert_eq!(keys.len(), 2);
+    /// assert!(keys.iter().any(|key| key.id == added && !key.current));
+    ///
+    /// // Either password opens the repository; the key opened with is current.
+    /// let second = Repository::open(sink.clone(), Some(b"second")).await?;
+    /// assert!(second.keys().await?.iter().any(|key| key.id == added && key.current));
+    /// let first = second.keys().await?.into_iter().find(|key| !key.current).unwrap();
+    /// assert_eq!(second.remove_key(&first.id.to_hex()[..8]).await?, first.id);
+    /// assert!(Repository::open(sink, Some(b"first")).await.is_err());
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for an unencrypted repository; storage
+    /// errors.
+    pub async fn keys(&self) -> Result<Vec<KeyInfo>> {
+        crate::ops::keys::list(&self.engine, self.opened_key.as_deref()).await
+    }
+
+    /// Adds a key file wrapping the repository's master key under
+    /// `password` (restic's `key add`), with the Argon2id costs `init`
+    /// uses by default and a fresh salt; returns its id. The key file is
+    /// read back before this returns. Every existing password keeps
+    /// working.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for an unencrypted repository or an empty
+    /// password; storage errors.
+    pub async fn add_key(&self, password: &[u8]) -> Result<Id> {
+        crate::ops::keys::add(&self.engine, self.opened_key.as_deref(), password).await
+    }
+
+    /// Removes the key file whose id is `id`, or starts with it (restic's
+    /// `key remove`); returns its id. Its password no longer opens the
+    /// repository. The key this handle was opened with is never removed,
+    /// nor the last readable key file. Do not remove keys from two places
+    /// at once: there is no lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for an unencrypted repository, an id that
+    /// names no key or several, the key in use, or the last key; storage
+    /// errors.
+    pub async fn remove_key(&self, id: &str) -> Result<Id> {
+        crate::ops::keys::remove(&self.engine, self.opened_key.as_deref(), id).await
+    }
+
+    /// Changes the password of the key in use (restic's `key passwd`): adds
+    /// a key file for `new_password` (as [`add_key`](Repository::add_key)),
+    /// makes it this handle's current key, then removes the key file the
+    /// handle was opened with; returns the new key's id. The new key file
+    /// is stored and read back before the old one is deleted, so a crash
+    /// in between leaves both passwords working, never none. Other key
+    /// files (other passwords) are not touched.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn demo() -> backup_core::Result<()> {
+    /// use std::sync::Arc;
+    /// use backup_core::{Error, InitOptions, KdfParams, MemorySink, Repository};
+    ///
+    /// let sink = Arc::new(MemorySink::new());
+    /// let options = InitOptions::default()
+    ///     .with_password("old")
+    ///     .with_kdf(KdfParams::insecure_for_tests());
+    /// let repo = Repository::init(sink.clone(), options).await?;
+    /// let new = repo.change_password(b"new").await?;
+    /// assert_eq!(repo.keys().await?.iter().map(|key| (key.id, key.current)).collect::<Vec<_>>(), [(new, true)]);
+    /// assert!(matches!(Repository::open(sink.clone(), Some(b"old")).await, Err(Error::WrongPassword)));
+    /// Repository::open(sink, Some(b"new")).await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`add_key`](Repository::add_key); a failure to delete the old key
+    /// file leaves both passwords working.
+    pub async fn change_password(&self, new_password: &[u8]) -> Result<Id> {
+        crate::ops::keys::change_password(&self.engine, self.opened_key.as_deref(), new_password)
+            .await
+    }
+
+    /// Rebuilds the index from the packs' own headers (restic's `repair
+    /// index`): lists every pack, reads its header, writes new index
+    /// objects covering every blob found, then one superseding the old
+    /// index objects, and only then deletes the old ones; a crash in
+    /// between leaves a readable, if redundant, index. Use it when an index
+    /// object is damaged or lost (verify reports it; prune refuses to run).
+    ///
+    /// Packs whose header cannot be read are reported in
+    /// [`RepairIndexReport::unreadable_packs`] and left in place. Packs
+    /// named in deletion marks stay out of the new index, as prune left
+    /// them. Safe beside running backups (it deletes no pack, and no index
+    /// object written after it started); not beside a prune.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn demo() -> backup_core::Result<()> {
+    /// use std::sync::Arc;
+    /// use backup_core::{BackupOptions, DirectorySnapshotter, InitOptions, MemorySink, RepairIndexOptions, Repository, Sink};
+    ///
+    /// let source = tempfile::tempdir().unwrap();
+    /// std::fs::write(source.path().join("hello.txt"), b"hello").unwrap();
+    /// let sink = Arc::new(MemorySink::new());
+    /// let repo = Repository::init(sink.clone(), InitOptions::default()).await?;
+    /// repo.backup(&DirectorySnapshotter::new(vec![source.path().into()]), BackupOptions::default())
+    ///     .await?;
+    /// // Lose the whole index.
+    /// for object in sink.list("index/").await? {
+    ///     sink.delete(&object.key).await?;
+    /// }
+    /// let report = repo.repair_index(&RepairIndexOptions::default()).await?;
+    /// assert!(report.is_complete());
+    /// assert!(report.packs_indexed > 0);
+    /// let target = tempfile::tempdir().unwrap();
+    /// repo.restore(&repo.find_backup("latest", None).await?, target.path(), &Default::default())
+    ///     .await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Storage errors (before anything is written when reading a header
+    /// fails for a reason other than damage), and [`Error::Cancelled`].
+    pub async fn repair_index(&self, options: &RepairIndexOptions) -> Result<RepairIndexReport> {
+        crate::ops::repair_index::run(&self.engine, options).await
+    }
+
+    /// Repairs backups that reference lost data, as `restic repair
+    /// snapshots` does: for each selected backup whose tree references a
+    /// chunk no index holds (run [`repair_index`](Repository::repair_index)
+    /// first, so that the index says what is lost), writes a new backup of
+    /// the same set, time, tags and facts without the files whose content
+    /// is lost (a directory whose listing is lost is stored empty),
+    /// `partially_failed`, each item left out in its errors and the
+    /// original named in the fact
+    /// [`REPAIRED_FROM_FACT`](crate::REPAIRED_FROM_FACT). Nothing else is
+    /// read or stored again. With
+    /// [`forget`](crate::RepairBackupsOptions::forget) the original is
+    /// forgotten once its repair is written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn demo() -> backup_core::Result<()> {
+    /// use std::sync::Arc;
+    /// use backup_core::{BackupOptions, DirectorySnapshotter, InitOptions, MemorySink, RepairBackupsOptions, Repository};
+    ///
+    /// let source = tempfile::tempdir().unwrap();
+    /// std::fs::write(source.path().join("hello.txt"), b"hello").unwrap();
+    /// let repo = Repository::init(Arc::new(MemorySink::new()), InitOptions::default()).await?;
+    /// repo.backup(&DirectorySnapshotter::new(vec![source.path().into()]), BackupOptions::default())
+    ///     .await?;
+    /// let report = repo.repair_backups(RepairBackupsOptions::default()).await?;
+    /// assert!(report.repaired.is_empty());
+    /// assert_eq!(report.intact.len(), 1);
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BackupNotFound`] for a selector that names no backup;
+    /// storage errors; [`Error::Cancelled`].
+    pub async fn repair_backups(
+        &self,
+        options: RepairBackupsOptions,
+    ) -> Result<RepairBackupsReport> {
+        crate::ops::repair_backups::run(&self.engine, options).await
     }
 
     #[cfg(feature = "internals")]

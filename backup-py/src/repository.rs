@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use backup_core::{
     Backup, BackupOptions, CancellationToken, ClusterBackup, ClusterProgress, ClusterRecord,
-    ClusterRestore, Error, ForgetOptions, InitOptions, PruneOptions, Repository, RestoreOptions,
-    VerifyOptions,
+    ClusterRestore, Error, ForgetOptions, InitOptions, Overwrite, PruneOptions, Repository,
+    RestoreOptions, VerifyOptions,
 };
 use backup_sinks::StorageOptions;
 use chrono::{DateTime, FixedOffset, Utc};
@@ -312,12 +312,12 @@ impl PyRepository {
         asynchronous: bool,
         backup: BackupRef,
         target: PathBuf,
-        include: Option<Vec<String>>,
+        tree: TreeRestore,
         on_progress: Option<Py<PyAny>>,
     ) -> PyResult<Call<impl Future<Output = backup_core::Result<backup_core::RestoreSummary>>>>
     {
         let cancel = CancellationToken::new();
-        let mut options = RestoreOptions::default().with_include(include.unwrap_or_default());
+        let mut options = tree.options()?;
         options.cancellation = Some(cancel.clone());
         let (sink, pump) = progress(py, asynchronous, on_progress)?;
         options.progress = sink;
@@ -848,30 +848,64 @@ impl PyRepository {
 
     /// Restores a backup (or the paths `include` selects: globs or
     /// prefixes) into the directory `target`.
-    #[pyo3(signature = (backup, target, *, include=None, on_progress=None))]
+    /// `exclude` / `iexclude` leave out what they match (with all it
+    /// holds), `overwrite` says which files already there are replaced
+    /// (`"always"`, `"if-changed"`, `"if-newer"`, `"never"`), `delete`
+    /// removes what the restored directories hold that the backup does
+    /// not, and `verify` reads every restored file back and checks it, as
+    /// restic's restore options.
+    #[pyo3(signature = (backup, target, *, include=None, exclude=None, iexclude=None, overwrite="always", delete=false, verify=false, on_progress=None))]
+    #[allow(clippy::too_many_arguments)]
     fn restore(
         &self,
         py: Python<'_>,
         backup: BackupRef,
         target: PathBuf,
         include: Option<Vec<String>>,
+        exclude: Option<Vec<String>>,
+        iexclude: Option<Vec<String>>,
+        overwrite: &str,
+        delete: bool,
+        verify: bool,
         on_progress: Option<Py<PyAny>>,
     ) -> PyResult<PyRestoreSummary> {
-        self.restore_call(py, false, backup, target, include, on_progress)?
+        let tree = TreeRestore {
+            include,
+            exclude,
+            iexclude,
+            overwrite: overwrite.to_string(),
+            delete,
+            verify,
+        };
+        self.restore_call(py, false, backup, target, tree, on_progress)?
             .wait(py, PyRestoreSummary::from)
     }
 
     /// `restore`, as an awaitable.
-    #[pyo3(signature = (backup, target, *, include=None, on_progress=None))]
+    #[pyo3(signature = (backup, target, *, include=None, exclude=None, iexclude=None, overwrite="always", delete=false, verify=false, on_progress=None))]
+    #[allow(clippy::too_many_arguments)]
     fn restore_async<'py>(
         &self,
         py: Python<'py>,
         backup: BackupRef,
         target: PathBuf,
         include: Option<Vec<String>>,
+        exclude: Option<Vec<String>>,
+        iexclude: Option<Vec<String>>,
+        overwrite: &str,
+        delete: bool,
+        verify: bool,
         on_progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.restore_call(py, true, backup, target, include, on_progress)?
+        let tree = TreeRestore {
+            include,
+            exclude,
+            iexclude,
+            overwrite: overwrite.to_string(),
+            delete,
+            verify,
+        };
+        self.restore_call(py, true, backup, target, tree, on_progress)?
             .awaitable(py, PyRestoreSummary::from)
     }
 
@@ -1133,5 +1167,40 @@ impl PyRepository {
     /// The library's repository (for the scheduler's jobs).
     pub(crate) fn inner(&self) -> &Repository {
         &self.inner
+    }
+}
+
+/// The options of `restore` and `restore_async` for a restore into a
+/// directory, as Python passes them.
+struct TreeRestore {
+    include: Option<Vec<String>>,
+    exclude: Option<Vec<String>>,
+    iexclude: Option<Vec<String>>,
+    overwrite: String,
+    delete: bool,
+    verify: bool,
+}
+
+impl TreeRestore {
+    /// The library's options.
+    fn options(self) -> PyResult<RestoreOptions> {
+        let overwrite = match self.overwrite.as_str() {
+            "always" => Overwrite::Always,
+            "if-changed" => Overwrite::IfChanged,
+            "if-newer" => Overwrite::IfNewer,
+            "never" => Overwrite::Never,
+            other => {
+                return Err(invalid(format!(
+                "overwrite is \"always\", \"if-changed\", \"if-newer\" or \"never\", not {other:?}"
+            )))
+            }
+        };
+        Ok(RestoreOptions::default()
+            .with_include(self.include.unwrap_or_default())
+            .with_exclude(self.exclude.unwrap_or_default())
+            .with_iexclude(self.iexclude.unwrap_or_default())
+            .with_overwrite(overwrite)
+            .with_delete(self.delete)
+            .with_verify(self.verify))
     }
 }

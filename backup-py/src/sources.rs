@@ -11,7 +11,7 @@ use backup_core::{
     DirectoryRestorer, DirectorySnapshotter, EtcdRestorer, EtcdSnapshotter, EtcdTls, Hook, Hooks,
     MariadbMode, MariadbRestorer, MariadbSnapshotter, OnError, PostgresMode, PostgresRestorer,
     PostgresSnapshotter, RecoveryTarget, RedisRestorer, RedisSnapshotter, RestoreOptions, Restorer,
-    Snapshotter, SshAccess,
+    Selection, Snapshotter, SshAccess,
 };
 use pyo3::prelude::*;
 
@@ -55,7 +55,7 @@ pub(crate) fn snapshotter_for(
 /// What a source is.
 #[derive(Clone)]
 enum SourceSpec {
-    Directory(Vec<PathBuf>),
+    Directory(Vec<PathBuf>, Selection),
     Command {
         argv: Vec<String>,
         file_name: Option<String>,
@@ -111,7 +111,9 @@ impl PySource {
     /// The library's snapshotter for this source.
     pub(crate) fn snapshotter(&self) -> Box<dyn Snapshotter> {
         match &self.spec {
-            SourceSpec::Directory(paths) => Box::new(DirectorySnapshotter::new(paths.clone())),
+            SourceSpec::Directory(paths, selection) => {
+                Box::new(DirectorySnapshotter::new(paths.clone()).with_selection(selection.clone()))
+            }
             SourceSpec::Command { argv, file_name } => {
                 let mut snapshotter = CommandSnapshotter::new(argv[0].clone(), argv[1..].to_vec());
                 if let Some(name) = file_name {
@@ -238,7 +240,7 @@ impl PySource {
     #[getter]
     pub(crate) fn kind(&self) -> &'static str {
         match self.spec {
-            SourceSpec::Directory(_) => "directory",
+            SourceSpec::Directory(..) => "directory",
             SourceSpec::Command { .. } => "command",
             SourceSpec::Etcd { .. } => "etcd",
             SourceSpec::Redis { .. } => "redis",
@@ -250,7 +252,7 @@ impl PySource {
 
     fn __repr__(&self) -> String {
         match &self.spec {
-            SourceSpec::Directory(paths) => format!("DirectorySource({paths:?})"),
+            SourceSpec::Directory(paths, _) => format!("DirectorySource({paths:?})"),
             SourceSpec::Command { argv, .. } => format!("CommandSource({argv:?})"),
             SourceSpec::Etcd { endpoints, .. } => format!("EtcdSource({endpoints:?})"),
             // The URL may carry a password: only its host part is shown.
@@ -272,19 +274,60 @@ impl PySource {
     }
 }
 
-/// The files and directories under some paths, read as they are.
+/// The files and directories under some paths, read as they are, less
+/// what restic's exclude options leave out: `exclude` / `iexclude` (glob
+/// patterns matched against each absolute path, the second ignoring case),
+/// `exclude_file` / `iexclude_file` (files of such patterns),
+/// `exclude_if_present` (`NAME` or `NAME:HEADER`: a directory holding such
+/// a file is stored with only that file), `exclude_caches` (the same for
+/// `CACHEDIR.TAG`), `exclude_larger_than` (bytes) and `one_file_system`.
 #[pyclass(name = "DirectorySource", module = "backup_toolkit", extends = PySource, frozen)]
 pub(crate) struct PyDirectorySource;
 
 #[pymethods]
 impl PyDirectorySource {
     #[new]
-    fn new(paths: Vec<PathBuf>) -> PyResult<PyClassInitializer<Self>> {
+    #[pyo3(signature = (paths, *, exclude=Vec::new(), iexclude=Vec::new(), exclude_file=Vec::new(), iexclude_file=Vec::new(), exclude_if_present=Vec::new(), exclude_caches=false, exclude_larger_than=None, one_file_system=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        paths: Vec<PathBuf>,
+        exclude: Vec<String>,
+        iexclude: Vec<String>,
+        exclude_file: Vec<PathBuf>,
+        iexclude_file: Vec<PathBuf>,
+        exclude_if_present: Vec<String>,
+        exclude_caches: bool,
+        exclude_larger_than: Option<u64>,
+        one_file_system: bool,
+    ) -> PyResult<PyClassInitializer<Self>> {
         if paths.is_empty() {
             return Err(invalid("DirectorySource needs at least one path"));
         }
+        let mut selection = Selection::new();
+        for pattern in &exclude {
+            selection = selection.exclude(pattern).map_err(to_py)?;
+        }
+        for pattern in &iexclude {
+            selection = selection.iexclude(pattern).map_err(to_py)?;
+        }
+        for file in &exclude_file {
+            selection = selection.exclude_file(file).map_err(to_py)?;
+        }
+        for file in &iexclude_file {
+            selection = selection.iexclude_file(file).map_err(to_py)?;
+        }
+        for spec in &exclude_if_present {
+            selection = selection.exclude_if_present(spec).map_err(to_py)?;
+        }
+        if exclude_caches {
+            selection = selection.exclude_caches();
+        }
+        if let Some(bytes) = exclude_larger_than {
+            selection = selection.exclude_larger_than(bytes);
+        }
+        selection = selection.one_file_system(one_file_system);
         Ok(PyClassInitializer::from(PySource {
-            spec: SourceSpec::Directory(paths),
+            spec: SourceSpec::Directory(paths, selection),
         })
         .add_subclass(PyDirectorySource))
     }

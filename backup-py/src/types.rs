@@ -93,6 +93,7 @@ fn failure_kind_name(kind: FailureKind) -> &'static str {
         FailureKind::Io => "io",
         FailureKind::Refused => "refused",
         FailureKind::Unsupported => "unsupported",
+        FailureKind::Changed => "changed",
         _ => "other",
     }
 }
@@ -356,6 +357,9 @@ pub(crate) struct PyRestoreSummary {
     dirs: u64,
     symlinks: u64,
     bytes: u64,
+    skipped: u64,
+    deleted: u64,
+    verified: u64,
 }
 
 impl From<RestoreSummary> for PyRestoreSummary {
@@ -367,6 +371,9 @@ impl From<RestoreSummary> for PyRestoreSummary {
             dirs: summary.dirs,
             symlinks: summary.symlinks,
             bytes: summary.bytes,
+            skipped: summary.skipped,
+            deleted: summary.deleted,
+            verified: summary.verified,
         }
     }
 }

@@ -190,3 +190,66 @@ def test_keep_policy_is_checked_when_made() -> None:
     assert bt.KeepPolicy().empty
     with pytest.raises(bt.InvalidArgumentError, match="within"):
         bt.KeepPolicy(within="fortnight")
+
+
+def test_directory_source_takes_restics_exclude_options(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for directory in ["src", "cache", "build", "Logs"]:
+        (data / directory).mkdir(parents=True)
+    (data / "src" / "main.c").write_text("int main;")
+    (data / "src" / "main.o").write_text("object")
+    (data / "cache" / "CACHEDIR.TAG").write_text("Signature: 8a477f597d28d172789f06886806bc55\n")
+    (data / "cache" / "blob").write_text("cached")
+    (data / "build" / ".nobackup").write_text("")
+    (data / "build" / "out.bin").write_text("built")
+    (data / "Logs" / "App.LOG").write_text("log")
+    (data / "big.iso").write_bytes(b"\0" * 20_000)
+    patterns = tmp_path / "patterns"
+    patterns.write_text("# objects\n*.o\n")
+    repo = bt.Repository.init(str(tmp_path / "repo"), encryption=False)
+    source = bt.DirectorySource(
+        [data],
+        exclude_file=[patterns],
+        iexclude=["*.log"],
+        exclude_if_present=[".nobackup"],
+        exclude_caches=True,
+        exclude_larger_than=10_000,
+    )
+    repo.backup(source=source)
+    stored = sorted(entry.path for entry in repo.ls("latest"))
+    assert stored == [
+        "data",
+        "data/Logs",
+        "data/build",
+        "data/build/.nobackup",
+        "data/cache",
+        "data/cache/CACHEDIR.TAG",
+        "data/src",
+        "data/src/main.c",
+    ]
+    with pytest.raises(bt.InvalidArgumentError):
+        bt.DirectorySource([data], exclude=["!negated"])
+
+
+def test_restore_options_overwrite_delete_exclude_verify(tmp_path: Path) -> None:
+    data = tmp_path / "site"
+    (data / "logs").mkdir(parents=True)
+    (data / "index.html").write_text("backed up")
+    (data / "logs" / "App.LOG").write_text("log")
+    repo = bt.Repository.init(str(tmp_path / "repo"), encryption=False)
+    repo.backup([data])
+    target = tmp_path / "target"
+    done = repo.restore("latest", target, iexclude=["*.log"], verify=True)
+    assert done.verified == 1 and not (target / "site" / "logs" / "App.LOG").exists()
+
+    (target / "site" / "index.html").write_text("edited, longer than before")
+    (target / "site" / "extra.txt").write_text("not in the backup")
+    kept = repo.restore("latest", target, overwrite="never", iexclude=["*.log"])
+    assert kept.skipped == 1
+    assert (target / "site" / "index.html").read_text() == "edited, longer than before"
+    synced = repo.restore("latest", target, delete=True, exclude=["logs"])
+    assert synced.deleted == 1 and synced.skipped == 0
+    assert sorted(p.name for p in (target / "site").iterdir()) == ["index.html", "logs"]
+    assert (target / "site" / "index.html").read_text() == "backed up"
+    with pytest.raises(bt.InvalidArgumentError):
+        repo.restore("latest", target, overwrite="sometimes")  # type: ignore[arg-type]

@@ -40,5 +40,6 @@ pub mod sftp;
 
 pub mod location;
 pub use self::location::{
-    local_root, open_sink, read_password, read_password_file, read_secret_file, StorageOptions,
+    create_sink, local_root, open_sink, read_password, read_password_file, read_secret_file,
+    StorageOptions,
 };

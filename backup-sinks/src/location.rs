@@ -216,6 +216,50 @@ pub async fn open_sink(location: &str, options: &StorageOptions) -> Result<Arc<d
     }
 }
 
+/// Opens the sink of a location where a new repository is to be created,
+/// creating its directory when missing, as `mkdir -p` would: the local
+/// directory of a path or `file://`, or the base directory on the server of
+/// an `sftp://` location ([`SftpOptions::create_base_dir`]). Object stores
+/// have no directories; their sinks open as with [`open_sink`]. Opening an
+/// existing repository never creates anything: a missing directory there
+/// usually means a wrong path or a volume that is not mounted.
+///
+/// [`SftpOptions::create_base_dir`]: crate::sftp::SftpOptions::create_base_dir
+///
+/// # Errors
+///
+/// [`Error::Io`] when a local directory cannot be created; an SFTP sink
+/// error when the server refuses to create its directory; otherwise the
+/// errors of [`open_sink`].
+///
+/// # Examples
+///
+/// ```
+/// # async fn demo() -> backup_core::Result<()> {
+/// use backup_sinks::{create_sink, StorageOptions};
+/// let place = tempfile::tempdir().unwrap();
+/// let root = place.path().join("new/nested/repo");
+/// let sink = create_sink(&root.display().to_string(), &StorageOptions::default()).await?;
+/// assert!(root.is_dir());
+/// assert!(sink.location().contains("new/nested/repo"));
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+/// ```
+pub async fn create_sink(location: &str, options: &StorageOptions) -> Result<Arc<dyn Sink>> {
+    if let Some(root) = local_root(location) {
+        std::fs::create_dir_all(root)
+            .map_err(|source| Error::io("cannot create the repository directory", root, source))?;
+    }
+    #[cfg(feature = "sftp")]
+    if location.starts_with("sftp://") {
+        let options = options.sftp_options()?.with_create_base_dir(true);
+        return Ok(Arc::new(
+            crate::sftp::SftpSink::connect(location, options).await?,
+        ));
+    }
+    open_sink(location, options).await
+}
+
 /// The directory of a local repository location (a path or `file://`),
 /// which creating a repository creates; `None` for a remote one.
 ///

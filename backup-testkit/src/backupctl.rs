@@ -157,6 +157,16 @@ impl Backupctl {
         self
     }
 
+    /// Points every run at the repository `prefix` of the bucket of the S3
+    /// server `s3`, with its credentials and plain-HTTP endpoint.
+    pub fn s3_repo(self, s3: &crate::server::s3::S3Server, prefix: &str) -> Backupctl {
+        self.env("AWS_ACCESS_KEY_ID", &s3.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key)
+            .env("AWS_REGION", "us-east-1")
+            .global(["--repo", &format!("s3://{}/{prefix}", s3.bucket)])
+            .global(["--endpoint", &s3.endpoint(), "--allow-http"])
+    }
+
     /// Replaces the hang guard ([`DEFAULT_HANG_GUARD`]).
     pub fn hang_guard(mut self, limit: Duration) -> Backupctl {
         self.hang_guard = limit;

@@ -42,6 +42,9 @@ fn directory(generator: &mut Generator) -> Vec<Node> {
                     .collect(),
                 subtree: None,
                 target: None,
+                links: None,
+                dev: None,
+                xattrs: Vec::new(),
             }
         })
         .collect()

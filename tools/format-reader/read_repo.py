@@ -4,14 +4,17 @@
 Written from FORMAT.md alone (section names are cited in comments), to prove
 the specification is complete: it opens a repository in a local directory,
 verifies every checksum, decrypts, walks the tree of one backup and extracts
-it to a new directory, refusing unsafe names.
+it to a new directory, refusing unsafe names. It reads manifest versions 1
+and 2 (hard links and extended attributes, restored too).
 
 Usage:
     read_repo.py REPO OUTPUT [--password-file FILE] [--set SET] [--backup ID]
     read_repo.py REPO --list [--password-file FILE]
 
 Exit status: 0 success; 1 damage or another error; 2 usage; 3 unsupported
-format version; 4 password missing or wrong.
+format or manifest version; 4 password missing or wrong; 5 extracted, but
+some extended attributes were refused by the target (each is reported on
+stderr; the items are otherwise restored).
 
 Dependencies: zstandard, PyNaCl (XChaCha20-Poly1305) and argon2-cffi
 (Argon2id: the key files' 32-byte salt rules out libsodium's crypto_pwhash,
@@ -40,7 +43,7 @@ from argon2.low_level import Type as Argon2Type
 from argon2.low_level import hash_secret_raw
 
 FORMAT_VERSIONS = (1, 1)  # oldest and newest format version read
-MANIFEST_VERSION = 1
+MANIFEST_VERSIONS = (1, 2)  # oldest and newest manifest schema version read
 
 ENVELOPE_MAGIC = b"BKUP"
 ENVELOPE_HEADER_LEN = 8
@@ -71,8 +74,10 @@ SCHEME = "xchacha20poly1305-argon2id"
 
 MAX_METADATA_PLAINTEXT = 512 * 1024 * 1024
 MAX_BLOB_RAW_LENGTH = 64 * 1024 * 1024
+MAX_XATTR_VALUE = 65536  # bytes of one extended attribute's value
 
 HEX_ID = re.compile(r"[0-9a-f]{64}\Z")
+HEX_BYTES = re.compile(r"(?:[0-9a-f]{2})*\Z")
 LOCAL_TEMP = re.compile(r"\.tmp-[0-9a-f]{32}\Z")
 
 
@@ -723,8 +728,13 @@ def check_manifest(key: str, manifest) -> tuple[int, int]:
     if not isinstance(manifest, dict):
         raise damaged(key, "manifest is not a JSON object")
     version = manifest.get("version")
-    if version != MANIFEST_VERSION:
-        raise UnsupportedVersion(f"unsupported manifest version {version!r} in {key}: this reader reads version 1")
+    if not is_int(version, *U32):
+        raise damaged(key, f"invalid manifest version {version!r}")
+    low, high = MANIFEST_VERSIONS
+    if not low <= version <= high:
+        raise UnsupportedVersion(
+            f"unsupported manifest version {version} in {key}: this reader reads versions {low} to {high}"
+        )
     for name in ("set", "writer", "hostname"):
         if not isinstance(manifest.get(name), str):
             raise damaged(key, f"{name} missing or not a string")
@@ -755,11 +765,44 @@ def check_name(name) -> str | None:
     """Why `name` is unsafe, or None (FORMAT.md "Trees", name rules)."""
     if not isinstance(name, str) or not name:
         return "empty name"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, as JSON's \ud800 decodes
+        return "not valid UTF-8"
     if name in (".", ".."):
         return "'.' and '..' are not allowed"
     if "/" in name or "\0" in name:
         return "a name may not contain '/' or NUL"
     return None
+
+
+def decode_xattrs(entry: str, value, bad) -> list[tuple[str, bytes]]:
+    """A node's `xattrs` (FORMAT.md "Trees", node table) as (name, value)
+    pairs; `bad(detail)` makes the damage error."""
+    if not isinstance(value, list):
+        raise bad(f"entry {entry!r} has invalid xattrs: not an array")
+    pairs: list[tuple[str, bytes]] = []
+    previous = None
+    for item in value:
+        if not (isinstance(item, dict) and isinstance(item.get("name"), str) and isinstance(item.get("value"), str)):
+            raise bad(f"entry {entry!r} has an invalid extended attribute {item!r}")
+        name, text = item["name"], item["value"]
+        try:
+            encoded = name.encode("utf-8")
+        except UnicodeEncodeError:
+            encoded = None
+        if not name or "\0" in name or encoded is None:
+            raise bad(f"entry {entry!r} has an invalid extended attribute name {name!r}")
+        if len(text) > 2 * MAX_XATTR_VALUE or not HEX_BYTES.match(text):
+            raise bad(
+                f"entry {entry!r}: the value of extended attribute {name!r} is not lowercase hex "
+                f"of at most {MAX_XATTR_VALUE} bytes"
+            )
+        if previous is not None and previous >= encoded:
+            raise bad(f"entry {entry!r} has extended attributes duplicated or out of order at {name!r}")
+        previous = encoded
+        pairs.append((name, bytes.fromhex(text)))
+    return pairs
 
 
 def decode_tree(what: str, listing: bytes) -> list[dict]:
@@ -795,6 +838,14 @@ def decode_tree(what: str, listing: bytes) -> list[dict]:
         for optional, bounds in (("uid", U32), ("gid", U32), ("inode", U64), ("ctime_ns", I64)):
             if node.get(optional) is not None and not is_int(node[optional], *bounds):
                 raise bad(f"entry {name!r} has an invalid {optional}")
+        # Manifest version 2: hard links and extended attributes. For these
+        # fields `null` is invalid, not absent.
+        if "links" in node and not is_int(node["links"], 2, U64[1]):
+            raise bad(f"entry {name!r} has an invalid links {node['links']!r} (a link count of 2 or more)")
+        if "dev" in node and not is_int(node["dev"], *U64):
+            raise bad(f"entry {name!r} has an invalid dev")
+        node["xattrs"] = decode_xattrs(name, node.get("xattrs", []), bad)
+        hard_link_fields = ("links" in node, "dev" in node)
         node["content"] = parse_id_list(what, node.get("content", []), "content")
         subtree, target = node.get("subtree"), node.get("target")
         if subtree is not None:
@@ -802,9 +853,18 @@ def decode_tree(what: str, listing: bytes) -> list[dict]:
         if target is not None and not isinstance(target, str):
             raise bad(f"entry {name!r} has an invalid target")
         fits = {
-            "file": subtree is None and target is None,
-            "dir": subtree is not None and not node["content"] and target is None and node["size"] == 0,
-            "symlink": target is not None and not node["content"] and subtree is None and node["size"] == 0,
+            "file": subtree is None and target is None and hard_link_fields in ((True, True), (False, False)),
+            "dir": subtree is not None
+            and not node["content"]
+            and target is None
+            and node["size"] == 0
+            and hard_link_fields == (False, False),
+            "symlink": target is not None
+            and not node["content"]
+            and subtree is None
+            and node["size"] == 0
+            and hard_link_fields == (False, False)
+            and not node["xattrs"],
         }[kind]
         if not fits:
             raise bad(f"entry {name!r} has fields that do not fit its type")
@@ -824,6 +884,19 @@ def set_owner(fd: int, node: dict) -> None:
         os.fchown(fd, node["uid"], node["gid"])
 
 
+def hard_link_key(node: dict):
+    """What makes file nodes names of one file (FORMAT.md "Hard links"):
+    `links`, and the same `dev`, `inode`, `size` and `content`; None for a
+    node that is no hard link (or has no `inode` to match on)."""
+    if "links" not in node or node.get("inode") is None:
+        return None
+    return (node["dev"], node["inode"], node["size"], tuple(node["content"]))
+
+
+def path_of(parts: list[str], name: str) -> str:
+    return "/".join(parts + [name])
+
+
 class Extractor:
     """Writes below one directory only, never through a symlink."""
 
@@ -833,7 +906,9 @@ class Extractor:
         if any(target.iterdir()):
             raise ReadError(f"output directory {target} is not empty")
         self.base = os.open(target, DIR_FLAGS)
-        self.files = self.dirs = self.symlinks = self.bytes = 0
+        self.files = self.dirs = self.symlinks = self.bytes = self.links = 0
+        # Extended attributes the target refused: (path, name, error).
+        self.refused: list[tuple[str, str, str]] = []
 
     def close(self) -> None:
         os.close(self.base)
@@ -852,8 +927,10 @@ class Extractor:
         return fd
 
     def extract(self, root: list[bytes]) -> None:
-        # Iterative walk (FORMAT.md step 5); directories' metadata last.
+        # Iterative walk (FORMAT.md step 5); hard links once the walk has
+        # seen every name of their file; directories' metadata last.
         finished_dirs: list[tuple[list[str], dict]] = []
+        linked: dict[tuple, list[tuple[list[str], dict]]] = {}
         stack: list[tuple[list[str], list[bytes]]] = [([], root)]
         while stack:
             parts, chunk_ids = stack.pop()
@@ -868,7 +945,11 @@ class Extractor:
                         finished_dirs.append((parts + [name], node))
                         stack.append((parts + [name], node["subtree"]))
                     elif node["type"] == "file":
-                        self.write_file(parent, parts, node)
+                        key = hard_link_key(node)
+                        if key is None:
+                            self.write_file(parent, parts, node)
+                        else:
+                            linked.setdefault(key, []).append((parts, node))
                     else:
                         os.symlink(node["target"], name, dir_fd=parent)
                         if os.geteuid() == 0 and node.get("uid") is not None and node.get("gid") is not None:
@@ -878,16 +959,81 @@ class Extractor:
                         self.symlinks += 1
             finally:
                 os.close(parent)
+        for names in linked.values():
+            self.write_linked(names)
         # Deepest first, so setting a child's time or a read-only mode
-        # cannot disturb or block its parent.
+        # cannot disturb or block its parent. A directory's attributes (a
+        # default ACL among them) come only now, so no file written into it
+        # inherited them, and before its mode (FORMAT.md "Extended
+        # attributes").
         for parts, node in sorted(finished_dirs, key=lambda item: len(item[0]), reverse=True):
             fd = self.open_dir(parts)
             try:
                 set_owner(fd, node)
+                self.set_xattrs(fd, "/".join(parts), node)
                 os.fchmod(fd, node["mode"])
                 os.utime(fd, ns=(node["mtime_ns"], node["mtime_ns"]))
             finally:
                 os.close(fd)
+
+    def set_xattrs(self, fd: int, path: str, node: dict) -> None:
+        """Sets a node's extended attributes on `fd`; one the target
+        refuses is reported, and the item otherwise restored."""
+        for name, value in node["xattrs"]:
+            try:
+                os.setxattr(fd, name, value)
+            except OSError as error:
+                self.refused.append((path, name, error.strerror or str(error)))
+                print(f"warning: {path}: extended attribute {name!r} not restored: {error}", file=sys.stderr)
+
+    def write_linked(self, names: list[tuple[list[str], dict]]) -> None:
+        """The names of one file (FORMAT.md "Hard links"): the first by
+        path, compared as bytes, is written; the others are linked to it."""
+        names = sorted(names, key=lambda item: path_of(item[0], item[1]["name"]).encode("utf-8"))
+        (first_parts, first), others = names[0], names[1:]
+        parent = self.open_dir(first_parts)
+        try:
+            self.write_file(parent, first_parts, first)
+        finally:
+            os.close(parent)
+        for parts, node in others:
+            if not self.hard_link(first_parts, first["name"], parts, node["name"]):
+                parent = self.open_dir(parts)
+                try:
+                    self.write_file(parent, parts, node)
+                finally:
+                    os.close(parent)
+
+    def hard_link(self, first_parts: list[str], first_name: str, parts: list[str], name: str) -> bool:
+        """Links `parts/name` to the restored `first_parts/first_name`,
+        under a temporary name renamed into place; False if the target
+        cannot make hard links (the name is then written as its own file)."""
+        source = self.open_dir(first_parts)
+        try:
+            parent = self.open_dir(parts)
+            try:
+                temporary = f".read-repo-{os.urandom(8).hex()}.tmp"
+                try:
+                    os.link(first_name, temporary, src_dir_fd=source, dst_dir_fd=parent, follow_symlinks=False)
+                except OSError as error:
+                    print(
+                        f"warning: {path_of(parts, name)}: cannot hard-link it to {path_of(first_parts, first_name)} "
+                        f"({error}): restored as a separate file",
+                        file=sys.stderr,
+                    )
+                    return False
+                try:
+                    os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
+                except BaseException:
+                    os.unlink(temporary, dir_fd=parent)
+                    raise
+            finally:
+                os.close(parent)
+        finally:
+            os.close(source)
+        self.files += 1
+        self.links += 1
+        return True
 
     def write_file(self, parent: int, parts: list[str], node: dict) -> None:
         name = node["name"]
@@ -904,9 +1050,12 @@ class Extractor:
                         break
                     out.write(data)
             if written != node["size"]:
-                path = "/".join(parts + [name])
+                path = path_of(parts, name)
                 raise damaged(f"file {path!r}", f"content is {written} bytes, the recorded size is {node['size']}")
+            # Ownership, extended attributes, mode, times (FORMAT.md step 7):
+            # the mode comes after an access ACL, whose mask it sets.
             set_owner(fd, node)
+            self.set_xattrs(fd, path_of(parts, name), node)
             os.fchmod(fd, node["mode"])
             os.utime(fd, ns=(node["mtime_ns"], node["mtime_ns"]))
         except BaseException:
@@ -992,9 +1141,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(
         f"backup {backup.id.hex()[:8]} of set {backup.manifest['set']!r}: "
-        f"{extractor.files} files, {extractor.dirs} dirs, {extractor.symlinks} symlinks, "
-        f"{extractor.bytes} bytes extracted; {len(repo.blobs)} chunks indexed, {packs} packs checked"
+        f"{extractor.files} files ({extractor.links} of them hard links), {extractor.dirs} dirs, "
+        f"{extractor.symlinks} symlinks, {extractor.bytes} bytes extracted; "
+        f"{len(repo.blobs)} chunks indexed, {packs} packs checked"
     )
+    if extractor.refused:
+        print(
+            f"error: {len(extractor.refused)} extended attributes were not restored (see the warnings)",
+            file=sys.stderr,
+        )
+        return 5
     return 0
 
 

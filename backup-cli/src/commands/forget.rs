@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::cli::Common;
 use crate::output::{out, print_json, print_prune};
-use crate::parse::{parse_calendar, parse_grace};
+use crate::parse::{parse_calendar, parse_grace, parse_keep_count};
 use crate::progress::progress_sink;
 use crate::repository::open;
 
@@ -37,23 +37,28 @@ pub(crate) struct ForgetArgs {
 /// restic's `forget` keep options, plus a time-to-live.
 #[derive(Args, Debug, Clone, Default)]
 struct PolicyArgs {
-    /// Keep the newest N backups (-1: all).
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    /// Keep the newest N backups (unlimited or -1: all).
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_keep_count)]
     keep_last: Option<i64>,
-    /// Keep the newest backup of each of the last N hours.
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    /// Keep the newest backup of each of the last N hours (unlimited or
+    /// -1: of every one).
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_keep_count)]
     keep_hourly: Option<i64>,
-    /// Keep the newest backup of each of the last N days.
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    /// Keep the newest backup of each of the last N days (unlimited or
+    /// -1: of every one).
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_keep_count)]
     keep_daily: Option<i64>,
-    /// Keep the newest backup of each of the last N weeks.
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    /// Keep the newest backup of each of the last N weeks (unlimited or
+    /// -1: of every one).
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_keep_count)]
     keep_weekly: Option<i64>,
-    /// Keep the newest backup of each of the last N months.
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    /// Keep the newest backup of each of the last N months (unlimited or
+    /// -1: of every one).
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_keep_count)]
     keep_monthly: Option<i64>,
-    /// Keep the newest backup of each of the last N years.
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    /// Keep the newest backup of each of the last N years (unlimited or
+    /// -1: of every one).
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_keep_count)]
     keep_yearly: Option<i64>,
     /// Keep every backup within this duration of the newest (e.g. 1y2m3d4h).
     #[arg(long, value_name = "DURATION")]

@@ -9,8 +9,7 @@ use serde_json::json;
 use crate::cli::Common;
 use crate::output::{out, print_json};
 use crate::password::password;
-use crate::repository::sink_for;
-use backup_sinks::local_root;
+use crate::repository::create_sink_for;
 
 /// Options of `init`.
 #[derive(Args, Debug)]
@@ -22,18 +21,14 @@ pub(crate) struct InitArgs {
     no_encryption: bool,
 }
 
-/// Creates the repository (and, for a local one, its directory).
+/// Creates the repository, and its directory when missing (a local one,
+/// or the base directory on an SFTP server, as `mkdir -p` would).
 pub(crate) async fn run(args: InitArgs) -> Result<ExitCode, Error> {
     let InitArgs {
         common,
         no_encryption,
     } = args;
-    let sink = sink_for(&common).await?;
-    // Only a local repository has a directory to create here.
-    if let Some(root) = common.repo.as_deref().and_then(local_root) {
-        std::fs::create_dir_all(root)
-            .map_err(|source| Error::io("cannot create the repository directory", root, source))?;
-    }
+    let sink = create_sink_for(&common).await?;
     let password = if no_encryption {
         None
     } else {

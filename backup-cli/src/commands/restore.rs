@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use backup_core::{
-    base_backup_for, CassandraRestorer, Error, EtcdRestorer, MariadbRestorer, PostgresRestorer,
-    RecoveryTarget, RedisRestorer, RestoreOptions, Restorer, Status,
+    base_backup_for, CassandraRestorer, Error, EtcdRestorer, MariadbRestorer, Overwrite,
+    PostgresRestorer, RecoveryTarget, RedisRestorer, RestoreOptions, Restorer, Status,
 };
 use clap::Args;
 use serde_json::json;
@@ -40,7 +40,7 @@ pub(crate) struct RestoreArgs {
     /// a stopped Redis's data directory (with --data-dir), a PostgreSQL
     /// data directory (a physical backup, --data-dir) or server (a logical
     /// one, --pg-url).
-    #[arg(long, value_enum, conflicts_with_all = ["target", "select", "include"])]
+    #[arg(long, value_enum, conflicts_with_all = ["target", "select", "include", "exclude", "iexclude", "delete", "verify"])]
     to: Option<StoreKind>,
     /// The store's data directory (absent or empty for etcd and
     /// PostgreSQL; without an RDB or AOF for Redis).
@@ -112,6 +112,66 @@ pub(crate) struct RestoreArgs {
     /// Restore only what matches this glob (repeatable).
     #[arg(long = "include", value_name = "GLOB")]
     include: Vec<String>,
+    #[command(flatten)]
+    tree: TreeRestoreArgs,
+}
+
+/// How a restore treats what is in the target, as restic's restore options.
+#[derive(Args, Debug, Default)]
+pub(crate) struct TreeRestoreArgs {
+    /// Leave out what matches this glob, with all it holds (repeatable;
+    /// the syntax of --include).
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// As --exclude, regardless of case.
+    #[arg(long, value_name = "GLOB")]
+    iexclude: Vec<String>,
+    /// Which files already in the target are replaced: always, if-changed
+    /// (size or modification time differ), if-newer (the backup's is newer)
+    /// or never.
+    #[arg(long, value_enum, default_value = "always")]
+    overwrite: OverwriteArg,
+    /// Delete what the restored directories hold that the backup does not,
+    /// so that the target becomes the backup.
+    #[arg(long)]
+    delete: bool,
+    /// Read every restored file back and check it against the backup.
+    #[arg(long)]
+    verify: bool,
+}
+
+/// The values of `--overwrite`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum OverwriteArg {
+    /// Every file is written.
+    #[default]
+    Always,
+    /// Files with the backup's size and modification time are left alone.
+    IfChanged,
+    /// Files are replaced only by newer ones.
+    IfNewer,
+    /// Nothing already there is replaced.
+    Never,
+}
+
+impl TreeRestoreArgs {
+    /// The library's options for a restore of `include` with these.
+    fn options(self, include: Vec<String>, common: &Common) -> RestoreOptions {
+        let mut options = RestoreOptions::default()
+            .with_include(include)
+            .with_exclude(self.exclude)
+            .with_iexclude(self.iexclude)
+            .with_overwrite(match self.overwrite {
+                OverwriteArg::Always => Overwrite::Always,
+                OverwriteArg::IfChanged => Overwrite::IfChanged,
+                OverwriteArg::IfNewer => Overwrite::IfNewer,
+                OverwriteArg::Never => Overwrite::Never,
+            })
+            .with_delete(self.delete)
+            .with_verify(self.verify);
+        options.progress = progress_sink(common);
+        options
+    }
 }
 
 /// The stores `restore --to` restores into.
@@ -149,6 +209,7 @@ async fn restore_sets(args: RestoreArgs) -> Result<ExitCode, Error> {
         select,
         target,
         include,
+        tree,
         ..
     } = args;
     let selections = select
@@ -162,12 +223,7 @@ async fn restore_sets(args: RestoreArgs) -> Result<ExitCode, Error> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let repo = open(&common).await?;
-    let options = {
-        let mut options = RestoreOptions::default();
-        options.include = include;
-        options.progress = progress_sink(&common);
-        options
-    };
+    let options = tree.options(include, &common);
     let target = target.unwrap_or_default();
     let results = repo.restore_sets(&selections, &target, &options).await?;
     if common.json {
@@ -217,17 +273,13 @@ async fn restore_one(args: RestoreArgs, backup: &str) -> Result<ExitCode, Error>
         set,
         target,
         include,
+        tree,
         ..
     } = args;
     let target = target.unwrap_or_default();
     let repo = open(&common).await?;
     let backup = repo.find_backup(backup, set.as_deref()).await?;
-    let options = {
-        let mut options = RestoreOptions::default();
-        options.include = include;
-        options.progress = progress_sink(&common);
-        options
-    };
+    let options = tree.options(include, &common);
     let summary = repo.restore(&backup, &target, &options).await?;
     if common.json {
         print_json(&json!({ "id": backup.id.to_hex(), "target": target, "summary": summary }));
@@ -246,6 +298,14 @@ async fn restore_one(args: RestoreArgs, backup: &str) -> Result<ExitCode, Error>
                 summary.symlinks,
                 human_bytes(summary.bytes)
             );
+            if summary.skipped + summary.deleted + summary.verified > 0 {
+                out!(
+                    "{} left as they were, {} deleted, {} verified",
+                    summary.skipped,
+                    summary.deleted,
+                    summary.verified
+                );
+            }
         }
         Ok(ExitCode::SUCCESS)
     } else {

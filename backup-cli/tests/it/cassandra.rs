@@ -197,12 +197,8 @@ fn a_three_node_cluster_to_s3_with_progress_restored_into_a_new_cluster() {
     let scratch = tempfile::tempdir().unwrap();
     let cluster = StandInCluster::create("Test Cluster", 3);
     let cli = backupctl()
-        .env("AWS_ACCESS_KEY_ID", &s3.access_key)
-        .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key)
-        .env("AWS_REGION", "us-east-1")
-        .env("BACKUP_PASSWORD", PASSWORD)
-        .global(["--repo", &format!("s3://{}/cassandra", s3.bucket)])
-        .global(["--endpoint", &s3.endpoint(), "--allow-http"]);
+        .s3_repo(&s3, "cassandra")
+        .env("BACKUP_PASSWORD", PASSWORD);
     cluster_round_trip(&cli, &cluster, scratch.path(), None);
 }
 

@@ -202,12 +202,7 @@ fn killed_at_random_moments_on_s3() {
     let scratch = tempfile::tempdir().unwrap();
     let target = Target {
         name: "s3",
-        cli: backupctl()
-            .env("AWS_ACCESS_KEY_ID", &s3.access_key)
-            .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key)
-            .env("AWS_REGION", "us-east-1")
-            .global(["--repo", &format!("s3://{}/repo", s3.bucket)])
-            .global(["--endpoint", &s3.endpoint(), "--allow-http"]),
+        cli: backupctl().s3_repo(&s3, "repo"),
         objects: s3.bucket_dir().join("repo"),
     };
     let lines = trials(&target, scratch.path(), 8, 0x53);

@@ -633,3 +633,72 @@ fn a_cronjob_on_new_pods_with_one_writer_id_records_every_run_and_a_second_id_co
         3
     );
 }
+
+/// `forget --keep-* unlimited` (restic 0.17's spelling) keeps what `-1`
+/// keeps, for every count option; a count that is neither is refused,
+/// naming the option and the value.
+#[test]
+fn forget_takes_unlimited_as_minus_one() {
+    let place = tempfile::tempdir().unwrap();
+    let repo = place.path().join("repo");
+    let source = place.path().join("source");
+    ok(&["init", "--no-encryption"], &repo);
+    // Two backups on each of three days: a daily rule keeps the newest of
+    // each day, and (restic 0.16+) the oldest backup, since an unlimited
+    // count is never used up.
+    write_generation(&source, 0, 1, 1000);
+    for time in [
+        "2026-01-01T08:00:00Z",
+        "2026-01-01T20:00:00Z",
+        "2026-01-02T08:00:00Z",
+        "2026-01-02T20:00:00Z",
+        "2026-01-03T08:00:00Z",
+        "2026-01-03T20:00:00Z",
+    ] {
+        ok(&["backup", "--time", time, source.to_str().unwrap()], &repo);
+    }
+    let kept = |option: &str, count: &str| -> Vec<String> {
+        let decisions = json(&["forget", "--dry-run", option, count], &repo);
+        let mut kept: Vec<String> = decisions["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|decision| decision["keep"] == true)
+            .map(|decision| decision["time"].as_str().unwrap().to_owned())
+            .collect();
+        kept.sort();
+        kept
+    };
+    let daily = kept("--keep-daily", "unlimited");
+    assert_eq!(
+        daily,
+        [
+            "2026-01-01T08:00:00+00:00",
+            "2026-01-01T20:00:00+00:00",
+            "2026-01-02T20:00:00+00:00",
+            "2026-01-03T20:00:00+00:00"
+        ]
+    );
+    assert_eq!(daily, kept("--keep-daily", "-1"));
+    for option in [
+        "--keep-last",
+        "--keep-hourly",
+        "--keep-weekly",
+        "--keep-monthly",
+        "--keep-yearly",
+    ] {
+        assert_eq!(kept(option, "unlimited"), kept(option, "-1"), "{option}");
+    }
+    assert_eq!(kept("--keep-last", "unlimited").len(), 6);
+
+    let out = run(&["forget", "--keep-daily", "many"], &repo).fails();
+    assert!(
+        out.stderr.contains("--keep-daily")
+            && out.stderr.contains("many")
+            && out.stderr.contains("unlimited"),
+        "{}",
+        out.describe()
+    );
+    // Nothing was forgotten by the refused command.
+    assert_eq!(json(&["list"], &repo).as_array().unwrap().len(), 6);
+}

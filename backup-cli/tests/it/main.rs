@@ -4,17 +4,25 @@
 //!
 //! - `cli`: local repositories: round trips, deduplication, encryption,
 //!   damage, partial restores, hostile targets, errors.
+//! - `copy`: backups copied from a local repository into S3 (s3s-fs) under
+//!   another password.
 //! - `lifecycle`: forget and prune beside running backups, concurrent
 //!   writers, progress output, the scheduler.
+//! - `limits`: `--limit-upload` and `--limit-download` held to their rates.
 //! - `crash`: backups killed at random moments, locally and on S3.
+//! - `inspect`: `diff`, `find` and `stats`.
+//! - `keys`: `key list`, `add`, `remove` and `passwd`: which passwords
+//!   open the repository afterwards; its data untouched.
 //! - `excludes`: exclude options and files-from lists against restic's
 //!   on the same tree; `--dry-run`.
 //! - `remote`: S3 (s3s-fs), Azure (Azurite) and SFTP (sshd) repositories.
+//! - `repair`: `repair index` after an index object is damaged or lost.
 //! - `cassandra`: cluster and node backups of stand-in Cassandra nodes
 //!   to S3 and SFTP, restored into new nodes.
 //! - `pitr`: PostgreSQL's WAL archive (wal-push, wal-fetch) and
 //!   point-in-time restore, WAL retention and gaps.
 //! - `secrets`: no secret in any output, at the most verbose log level.
+//! - `shell`: completion scripts and manual pages.
 //!
 //! A missing test server fails its tests (run
 //! scripts/install-test-servers.sh); nothing is skipped.
@@ -23,12 +31,20 @@
 
 mod cassandra;
 mod cli;
+mod copy;
 mod crash;
 mod excludes;
+mod inspect;
+mod keys;
 mod lifecycle;
+mod limits;
+mod metadata;
 mod pitr;
 mod remote;
+mod repair;
+mod restore_target;
 mod secrets;
+mod shell;
 mod stores;
 
 use std::ops::Deref;

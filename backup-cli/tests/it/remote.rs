@@ -25,12 +25,7 @@ const PASSWORD: &str = "correct horse battery staple";
 
 /// A runner for the repository `repo` of the S3 server `s3`.
 fn s3_cli(s3: &S3Server) -> Backupctl {
-    backupctl()
-        .env("AWS_ACCESS_KEY_ID", &s3.access_key)
-        .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key)
-        .env("AWS_REGION", "us-east-1")
-        .global(["--repo", &format!("s3://{}/repo", s3.bucket)])
-        .global(["--endpoint", &s3.endpoint(), "--allow-http"])
+    backupctl().s3_repo(s3, "repo")
 }
 
 /// A runner for the repository `repo` of `sshd`, logging in with the
@@ -320,4 +315,49 @@ fn remote_init_creates_nothing_in_the_working_directory() {
         (BTreeSet::new(), BTreeSet::new()),
         "`backupctl init` created these in its working directory (s3://, sftp://)"
     );
+}
+
+/// `init` of an sftp:// repository whose directory does not exist creates
+/// it and its parents on the server, as restic does; any other command on
+/// a missing directory fails, naming it, and creates nothing.
+#[test]
+fn sftp_init_creates_a_missing_nested_directory() {
+    let sshd = Sshd::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let known_hosts = sshd.path("known_hosts");
+
+    let source = scratch.path().join("source");
+    fs::create_dir(&source).unwrap();
+    fs::write(source.join("file.txt"), b"on the server").unwrap();
+    let source_arg = source.to_str().unwrap();
+
+    let missing = scratch.path().join("not/there");
+    for args in [&["list", "--json"][..], &["backup", source_arg][..]] {
+        let out = sftp_cli(&sshd, &missing, &known_hosts).run(args).fails();
+        println!("{}", out.stderr.trim());
+        assert!(
+            out.stderr.contains("does not exist")
+                && out.stderr.contains(&missing.display().to_string()),
+            "the missing directory is not named:\n{}",
+            out.describe()
+        );
+        // No option the command line does not have.
+        assert!(
+            !out.stderr.contains("SftpOptions") && !out.stderr.contains("create_base_dir"),
+            "{}",
+            out.describe()
+        );
+        assert!(!scratch.path().join("not").exists(), "{}", sshd.log());
+    }
+
+    let repo = scratch.path().join("a/b/c/repo");
+    let cli = sftp_cli(&sshd, &repo, &known_hosts);
+    cli.run(["init", "--no-encryption"]).ok();
+    assert!(repo.join("config").is_file(), "{}", sshd.log());
+    let summary = cli.backup([source_arg]);
+    assert_eq!(num(&summary, "files"), 1, "{summary}");
+    assert_eq!(cli.list().len(), 1);
+    // A second init finds the repository there.
+    cli.run(["init", "--no-encryption"]).fails();
+    assert_eq!(cli.litter(), BTreeSet::new());
 }

@@ -114,13 +114,9 @@ fn no_secret_in_output_or_trace_logs() {
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     runs.push(out);
     let missing = backupctl()
-        .env("AWS_ACCESS_KEY_ID", &s3.access_key)
-        .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key)
-        .env("AWS_REGION", "us-east-1")
+        .s3_repo(&s3, "nothing-here")
         .env("BACKUP_LOG", "trace")
-        .env("BACKUP_PASSWORD", PASSWORD)
-        .global(["--repo", &format!("s3://{}/nothing-here", s3.bucket)])
-        .global(["--endpoint", &s3.endpoint(), "--allow-http"]);
+        .env("BACKUP_PASSWORD", PASSWORD);
     let out = missing.run(["list"]);
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     runs.push(out);

@@ -46,11 +46,13 @@ pub(crate) mod restore;
 mod small_files;
 mod streams;
 mod tar_stream;
+mod tree_writer;
 mod walk;
 mod writer;
 
 use packing::*;
 use small_files::*;
+pub(crate) use tree_writer::TreeWriter;
 use writer::*;
 
 /// Turns snapshot entries into repository objects, and back.
@@ -89,6 +91,12 @@ pub struct Archived {
     pub stats: BackupStats,
     /// Items that could not be stored.
     pub errors: Vec<ItemFailure>,
+    /// The manifest version the tree needs:
+    /// 1, or 2 when a listing holds
+    /// hard links or extended attributes (FORMAT.md, "Manifests"). An
+    /// archiver that writes such fields MUST say 2, so that readers of
+    /// version 1 refuse the backup instead of restoring it without them.
+    pub manifest_version: u32,
 }
 
 /// The default archiver: content-defined chunking, dedup, zstd, encryption,
@@ -119,19 +127,7 @@ impl Archiver for ChunkArchiver {
     async fn archive(&self, entries: Vec<Entry>, parent: Option<&[Id]>) -> Result<Archived> {
         let writer = Arc::new(BackupWriter::new(self.repo.clone(), self.tracker.clone()));
         let result = writer.archive_entries(entries, parent).await;
-        // Whether or not the walk succeeded, finish the uploads already
-        // started so that a rerun can reuse them; report the first error.
-        let flushed = writer.flush().await;
-        let root = result?;
-        flushed?;
-        let mut stats = writer.stats.snapshot();
-        stats.bytes_added = writer.bytes_added.load(Ordering::Relaxed);
-        let errors = writer.errors.lock().map(|e| e.clone()).unwrap_or_default();
-        Ok(Archived {
-            root,
-            stats,
-            errors,
-        })
+        writer.finish(result).await
     }
 
     async fn restore(

@@ -65,6 +65,9 @@ impl BackupWriter {
             content,
             subtree: None,
             target: None,
+            links: None,
+            dev: None,
+            xattrs: Vec::new(),
         }))
     }
 

@@ -384,5 +384,8 @@ pub(super) fn leaf_node(
         content,
         subtree: None,
         target,
+        links: None,
+        dev: None,
+        xattrs: Vec::new(),
     }
 }

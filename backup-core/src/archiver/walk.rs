@@ -10,12 +10,16 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 
-use crate::format::tree::{Node, NodeKind};
+use crate::format::tree::{Node, NodeKind, Xattr};
 use crate::readahead::{self};
 use crate::snapshot::{Selection, Verdict};
 use crate::Result;
 
 use super::*;
+
+/// How many times a file that changes while it is read is read before it
+/// is reported as changed instead of stored.
+const READ_ATTEMPTS: u32 = 2;
 
 /// Files of one directory to be read ahead, in batches of at most
 /// [`PREFETCH_FILES`] files and [`PREFETCH_BYTES`] bytes: the first two
@@ -142,6 +146,9 @@ impl BackupWriter {
             };
             let mut node = node_from_metadata(name, &metadata);
             let file_type = metadata.file_type();
+            if file_type.is_file() || file_type.is_dir() {
+                node.xattrs = self.read_xattrs(&path);
+            }
             if file_type.is_dir() {
                 node.kind = NodeKind::Dir;
                 self.stats.dirs.fetch_add(1, Ordering::Relaxed);
@@ -251,29 +258,69 @@ impl BackupWriter {
                 return Ok(Some(node));
             }
         }
-        let stored = if self.reads_whole(node.size) {
-            self.store_small_file(path, node.size).await
-        } else {
-            self.store_large_file(path).await
-        };
-        match stored {
-            Ok((content, size)) => {
-                if size != node.size {
-                    self.stats.bytes_total.fetch_add(size, Ordering::Relaxed);
-                    self.stats
-                        .bytes_total
-                        .fetch_sub(node.size, Ordering::Relaxed);
-                    node.size = size;
+        let listed_size = node.size;
+        let mut attempt = 1;
+        let outcome = loop {
+            let stored = if self.reads_whole(node.size) {
+                self.store_small_file(path, node.size).await
+            } else {
+                self.store_large_file(path).await
+            };
+            let (content, size) = match stored {
+                Ok(stored) => stored,
+                Err(failure) => break Err(failure),
+            };
+            // The file as it is now: unchanged since the look before the
+            // read (same size, times and inode, and as many bytes read), or
+            // what was read may never have been on disk at one moment.
+            let now = match tokio::fs::symlink_metadata(path).await {
+                Ok(now) => now,
+                Err(error) => {
+                    break Err(FileFailure::Item(
+                        FailureKind::of_io(&error),
+                        format!("vanished while being read: {error}"),
+                    ))
                 }
+            };
+            let after = node_from_metadata(String::new(), &now);
+            if now.is_file() && same_file(&node, &after) && size == node.size {
                 node.content = content;
+                break Ok(());
+            }
+            if attempt == READ_ATTEMPTS || !now.is_file() {
+                break Err(FileFailure::Item(
+                    FailureKind::Changed,
+                    format!(
+                        "changed while being read, {attempt} times: not backed up (its size \
+                         went from {} to {} bytes)",
+                        node.size,
+                        now.len()
+                    ),
+                ));
+            }
+            tracing::info!(path = %path.display(), attempt, "changed while being read; reading it again");
+            attempt += 1;
+            node = Node {
+                name: std::mem::take(&mut node.name),
+                kind: NodeKind::File,
+                xattrs: std::mem::take(&mut node.xattrs),
+                ..node_from_metadata(String::new(), &now)
+            };
+        };
+        // The total counted the size the file was listed with.
+        self.stats
+            .bytes_total
+            .fetch_sub(listed_size, Ordering::Relaxed);
+        match outcome {
+            Ok(()) => {
+                self.stats
+                    .bytes_total
+                    .fetch_add(node.size, Ordering::Relaxed);
                 self.tracker.file_done();
                 Ok(Some(node))
             }
             Err(FileFailure::Item(kind, message)) => {
                 self.stats.files.fetch_sub(1, Ordering::Relaxed);
-                self.stats
-                    .bytes_total
-                    .fetch_sub(node.size, Ordering::Relaxed);
                 self.record_error(path, kind, message);
                 Ok(None)
             }
@@ -321,6 +368,60 @@ impl BackupWriter {
     }
 }
 
+impl BackupWriter {
+    /// The extended attributes of the file or directory at `path` (POSIX
+    /// ACLs among them), sorted by name; none where the file system keeps
+    /// none. One that cannot be read, or whose name is not UTF-8, is
+    /// reported (the item is stored without it).
+    fn read_xattrs(&self, path: &Path) -> Vec<Xattr> {
+        let names = match xattr::list(path) {
+            Ok(names) => names,
+            Err(error) if xattrs_unsupported(&error) => return Vec::new(),
+            Err(error) => {
+                self.record_error(
+                    path,
+                    FailureKind::of_io(&error),
+                    format!("cannot list extended attributes (stored without them): {error}"),
+                );
+                return Vec::new();
+            }
+        };
+        let mut xattrs = Vec::new();
+        for name in names {
+            let Some(text) = name.to_str() else {
+                self.record_error(
+                    path,
+                    FailureKind::Unsupported,
+                    format!(
+                        "extended attribute {name:?} has a name that is not UTF-8: not backed up"
+                    ),
+                );
+                continue;
+            };
+            match xattr::get(path, &name) {
+                Ok(Some(value)) => xattrs.push(Xattr {
+                    name: text.to_string(),
+                    value,
+                }),
+                // Removed since it was listed.
+                Ok(None) => {}
+                Err(error) => self.record_error(
+                    path,
+                    FailureKind::of_io(&error),
+                    format!("cannot read extended attribute {text:?} (stored without it): {error}"),
+                ),
+            }
+        }
+        xattrs.sort_by(|a, b| a.name.cmp(&b.name));
+        xattrs
+    }
+}
+
+/// Whether `error` says the file system keeps no extended attributes.
+fn xattrs_unsupported(error: &std::io::Error) -> bool {
+    error.raw_os_error() == Some(libc::ENOTSUP) || error.kind() == std::io::ErrorKind::Unsupported
+}
+
 /// Whether a file listed as `node` looks as it did in the parent backup
 /// (`parent`): same size, times and inode.
 pub(super) fn same_file(parent: &Node, node: &Node) -> bool {
@@ -357,6 +458,10 @@ pub(super) fn node_from_metadata(name: String, metadata: &std::fs::Metadata) -> 
         content: Vec::new(),
         subtree: None,
         target: None,
+        // Hard links: a file's other names are found by device and inode.
+        links: (metadata.is_file() && metadata.nlink() > 1).then(|| metadata.nlink()),
+        dev: (metadata.is_file() && metadata.nlink() > 1).then(|| metadata.dev()),
+        xattrs: Vec::new(),
     }
 }
 

@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 
 use crate::engine::Engine;
 use crate::format::index::IndexedPack;
+use crate::format::manifest::{MANIFEST_VERSION, MANIFEST_VERSION_2};
 use crate::format::pack::BlobKind;
 use crate::format::tree::{self, Node};
 use crate::outcome::{FailureKind, ItemFailure};
@@ -48,6 +49,8 @@ pub(super) struct BackupWriter {
     pub(super) stats: Counters,
     pub(super) bytes_added: AtomicU64,
     pub(super) errors: Mutex<Vec<ItemFailure>>,
+    /// Set once a listing holds a field of manifest version 2.
+    pub(super) version_2: std::sync::atomic::AtomicBool,
 }
 
 impl BackupWriter {
@@ -79,6 +82,7 @@ impl BackupWriter {
             stats: Counters::default(),
             bytes_added: AtomicU64::new(0),
             errors: Mutex::new(Vec::new()),
+            version_2: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -166,11 +170,36 @@ impl BackupWriter {
 
     /// Encodes a directory listing, chunks it and stores the chunks.
     pub(super) async fn store_tree(&self, mut nodes: Vec<Node>) -> Result<Vec<Id>> {
+        if nodes.iter().any(Node::needs_version_2) {
+            self.version_2.store(true, Ordering::Relaxed);
+        }
         let bytes = tree::encode(&mut nodes)?;
         let mut ids = Vec::new();
         for chunk in self.repo.tree_chunker.split(&bytes) {
             ids.push(self.store_chunk(BlobKind::Tree, chunk.to_vec()).await?);
         }
         Ok(ids)
+    }
+
+    /// Ends the backup whose walk gave `root`: whether or not the walk
+    /// succeeded, finishes the uploads already started so that a rerun can
+    /// reuse them; reports the first error, else what was stored.
+    pub(super) async fn finish(&self, root: Result<Vec<Id>>) -> Result<Archived> {
+        let flushed = self.flush().await;
+        let root = root?;
+        flushed?;
+        let mut stats = self.stats.snapshot();
+        stats.bytes_added = self.bytes_added.load(Ordering::Relaxed);
+        let errors = self.errors.lock().map(|e| e.clone()).unwrap_or_default();
+        Ok(Archived {
+            root,
+            stats,
+            errors,
+            manifest_version: if self.version_2.load(Ordering::Relaxed) {
+                MANIFEST_VERSION_2
+            } else {
+                MANIFEST_VERSION
+            },
+        })
     }
 }

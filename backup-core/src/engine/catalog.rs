@@ -4,7 +4,9 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::engine::*;
 use crate::format::envelope::{self, ObjectKind};
-use crate::format::manifest::{Backup, BackupStatus, Manifest, MANIFEST_VERSION};
+use crate::format::manifest::{
+    Backup, BackupStatus, Manifest, MANIFEST_VERSION, MANIFEST_VERSION_2,
+};
 use crate::{Error, Id, Result};
 
 impl Engine {
@@ -26,12 +28,12 @@ impl Engine {
         let json = envelope::open_named(&key, &bytes, ObjectKind::Manifest, self.key())?;
         let manifest: Manifest = serde_json::from_slice(&json)
             .map_err(|error| Error::corrupt(&key, 8, format!("invalid manifest: {error}")))?;
-        if manifest.version != MANIFEST_VERSION {
+        if !(MANIFEST_VERSION..=MANIFEST_VERSION_2).contains(&manifest.version) {
             return Err(Error::UnsupportedVersion {
                 key,
                 found: manifest.version,
                 min_supported: MANIFEST_VERSION,
-                max_supported: MANIFEST_VERSION,
+                max_supported: MANIFEST_VERSION_2,
             });
         }
         Ok(Backup { id: *id, manifest })
@@ -83,6 +85,40 @@ impl Engine {
             .await?
             .into_iter()
             .rfind(|backup| set.is_none_or(|set| backup.manifest.set == set)))
+    }
+
+    /// The backups `selectors` name (`latest` or id prefixes, as
+    /// [`find_backup`](Self::find_backup) takes them), or with none every
+    /// backup (of `set` when given); each once, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// As [`find_backup`](Self::find_backup), for the first selector that
+    /// names no backup; [`Error::InvalidArgument`] for an invalid set name.
+    pub async fn select_backups(
+        &self,
+        selectors: &[String],
+        set: Option<&str>,
+    ) -> Result<Vec<Backup>> {
+        if let Some(set) = set {
+            validate_set_name(set)?;
+        }
+        let mut chosen: Vec<Backup> = if selectors.is_empty() {
+            self.list()
+                .await?
+                .into_iter()
+                .filter(|backup| set.is_none_or(|set| backup.manifest.set == set))
+                .collect()
+        } else {
+            let mut found = Vec::with_capacity(selectors.len());
+            for selector in selectors {
+                found.push(self.find_backup(selector, set).await?);
+            }
+            found
+        };
+        chosen.sort_by(|a, b| a.manifest.time.cmp(&b.manifest.time).then(a.id.cmp(&b.id)));
+        chosen.dedup_by_key(|backup| backup.id);
+        Ok(chosen)
     }
 
     /// Finds a backup by `latest` (the newest *completed* backup, of `set`

@@ -1,12 +1,15 @@
-//! Opening the repository key from the key files.
+//! Opening the repository key from the key files, and writing a key file.
 
 use std::sync::Arc;
 
-use crate::crypto::MasterKey;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::crypto::{KdfParams, MasterKey};
 use crate::engine::*;
 use crate::format::config::{KeyFile, CONFIG_KEY, KEYS_PREFIX};
-use crate::sink::Sink;
-use crate::{Error, Result};
+use crate::sink::{PutMode, Sink};
+use crate::{Error, Id, Result};
 
 /// The key derivation keeps the cores busy for tens of milliseconds and
 /// the storage idle: meanwhile, in a task of its own, hint the sink that
@@ -42,11 +45,44 @@ pub(crate) async fn off_runtime<T: Send + 'static>(
     }
 }
 
+/// Wraps `master` under `password` in a new key file (Argon2id with `kdf`
+/// and a fresh salt, derived off the runtime), binding the digest of
+/// `config_object`, and stores it create-only under `keys/<SHA-256 of the
+/// object>`. Returns its id. What `init` and `key add` both write.
+pub(crate) async fn write_key_file(
+    sink: &dyn Sink,
+    master: &MasterKey,
+    password: &[u8],
+    kdf: KdfParams,
+    config_object: &[u8],
+) -> Result<Id> {
+    let file = {
+        let (master, password, config_object) = (
+            master.clone(),
+            zeroize::Zeroizing::new(password.to_vec()),
+            config_object.to_vec(),
+        );
+        off_runtime(move || KeyFile::create(&master, &password, kdf, &config_object, hostname()))
+            .await?
+    };
+    let object = file.to_object()?;
+    let id = Id(Sha256::digest(&object).into());
+    sink.put(
+        &format!("{KEYS_PREFIX}{id}"),
+        Bytes::from(object),
+        PutMode::Create,
+    )
+    .await?;
+    Ok(id)
+}
+
+/// Tries the key files with `password`; returns the key (`keys/<id>`) of
+/// the first that opens, with the master key it holds.
 pub(crate) async fn open_key(
     sink: &dyn Sink,
     password: &[u8],
     config_object: &[u8],
-) -> Result<MasterKey> {
+) -> Result<(String, MasterKey)> {
     let keys = sink.list(KEYS_PREFIX).await?;
     let mut damaged = None;
     for meta in keys {
@@ -70,7 +106,7 @@ pub(crate) async fn open_key(
             off_runtime(move || file.open(&key, &password, &config_object)).await
         };
         match opened {
-            Ok(Some(master)) => return Ok(master),
+            Ok(Some(master)) => return Ok((meta.key, master)),
             Ok(None) => {}
             // The key opened, but the config is not the one it was made
             // for: that is tampering, not a wrong password.

@@ -148,24 +148,42 @@ impl Engine {
     ///
     /// [`Error::Corrupt`] if a chunk is in no index.
     pub(crate) fn content_length(&self, content: &[Id]) -> Result<u64> {
+        Ok(self
+            .chunk_lengths(content)?
+            .into_iter()
+            .fold(0u64, |total, length| {
+                total.saturating_add(u64::from(length))
+            }))
+    }
+
+    /// The length of each data chunk of `content`, as the index has it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] for a chunk in no index, or one that is not a
+    /// data chunk.
+    pub(crate) fn chunk_lengths(&self, content: &[Id]) -> Result<Vec<u32>> {
         let index = self.index.read().map_err(|_| poisoned())?;
-        content.iter().try_fold(0u64, |total, id| {
-            let location = index.get(id).ok_or_else(|| {
-                Error::corrupt(
-                    format!("blob {id}"),
-                    0,
-                    "the blob is referenced but not in any index",
-                )
-            })?;
-            if location.entry.kind != BlobKind::Data {
-                return Err(Error::corrupt(
-                    format!("blob {id}"),
-                    0,
-                    "the blob is directory metadata, not file content",
-                ));
-            }
-            Ok(total.saturating_add(u64::from(location.entry.raw_length)))
-        })
+        content
+            .iter()
+            .map(|id| {
+                let location = index.get(id).ok_or_else(|| {
+                    Error::corrupt(
+                        format!("blob {id}"),
+                        0,
+                        "the blob is referenced but not in any index",
+                    )
+                })?;
+                if location.entry.kind != BlobKind::Data {
+                    return Err(Error::corrupt(
+                        format!("blob {id}"),
+                        0,
+                        "the blob is directory metadata, not file content",
+                    ));
+                }
+                Ok(location.entry.raw_length)
+            })
+            .collect()
     }
 
     /// Reads and decodes a directory listing stored as tree chunks.

@@ -100,8 +100,15 @@ pub struct Manifest {
     pub errors: Vec<crate::ItemFailure>,
 }
 
-/// Current manifest schema version.
+/// The manifest schema version of a backup whose tree holds no field of
+/// version 2: what readers of version 1 read too.
 pub const MANIFEST_VERSION: u32 = 1;
+
+/// The manifest schema version of a backup whose tree holds hard links or
+/// extended attributes (fields of its tree nodes), the newest
+/// this build writes and reads. Readers of version 1 refuse such a backup
+/// with a version error instead of restoring it without them.
+pub const MANIFEST_VERSION_2: u32 = 2;
 
 /// A backup: its id and manifest.
 #[derive(Debug, Clone, PartialEq)]

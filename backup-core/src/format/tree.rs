@@ -50,6 +50,15 @@ pub struct Node {
     /// Status change time at backup time, ns (change detection only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ctime_ns: Option<i64>,
+    /// Files with more than one hard link: the link count at backup time
+    /// (manifest version 2). Nodes with the same `dev` and `inode` and a
+    /// `links` are one file, restored as hard links of each other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links: Option<u64>,
+    /// The device the file was on at backup time, with `links` (manifest
+    /// version 2; hard links only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<u64>,
     /// Chunk ids of the content, in order (files).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub content: Vec<Id>,
@@ -59,6 +68,49 @@ pub struct Node {
     /// Link target (symlinks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// Extended attributes, POSIX ACLs among them
+    /// (`system.posix_acl_access`, `system.posix_acl_default`), sorted by
+    /// name (manifest version 2; files and directories).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
+}
+
+/// One extended attribute of a file or directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    /// Its name, with its namespace (`user.mime_type`,
+    /// `system.posix_acl_access`).
+    pub name: String,
+    /// Its value, as bytes (hex in the listing).
+    #[serde(with = "hex_bytes")]
+    pub value: Vec<u8>,
+}
+
+/// The longest extended attribute value read or restored (the Linux limit).
+pub const MAX_XATTR_VALUE: usize = 64 * 1024;
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(value: &[u8], out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_str(&hex::encode(value))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Vec<u8>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(input)?;
+        if text.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(serde::de::Error::custom("hex must be lowercase"));
+        }
+        hex::decode(text.as_bytes()).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Node {
+    /// Whether this node holds a field of manifest version 2 (hard links,
+    /// extended attributes), which readers of version 1 do not know.
+    pub fn needs_version_2(&self) -> bool {
+        self.links.is_some() || self.dev.is_some() || !self.xattrs.is_empty()
+    }
 }
 
 fn is_zero(value: &u64) -> bool {
@@ -171,9 +223,39 @@ pub fn decode(what: &str, bytes: &[u8]) -> Result<Vec<Node>> {
                     && node.size == 0
             }
         };
-        if !consistent || node.mode > 0o7777 {
+        // Hard-link fields: files only, both or neither, two links or more;
+        // extended attributes: files and directories.
+        let links_fit = match node.kind {
+            NodeKind::File => {
+                node.links.is_some() == node.dev.is_some()
+                    && node.links.is_none_or(|links| links >= 2)
+            }
+            NodeKind::Dir | NodeKind::Symlink => node.links.is_none() && node.dev.is_none(),
+        };
+        let xattrs_fit = node.kind != NodeKind::Symlink || node.xattrs.is_empty();
+        if !consistent || !links_fit || !xattrs_fit || node.mode > 0o7777 {
             return Err(corrupt(format!(
                 "entry {:?} has fields that do not fit its type",
+                node.name
+            )));
+        }
+        if let Some(bad) = node.xattrs.iter().find(|xattr| {
+            xattr.name.is_empty()
+                || xattr.name.contains('\0')
+                || xattr.value.len() > MAX_XATTR_VALUE
+        }) {
+            return Err(corrupt(format!(
+                "entry {:?} has an invalid extended attribute {:?}",
+                node.name, bad.name
+            )));
+        }
+        if node
+            .xattrs
+            .windows(2)
+            .any(|pair| pair[0].name >= pair[1].name)
+        {
+            return Err(corrupt(format!(
+                "entry {:?} has extended attributes duplicated or out of order",
                 node.name
             )));
         }
@@ -200,6 +282,9 @@ mod tests {
             content: vec![],
             subtree: None,
             target: None,
+            links: None,
+            dev: None,
+            xattrs: Vec::new(),
         }
     }
 
@@ -217,5 +302,61 @@ mod tests {
         dup.extend(serde_json::to_vec(&file("a")).unwrap());
         assert!(decode("/", &dup).is_err());
         assert!(encode(&mut [file("x"), file("x")]).is_err());
+    }
+
+    #[test]
+    fn hard_link_and_xattr_fields_round_trip_and_misfits_are_refused() {
+        let mut linked = file("a");
+        linked.links = Some(2);
+        linked.dev = Some(2049);
+        linked.inode = Some(77);
+        linked.xattrs = vec![
+            Xattr {
+                name: "system.posix_acl_access".into(),
+                value: vec![2, 0, 0, 0],
+            },
+            Xattr {
+                name: "user.z".into(),
+                value: b"last".to_vec(),
+            },
+        ];
+        assert!(linked.needs_version_2());
+        assert!(!file("b").needs_version_2());
+        let bytes = encode(&mut [linked.clone()]).unwrap();
+        let line = String::from_utf8(bytes.clone()).unwrap();
+        assert!(line.contains(r#""links":2,"dev":2049"#), "{line}");
+        assert!(line.ends_with(r#""xattrs":[{"name":"system.posix_acl_access","value":"02000000"},{"name":"user.z","value":"6c617374"}]}
+"#), "{line}");
+        assert_eq!(decode("/", &bytes).unwrap(), vec![linked.clone()]);
+        // An old listing reads as it did: no new field, same bytes.
+        let plain = encode(&mut [file("b")]).unwrap();
+        assert_eq!(
+            plain,
+            br#"{"name":"b","type":"file","mode":420,"mtime_ns":1}
+"#
+        );
+        let refused = |node: &Node| decode("/", &serde_json::to_vec(node).unwrap()).is_err();
+        let mut one_link = linked.clone();
+        one_link.links = Some(1);
+        assert!(refused(&one_link));
+        let mut no_dev = linked.clone();
+        no_dev.dev = None;
+        assert!(refused(&no_dev));
+        let mut unsorted = linked.clone();
+        unsorted.xattrs.reverse();
+        assert!(refused(&unsorted));
+        let mut symlink = file("l");
+        symlink.kind = NodeKind::Symlink;
+        symlink.target = Some("a".into());
+        symlink.xattrs = linked.xattrs.clone();
+        assert!(refused(&symlink));
+        let mut dir = file("d");
+        dir.kind = NodeKind::Dir;
+        dir.subtree = Some(vec![]);
+        dir.links = Some(2);
+        dir.dev = Some(1);
+        assert!(refused(&dir));
+        let upper = br#"{"name":"a","type":"file","mode":420,"mtime_ns":1,"xattrs":[{"name":"user.a","value":"AB"}]}"#;
+        assert!(decode("/", upper).is_err());
     }
 }

@@ -9,7 +9,7 @@ use crate::archiver::{Archiver, ChunkArchiver};
 use crate::engine::inflight::InflightGuard;
 use crate::engine::*;
 use crate::format::envelope::ObjectKind;
-use crate::format::manifest::{Backup, BackupStatus, Manifest, MANIFEST_VERSION};
+use crate::format::manifest::{Backup, BackupStatus, Manifest};
 use crate::outcome::{ItemFailure, Status};
 use crate::progress::{Phase, ProgressSink, Reporter, Tracker};
 use crate::snapshot::Snapshotter;
@@ -271,7 +271,7 @@ async fn backup_registered(
     let mut stats = archived.stats;
     stats.duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
     let manifest = Manifest {
-        version: MANIFEST_VERSION,
+        version: archived.manifest_version,
         set: options.set,
         time: options.time.unwrap_or(started),
         started,

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use crate::engine::*;
 use crate::format::manifest::Backup;
-use crate::format::tree::NodeKind;
+use crate::format::tree::{Node, NodeKind};
 use crate::{Error, Result};
 
 /// One entry listed by [`Repository::ls`](crate::Repository::ls).
@@ -29,11 +29,21 @@ pub struct LsEntry {
     pub target: Option<String>,
 }
 
-/// Lists a backup's tree; see [`Repository::ls`](crate::Repository::ls)(crate::Repository::ls).
+/// Lists a backup's tree; see [`Repository::ls`](crate::Repository::ls).
 pub(crate) async fn run(engine: &Arc<Engine>, backup: &Backup) -> Result<Vec<LsEntry>> {
+    matching(engine, backup, |_, _| true).await
+}
+
+/// The entries of a backup's tree for which `keep(path, node)` holds,
+/// parents before children, each distinct listing read once.
+pub(crate) async fn matching(
+    engine: &Arc<Engine>,
+    backup: &Backup,
+    keep: impl Fn(&str, &Node) -> bool,
+) -> Result<Vec<LsEntry>> {
     let listings =
         crate::archiver::restore::Listings::read(engine, &backup.manifest.root, None).await?;
-    let mut out = Vec::with_capacity(usize::try_from(listings.entries).unwrap_or(0));
+    let mut out = Vec::new();
     let mut stack = vec![(String::new(), backup.manifest.root.clone())];
     while let Some((path, ids)) = stack.pop() {
         let nodes = listings.get(&ids).map_err(|detail| {
@@ -44,7 +54,7 @@ pub(crate) async fn run(engine: &Arc<Engine>, backup: &Backup) -> Result<Vec<LsE
             )
         })?;
         let mut subdirs = Vec::new();
-        for node in nodes.iter().cloned() {
+        for node in nodes.iter() {
             let child = if path.is_empty() {
                 node.name.clone()
             } else {
@@ -53,14 +63,16 @@ pub(crate) async fn run(engine: &Arc<Engine>, backup: &Backup) -> Result<Vec<LsE
             if let Some(subtree) = &node.subtree {
                 subdirs.push((child.clone(), subtree.clone()));
             }
-            out.push(LsEntry {
-                path: child,
-                kind: node.kind,
-                size: node.size,
-                mode: node.mode,
-                mtime: DateTime::from_timestamp_nanos(node.mtime_ns),
-                target: node.target,
-            });
+            if keep(&child, node) {
+                out.push(LsEntry {
+                    path: child,
+                    kind: node.kind,
+                    size: node.size,
+                    mode: node.mode,
+                    mtime: DateTime::from_timestamp_nanos(node.mtime_ns),
+                    target: node.target.clone(),
+                });
+            }
         }
         stack.extend(subdirs.into_iter().rev());
     }

@@ -158,6 +158,11 @@ pub(crate) async fn open(engine: &Arc<Engine>, backup: &Backup, path: &str) -> R
             }
         )));
     }
+    open_node(engine, node, path)
+}
+
+/// Opens the stored regular file `node`, found at `path` (for messages).
+pub(crate) fn open_node(engine: &Arc<Engine>, node: Node, path: &str) -> Result<FileReader> {
     // The index knows every chunk's length: a content list that cannot add
     // up to the recorded size is refused before a byte is handed out.
     let indexed = engine.content_length(&node.content)?;

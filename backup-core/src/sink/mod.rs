@@ -9,6 +9,9 @@
 //! of [`SinkExt`], which every sink gets for free. What implementations
 //! share (temporary names, range rules, retries) is in [`support`], which
 //! the crate root re-exports as `sink_support`.
+//!
+//! Wrappers add behaviour to any sink: [`RetrySink`] retries temporary
+//! failures, [`ThrottleSink`] limits the bytes per second moved.
 
 use std::fmt::Debug;
 use std::ops::Range;
@@ -22,6 +25,7 @@ mod local;
 mod memory;
 mod retry;
 pub mod support;
+mod throttle;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -29,6 +33,7 @@ pub mod conformance;
 pub use local::LocalSink;
 pub use memory::MemorySink;
 pub use retry::{RetryPolicy, RetrySink};
+pub use throttle::{ThrottleLimits, ThrottleSink};
 
 /// How a put treats an object already stored under the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,9 @@
 //! Golden repositories: this build must read, restore and verify exactly
-//! what earlier builds wrote (format version 1), and must refuse a newer
-//! format version with a version error. The repositories and the script
-//! that made them are in `tests/golden/`; they are never regenerated.
+//! what earlier builds wrote (format version 1: `v1-*` of manifest version
+//! 1, `v1-m2-*` of manifest version 2, with hard links and extended
+//! attributes), and must refuse a newer format or manifest version with a
+//! version error. The repositories and the scripts that made them are in
+//! `tests/golden/`; they are never regenerated.
 use backup_testkit::repo::verify_data;
 use backup_testkit::tree::copy_tree;
 
@@ -32,9 +34,12 @@ fn copy_golden(name: &str, place: &Path) -> PathBuf {
     copy
 }
 
+/// The password of golden repository `name`: the content of
+/// `<name>.password` beside it, for the encrypted ones.
 fn password(name: &str) -> Option<Vec<u8>> {
-    (name == "v1-encrypted").then(|| {
-        let mut bytes = std::fs::read(golden_dir().join("v1-encrypted.password")).unwrap();
+    let file = golden_dir().join(format!("{name}.password"));
+    file.exists().then(|| {
+        let mut bytes = std::fs::read(&file).unwrap();
         // As backupctl reads a password file: a trailing newline is not part of it.
         if bytes.last() == Some(&b'\n') {
             bytes.pop();
@@ -43,8 +48,20 @@ fn password(name: &str) -> Option<Vec<u8>> {
     })
 }
 
-fn expected() -> Value {
-    let text = std::fs::read_to_string(golden_dir().join("expected.json")).unwrap();
+/// Whether golden repository `name` holds a backup of manifest version 2
+/// (made by `make-golden-m2.sh`, described by `expected-m2.json`).
+fn is_manifest_version_2(name: &str) -> bool {
+    name.starts_with("v1-m2-")
+}
+
+/// What a restore of golden repository `name` must produce.
+fn expected(name: &str) -> Value {
+    let file = if is_manifest_version_2(name) {
+        "expected-m2.json"
+    } else {
+        "expected.json"
+    };
+    let text = std::fs::read_to_string(golden_dir().join(file)).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -65,8 +82,49 @@ fn walk(root: &Path, relative: &str, out: &mut Vec<String>) {
     }
 }
 
-/// Checks one restored path against its expected.json entry.
-fn check_path(restored: &Path, relative: &str, want: &Value) {
+/// For every restored regular file among `paths` (relative to
+/// `restored`), the sorted paths of all names of its inode among them.
+fn link_groups(restored: &Path, paths: &[String]) -> BTreeMap<String, Vec<String>> {
+    let mut by_inode: BTreeMap<(u64, u64), Vec<String>> = BTreeMap::new();
+    for relative in paths {
+        let meta = std::fs::symlink_metadata(restored.join(relative)).unwrap();
+        if meta.is_file() {
+            by_inode
+                .entry((meta.dev(), meta.ino()))
+                .or_default()
+                .push(relative.clone());
+        }
+    }
+    let mut groups = BTreeMap::new();
+    for mut group in by_inode.into_values() {
+        group.sort();
+        for relative in &group {
+            groups.insert(relative.clone(), group.clone());
+        }
+    }
+    groups
+}
+
+/// The extended attributes of `path` (not followed if a symlink), each
+/// value in lowercase hex, as expected-m2.json lists them.
+fn xattrs_of(path: &Path) -> BTreeMap<String, String> {
+    xattr::list(path)
+        .unwrap()
+        .map(|name| {
+            let value = xattr::get(path, &name).unwrap().unwrap_or_default();
+            (name.into_string().unwrap(), hex::encode(value))
+        })
+        .collect()
+}
+
+/// Checks one restored path against its expected.json (or
+/// expected-m2.json) entry; `groups` is what [`link_groups`] found.
+fn check_path(
+    restored: &Path,
+    relative: &str,
+    want: &Value,
+    groups: &BTreeMap<String, Vec<String>>,
+) {
     let path = restored.join(relative);
     let meta = std::fs::symlink_metadata(&path)
         .unwrap_or_else(|error| panic!("{relative}: not restored: {error}"));
@@ -87,6 +145,21 @@ fn check_path(restored: &Path, relative: &str, want: &Value) {
         i128::from(want["mtime_ns"].as_i64().unwrap()),
         "{relative}: mtime"
     );
+    // Listed in expected-m2.json only (null where not checked).
+    if let Some(links) = want["links"].as_u64() {
+        assert_eq!(meta.nlink(), links, "{relative}: link count");
+    }
+    if let Some(group) = want["link_group"].as_array() {
+        let group: Vec<&str> = group.iter().map(|path| path.as_str().unwrap()).collect();
+        assert_eq!(groups[relative], group, "{relative}: names of its file");
+    }
+    if let Some(xattrs) = want["xattrs"].as_object() {
+        let xattrs: BTreeMap<String, String> = xattrs
+            .iter()
+            .map(|(name, value)| (name.clone(), value.as_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(xattrs_of(&path), xattrs, "{relative}: extended attributes");
+    }
     match kind {
         "symlink" => {
             let target = std::fs::read_link(&path).unwrap();
@@ -132,11 +205,13 @@ async fn restore_and_check_copy(name: &str, copy: &Path, place: &Path) -> Verify
     let repo = Repository::open(Arc::new(LocalSink::new(copy)), password.as_deref())
         .await
         .unwrap();
-    let expected = expected();
+    let expected = expected(name);
 
     let backups = repo.list().await.unwrap();
     assert_eq!(backups.len(), 1, "{name}: exactly one backup");
     let backup = &backups[0];
+    let version = if is_manifest_version_2(name) { 2 } else { 1 };
+    assert_eq!(backup.manifest.version, version, "{name}: manifest version");
     assert_eq!(backup.manifest.set, expected["set"].as_str().unwrap());
     assert_eq!(
         backup
@@ -147,21 +222,30 @@ async fn restore_and_check_copy(name: &str, copy: &Path, place: &Path) -> Verify
     );
 
     let restored = place.join("restored");
-    repo.restore(backup, &restored, &RestoreOptions::default())
+    let summary = repo
+        .restore(backup, &restored, &RestoreOptions::default())
         .await
         .unwrap();
+    // An extended attribute the target refused would be a failure here.
+    assert!(
+        summary.failures.is_empty(),
+        "{name}: {:?}",
+        summary.failures
+    );
+    assert_eq!(summary.status, Status::Completed, "{name}");
     let paths: BTreeMap<String, Value> = expected["paths"]
         .as_object()
         .unwrap()
         .iter()
         .map(|(path, entry)| (path.clone(), entry.clone()))
         .collect();
-    for (relative, want) in &paths {
-        check_path(&restored, relative, want);
-    }
     let mut found = Vec::new();
     walk(&restored, "", &mut found);
     found.sort();
+    let groups = link_groups(&restored, &found);
+    for (relative, want) in &paths {
+        check_path(&restored, relative, want, &groups);
+    }
     assert_eq!(
         found,
         paths.keys().cloned().collect::<Vec<_>>(),
@@ -175,13 +259,15 @@ async fn restore_and_check_copy(name: &str, copy: &Path, place: &Path) -> Verify
 }
 
 /// Stores `payload` in an unencrypted envelope of `kind` under
-/// `prefix` + its SHA-256, as writers name index objects and marks.
-async fn put_named(sink: &LocalSink, prefix: &str, kind: ObjectKind, payload: &[u8]) {
+/// `prefix` + its SHA-256, as writers name index objects, manifests and
+/// marks; returns the key.
+async fn put_named(sink: &LocalSink, prefix: &str, kind: ObjectKind, payload: &[u8]) -> String {
     let object = envelope::seal(kind, payload, false, None);
     let key = format!("{prefix}{}", hex::encode(Sha256::digest(&object)));
     sink.put(&key, object.into(), PutMode::Create)
         .await
         .unwrap();
+    key
 }
 
 /// Supersedes the golden repository's index objects with an empty one: as
@@ -250,6 +336,16 @@ async fn golden_encrypted_restores_exactly() {
 }
 
 #[tokio::test]
+async fn golden_manifest_version_2_plain_restores_exactly() {
+    restore_and_check("v1-m2-plain").await;
+}
+
+#[tokio::test]
+async fn golden_manifest_version_2_encrypted_restores_exactly() {
+    restore_and_check("v1-m2-encrypted").await;
+}
+
+#[tokio::test]
 async fn golden_encrypted_refuses_a_wrong_password() {
     let place = tempfile::tempdir().unwrap();
     let copy = copy_golden("v1-encrypted", place.path());
@@ -293,6 +389,71 @@ async fn config_of_a_future_version_is_a_version_error() {
         other => panic!("expected a version error, got {other}"),
     }
     assert!(error_text_mentions_version(&copy).await);
+}
+
+/// FORMAT.md, "Versions" and "Reading a repository", step 4: a manifest
+/// of a schema version this build does not read (3, beside the golden
+/// one of version 2) fails the listing with a version error naming it,
+/// never a damage error and never by leaving it out.
+#[tokio::test]
+async fn manifest_of_a_future_version_is_a_version_error() {
+    let place = tempfile::tempdir().unwrap();
+    let copy = copy_golden("v1-m2-plain", place.path());
+    let sink = LocalSink::new(&copy);
+    let keys = sink.list_keys("manifests/").await.unwrap();
+    let [golden] = keys.as_slice() else {
+        panic!("expected one manifest, found {keys:?}");
+    };
+    // In an unencrypted repository a manifest is a plain envelope: open it,
+    // change only the version, and store it under its new name.
+    let json = envelope::open(
+        golden,
+        &sink.get(golden).await.unwrap(),
+        ObjectKind::Manifest,
+        None,
+    )
+    .unwrap();
+    let mut manifest: Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(manifest["version"], 2);
+    manifest["version"] = 3.into();
+    let payload = serde_json::to_vec(&manifest).unwrap();
+    let future = put_named(&sink, "manifests/", ObjectKind::Manifest, &payload).await;
+
+    let repo = Repository::open(Arc::new(LocalSink::new(&copy)), None)
+        .await
+        .unwrap();
+    let error = repo.list().await.unwrap_err();
+    match error {
+        Error::UnsupportedVersion {
+            ref key,
+            found,
+            min_supported,
+            max_supported,
+        } => {
+            assert_eq!(key, &future);
+            assert_eq!(found, 3);
+            assert_eq!((min_supported, max_supported), (1, 2));
+        }
+        ref other => panic!("expected a version error, got {other}"),
+    }
+    let text = error.to_string();
+    assert!(
+        text.contains("version 3") && text.contains("reads versions 1 to 2"),
+        "{text}"
+    );
+    // "latest" cannot be chosen without it, and asked for by id it is the
+    // same error.
+    let error = repo.find_backup("latest", None).await.unwrap_err();
+    assert!(
+        matches!(error, Error::UnsupportedVersion { found: 3, .. }),
+        "{error}"
+    );
+    let id: Id = future["manifests/".len()..].parse().unwrap();
+    let error = repo.load_backup(&id).await.unwrap_err();
+    assert!(
+        matches!(error, Error::UnsupportedVersion { found: 3, .. }),
+        "{error}"
+    );
 }
 
 /// The error a user sees names the version and what this build reads.

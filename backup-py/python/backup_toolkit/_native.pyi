@@ -235,6 +235,12 @@ class RestoreSummary:
     def symlinks(self) -> int: ...
     @property
     def bytes(self) -> int: ...
+    @property
+    def skipped(self) -> int: ...
+    @property
+    def deleted(self) -> int: ...
+    @property
+    def verified(self) -> int: ...
 
 @final
 class StoreRestore:
@@ -376,7 +382,19 @@ class Source:
 
 @final
 class DirectorySource(Source):
-    def __new__(cls, paths: Sequence[_StrPath]) -> DirectorySource: ...
+    def __new__(
+        cls,
+        paths: Sequence[_StrPath],
+        *,
+        exclude: Sequence[str] = ...,
+        iexclude: Sequence[str] = ...,
+        exclude_file: Sequence[_StrPath] = ...,
+        iexclude_file: Sequence[_StrPath] = ...,
+        exclude_if_present: Sequence[str] = ...,
+        exclude_caches: bool = False,
+        exclude_larger_than: int | None = None,
+        one_file_system: bool = False,
+    ) -> DirectorySource: ...
 
 @final
 class CommandSource(Source):
@@ -642,6 +660,11 @@ class Repository:
         target: _StrPath,
         *,
         include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        iexclude: Sequence[str] | None = None,
+        overwrite: Literal["always", "if-changed", "if-newer", "never"] = "always",
+        delete: bool = False,
+        verify: bool = False,
         on_progress: _ProgressCallback | None = None,
     ) -> RestoreSummary: ...
     def restore_async(
@@ -650,6 +673,11 @@ class Repository:
         target: _StrPath,
         *,
         include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        iexclude: Sequence[str] | None = None,
+        overwrite: Literal["always", "if-changed", "if-newer", "never"] = "always",
+        delete: bool = False,
+        verify: bool = False,
         on_progress: _ProgressCallback | None = None,
     ) -> Awaitable[RestoreSummary]: ...
     def restore_into(self, backup: _BackupRef, restorer: Restorer) -> StoreRestore: ...

@@ -263,9 +263,9 @@ impl SftpSink {
                 Ok(())
             }
             Err(e) if is_status(&e, StatusCode::NoSuchFile) => Err(error(format!(
-                "the base directory {base} does not exist on {}: create it first (for example \
-                 `ssh -p {} {}@{} mkdir -p {base}`), or let the sink create it \
-                 (SftpOptions::create_base_dir)",
+                "the base directory {base} does not exist on {}: check the repository's path \
+                 (a volume not mounted?); creating a new repository there (`init`) creates \
+                 it, or create it yourself (`ssh -p {} {}@{} mkdir -p {base}`)",
                 target.host_port(),
                 target.port,
                 target.user,

@@ -69,7 +69,8 @@ pub struct SftpOptions {
     /// Whether [`SftpSink::connect`](super::SftpSink::connect) creates the base directory (and its
     /// parents) when it is missing. Default `false`: a missing base
     /// directory is an error, since it usually means a wrong path or an
-    /// unmounted volume on the server.
+    /// unmounted volume on the server. [`create_sink`](crate::create_sink),
+    /// which `backupctl init` uses, sets it.
     pub create_base_dir: bool,
 }
 

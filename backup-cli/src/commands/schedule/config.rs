@@ -45,6 +45,8 @@
 //! and [`CalendarDuration`]): `jitter` and `stale_grace` are exact (`min`
 //! for minutes; `m`, months, is refused), the retention's `keep_within` and
 //! `ttl` are calendar spans as in `backupctl forget` (`1m` is one month).
+//! The retention's counts (`keep_last`, `keep_hourly`, ... `keep_yearly`)
+//! are numbers of backups or `"unlimited"` (also `-1`), as in `forget`.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -52,7 +54,7 @@ use backup_core::schedule::{JobSpec, JobTimeZone, ScheduleError};
 use backup_core::{CalendarDuration, KeepPolicy};
 use serde::Deserialize;
 
-use crate::parse::ExactDuration;
+use crate::parse::{deserialize_keep_count, ExactDuration};
 pub(crate) use crate::source::{HooksConfig, SourceConfig};
 
 /// What is wrong with a schedule file.
@@ -173,27 +175,28 @@ impl JobConfig {
 
 /// Which backups to keep, mirroring restic's `forget` options. Unset fields
 /// keep nothing by that rule; with no field set, nothing is forgotten.
+/// Counts are numbers, or `"unlimited"` (also `-1`) as in `forget`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RetentionConfig {
     /// Keep the newest `n` backups.
-    #[serde(default)]
-    pub(crate) keep_last: Option<u32>,
+    #[serde(default, deserialize_with = "deserialize_keep_count")]
+    pub(crate) keep_last: Option<i64>,
     /// Keep the newest backup of each of the last `n` hours that have one.
-    #[serde(default)]
-    pub(crate) keep_hourly: Option<u32>,
+    #[serde(default, deserialize_with = "deserialize_keep_count")]
+    pub(crate) keep_hourly: Option<i64>,
     /// Keep the newest backup of each of the last `n` days that have one.
-    #[serde(default)]
-    pub(crate) keep_daily: Option<u32>,
+    #[serde(default, deserialize_with = "deserialize_keep_count")]
+    pub(crate) keep_daily: Option<i64>,
     /// Keep the newest backup of each of the last `n` weeks that have one.
-    #[serde(default)]
-    pub(crate) keep_weekly: Option<u32>,
+    #[serde(default, deserialize_with = "deserialize_keep_count")]
+    pub(crate) keep_weekly: Option<i64>,
     /// Keep the newest backup of each of the last `n` months that have one.
-    #[serde(default)]
-    pub(crate) keep_monthly: Option<u32>,
+    #[serde(default, deserialize_with = "deserialize_keep_count")]
+    pub(crate) keep_monthly: Option<i64>,
     /// Keep the newest backup of each of the last `n` years that have one.
-    #[serde(default)]
-    pub(crate) keep_yearly: Option<u32>,
+    #[serde(default, deserialize_with = "deserialize_keep_count")]
+    pub(crate) keep_yearly: Option<i64>,
     /// Keep every backup younger than this, relative to the newest backup.
     #[serde(default)]
     pub(crate) keep_within: Option<CalendarDuration>,
@@ -207,12 +210,12 @@ impl RetentionConfig {
     /// The [`KeepPolicy`] of these settings.
     pub(crate) fn keep_policy(&self) -> KeepPolicy {
         KeepPolicy {
-            keep_last: self.keep_last.map(i64::from),
-            keep_hourly: self.keep_hourly.map(i64::from),
-            keep_daily: self.keep_daily.map(i64::from),
-            keep_weekly: self.keep_weekly.map(i64::from),
-            keep_monthly: self.keep_monthly.map(i64::from),
-            keep_yearly: self.keep_yearly.map(i64::from),
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
             keep_within: self.keep_within,
             ttl: self.ttl,
             ..KeepPolicy::default()

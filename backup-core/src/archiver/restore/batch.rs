@@ -164,6 +164,7 @@ pub(super) async fn restore_batch(
         .collect();
     let repo = repo.clone();
     let tracker = writer.tracker.clone();
+    let notes = writer.notes.clone();
     let start = batch.span.start;
     let task = tokio::task::spawn_blocking(move || {
         jobs.into_iter()
@@ -179,7 +180,7 @@ pub(super) async fn restore_batch(
                 }
                 let relative = file.file.relative;
                 tracker.set_current(&relative);
-                let job = FileJob::new(&parent, path, &relative, &file.file.node);
+                let job = FileJob::new(&parent, path, &relative, &file.file.node, &notes);
                 let mut chunks = chunks.into_iter();
                 let outcome = job.run(|| chunks.next());
                 if let Ok(bytes) = outcome {
@@ -250,6 +251,9 @@ mod tests {
                 content: content.iter().map(|&n| id(n)).collect(),
                 subtree: None,
                 target: None,
+                links: None,
+                dev: None,
+                xattrs: Vec::new(),
             },
         }
     }

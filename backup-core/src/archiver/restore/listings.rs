@@ -21,12 +21,9 @@ pub const MAX_TREE_ENTRIES: u64 = 100_000_000;
 /// created on common file systems anyway (`PATH_MAX` is 4096 bytes).
 pub const MAX_TREE_DEPTH: usize = 2048;
 
-/// The distinct directory listings of one backup, each read once, and the
-/// number of entries the whole tree expands to.
+/// The distinct directory listings of one backup, each read once.
 pub(crate) struct Listings {
     loaded: HashMap<Vec<Id>, std::result::Result<Arc<Vec<Node>>, String>>,
-    /// Entries below the root, counting shared listings once per use.
-    pub(crate) entries: u64,
 }
 
 impl Listings {
@@ -65,7 +62,6 @@ impl Listings {
             expanded: false,
             depth: 0,
         }];
-        let mut root_entries = 0u64;
         while let Some(frame) = stack.pop() {
             let whole = all_below(&frame.relative);
             if whole && counts.contains_key(&frame.ids) {
@@ -136,16 +132,12 @@ impl Listings {
                 if whole {
                     counts.insert(frame.ids.clone(), total);
                 }
-                match partial.last_mut() {
-                    Some(slot) => *slot = slot.saturating_add(total),
-                    None => root_entries = total,
+                if let Some(slot) = partial.last_mut() {
+                    *slot = slot.saturating_add(total);
                 }
             }
         }
-        Ok(Listings {
-            loaded,
-            entries: root_entries,
-        })
+        Ok(Listings { loaded })
     }
 
     /// The listing of one directory, or why it could not be read.

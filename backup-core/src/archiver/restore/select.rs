@@ -1,5 +1,6 @@
-//! Which paths of a backup a restore selects: the `include` patterns of
-//! [`RestoreOptions`](super::RestoreOptions).
+//! Which paths of a backup a restore selects: the `include` (and
+//! `exclude`) patterns of [`RestoreOptions`](super::RestoreOptions); `find`
+//! matches with the same rules.
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
@@ -23,13 +24,23 @@ impl Selector {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] for a pattern that is not a valid glob.
-    pub(super) fn new(patterns: &[String]) -> Result<Selector> {
+    pub(crate) fn new(patterns: &[String]) -> Result<Selector> {
+        Selector::with_case(patterns, false)
+    }
+
+    /// Compiles `patterns`, matching regardless of case when `ignore_case`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Selector::new`].
+    pub(crate) fn with_case(patterns: &[String], ignore_case: bool) -> Result<Selector> {
         let mut paths = GlobSetBuilder::new();
         let mut names = GlobSetBuilder::new();
         let mut literal_prefixes = Vec::new();
         for pattern in patterns {
             let glob = GlobBuilder::new(pattern.trim_start_matches('/'))
                 .literal_separator(true)
+                .case_insensitive(ignore_case)
                 .build()
                 .map_err(|error| {
                     Error::InvalidArgument(format!("invalid pattern {pattern:?}: {error}"))
@@ -65,7 +76,7 @@ impl Selector {
 
     /// Whether the item at `relative`, named `name`, is selected itself
     /// (not only by a selected directory above it).
-    pub(super) fn selects(&self, relative: &str, name: &str) -> bool {
+    pub(crate) fn selects(&self, relative: &str, name: &str) -> bool {
         self.everything || self.paths.is_match(relative) || self.names.is_match(name)
     }
 

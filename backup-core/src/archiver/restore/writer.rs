@@ -10,9 +10,14 @@ use std::sync::{Arc, Mutex};
 use super::single::write_verified;
 use super::task_failed;
 use crate::engine::Engine;
-use crate::format::tree::Node;
+use crate::format::tree::{Node, Xattr};
+use crate::outcome::ItemFailure;
 use crate::progress::Tracker;
 use crate::{Error, Result};
+
+/// Metadata not restored on items that were (an extended attribute the
+/// target refused): reported as failures of those items.
+pub(super) type Notes = Arc<Mutex<Vec<ItemFailure>>>;
 
 /// Writes below `base` only, never through a symlink.
 pub(super) struct SafeWriter {
@@ -20,6 +25,7 @@ pub(super) struct SafeWriter {
     /// Relative directories already checked to be real directories.
     checked: Mutex<HashSet<String>>,
     pub(super) tracker: Arc<Tracker>,
+    pub(super) notes: Notes,
 }
 
 impl SafeWriter {
@@ -30,6 +36,7 @@ impl SafeWriter {
             base,
             checked: Mutex::new(HashSet::new()),
             tracker,
+            notes: Arc::default(),
         }
     }
 
@@ -108,8 +115,35 @@ impl SafeWriter {
     ) -> Result<u64> {
         let (parent, path, _) = self.place(relative).await?;
         self.tracker.set_current(relative);
-        let job = FileJob::new(&parent, path, relative, node);
+        let job = FileJob::new(&parent, path, relative, node, &self.notes);
         write_verified(repo, job, node, &self.tracker).await
+    }
+
+    /// Makes `relative` a hard link of the restored file `first` (both
+    /// relative to the target): linked under a temporary name beside it,
+    /// then renamed into place, so that whatever was at `relative` is
+    /// replaced only by the complete link.
+    pub(super) async fn hard_link(&self, first: &str, relative: &str) -> Result<()> {
+        let (_, existing, _) = self.place(first).await?;
+        let (parent, path, _) = self.place(relative).await?;
+        let temporary = temporary_name(&parent);
+        tokio::fs::hard_link(&existing, &temporary)
+            .await
+            .map_err(|source| Error::io("cannot create hard link", &path, source))?;
+        if let Err(source) = tokio::fs::rename(&temporary, &path).await {
+            let _ = tokio::fs::remove_file(&temporary).await;
+            if tokio::fs::symlink_metadata(&path)
+                .await
+                .is_ok_and(|m| m.is_dir())
+            {
+                return Err(Error::UnsafePath {
+                    path: relative.into(),
+                    reason: "a directory is in the way of this file",
+                });
+            }
+            return Err(Error::io("cannot move hard link into place", &path, source));
+        }
+        Ok(())
     }
 
     pub(super) async fn symlink(&self, relative: &str, node: &Node) -> Result<()> {
@@ -144,9 +178,20 @@ impl SafeWriter {
         let mode = node.mode;
         let mtime = filetime_from_ns(node.mtime_ns);
         let owner = node.uid.zip(node.gid);
+        let xattrs = node.xattrs.clone();
+        let notes = self.notes.clone();
+        let display = super::display(relative);
         tokio::task::spawn_blocking(move || {
             if let Some((uid, gid)) = owner {
                 let _ = std::os::unix::fs::lchown(&path, Some(uid), Some(gid));
+            }
+            // Before the mode: a read-only directory takes attributes too,
+            // but an ACL set after the mode would change the mode's group
+            // bits back to its mask.
+            for xattr in &xattrs {
+                if let Err(error) = xattr::set(&path, &xattr.name, &xattr.value) {
+                    note(&notes, &display, &xattr.name, &error);
+                }
             }
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
                 .map_err(|source| Error::io("cannot set permissions", &path, source))?;
@@ -156,6 +201,63 @@ impl SafeWriter {
         .await
         .map_err(task_failed)?
     }
+}
+
+/// Records that the extended attribute `name` of `relative` (restored) was
+/// not set.
+fn note(notes: &Notes, relative: &str, name: &str, error: &std::io::Error) {
+    if let Ok(mut notes) = notes.lock() {
+        notes.push(ItemFailure::new(
+            relative.to_string(),
+            crate::outcome::FailureKind::of_io(error),
+            format!("restored without its extended attribute {name:?}: {error}"),
+        ));
+    }
+}
+
+/// The granularity of the holes a restore leaves: a run of zeros this long,
+/// aligned to it in the file, is not written.
+const HOLE_BLOCK: usize = 64 * 1024;
+
+/// Writes `data` at `offset`, the file's position, leaving aligned blocks
+/// of zeros as holes (each run of other blocks is one write); returns
+/// whether it ended in a hole (the file's length must then be set).
+fn write_sparse(file: &mut std::fs::File, data: &[u8], offset: u64) -> std::io::Result<bool> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut at = 0;
+    let mut pending = 0..0;
+    let mut hole = false;
+    while at < data.len() {
+        // The block boundary after `at`, in file offsets.
+        let into_block = ((offset + at as u64) % HOLE_BLOCK as u64) as usize;
+        let end = (at + HOLE_BLOCK - into_block).min(data.len());
+        let zeros = end - at == HOLE_BLOCK && data[at..end].iter().all(|byte| *byte == 0);
+        if zeros {
+            if !pending.is_empty() {
+                file.write_all(&data[pending.clone()])?;
+            }
+            file.seek(SeekFrom::Current((end - at) as i64))?;
+            pending = end..end;
+        } else if pending.is_empty() {
+            pending = at..end;
+        } else {
+            pending.end = end;
+        }
+        hole = zeros;
+        at = end;
+    }
+    if !pending.is_empty() {
+        file.write_all(&data[pending])?;
+    }
+    Ok(hole)
+}
+
+/// A temporary name in the checked directory `parent`.
+fn temporary_name(parent: &Path) -> PathBuf {
+    parent.join(format!(
+        ".restore-{}.tmp",
+        hex::encode(crate::crypto::random_bytes::<8>())
+    ))
 }
 
 fn filetime_from_ns(ns: i64) -> filetime::FileTime {
@@ -174,24 +276,30 @@ pub(super) struct FileJob {
     mode: u32,
     mtime: filetime::FileTime,
     owner: Option<(u32, u32)>,
+    xattrs: Vec<Xattr>,
+    notes: Notes,
 }
 
 impl FileJob {
     /// The job of writing `node` to `path` (in the checked directory
     /// `parent`) through a temporary file beside it.
-    pub(super) fn new(parent: &Path, path: PathBuf, relative: &str, node: &Node) -> Self {
-        let temporary = parent.join(format!(
-            ".restore-{}.tmp",
-            hex::encode(crate::crypto::random_bytes::<8>())
-        ));
+    pub(super) fn new(
+        parent: &Path,
+        path: PathBuf,
+        relative: &str,
+        node: &Node,
+        notes: &Notes,
+    ) -> Self {
         FileJob {
-            temporary,
+            temporary: temporary_name(parent),
             path,
             relative: relative.to_string(),
             size: node.size,
             mode: node.mode,
             mtime: filetime_from_ns(node.mtime_ns),
             owner: node.uid.zip(node.gid),
+            xattrs: node.xattrs.clone(),
+            notes: notes.clone(),
         }
     }
 
@@ -207,7 +315,6 @@ impl FileJob {
     }
 
     fn write(&self, mut next: impl FnMut() -> Option<Vec<u8>>) -> Result<u64> {
-        use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -217,6 +324,7 @@ impl FileJob {
             .open(&self.temporary)
             .map_err(|source| Error::io("cannot create", &self.temporary, source))?;
         let mut written = 0u64;
+        let mut hole_at_end = false;
         while let Some(data) = next() {
             written += data.len() as u64;
             if written > self.size {
@@ -226,7 +334,15 @@ impl FileJob {
                     format!("content is longer than the recorded size {}", self.size),
                 ));
             }
-            file.write_all(&data)
+            // Runs of zeros (a sparse file's holes, as the backup read them)
+            // are skipped over: they read back as zeros, and take no space
+            // on file systems that keep holes.
+            hole_at_end = write_sparse(&mut file, &data, written - data.len() as u64)
+                .map_err(|source| Error::io("cannot write", &self.temporary, source))?;
+        }
+        if hole_at_end {
+            // The length says where the file ends.
+            file.set_len(written)
                 .map_err(|source| Error::io("cannot write", &self.temporary, source))?;
         }
         if written != self.size {
@@ -241,6 +357,12 @@ impl FileJob {
         }
         if let Some((uid, gid)) = self.owner {
             let _ = std::os::unix::fs::fchown(&file, Some(uid), Some(gid));
+        }
+        // Before the mode, which an access ACL would otherwise change.
+        for xattr in &self.xattrs {
+            if let Err(error) = xattr::FileExt::set_xattr(&file, &xattr.name, &xattr.value) {
+                note(&self.notes, &self.relative, &xattr.name, &error);
+            }
         }
         file.set_permissions(std::fs::Permissions::from_mode(self.mode))
             .map_err(|source| Error::io("cannot set permissions", &self.temporary, source))?;
@@ -260,5 +382,44 @@ impl FileJob {
             }
         })?;
         Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn aligned_blocks_of_zeros_become_holes_and_the_bytes_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse");
+        let mut file = std::fs::File::create(&path).unwrap();
+        // Data, then 4 MiB of zeros not aligned to a block, data, zeros.
+        let mut expected = vec![1u8; 1000];
+        expected.extend(vec![0u8; 4 << 20]);
+        expected.extend(vec![2u8; 70_000]);
+        // Zeros to a block boundary and three blocks more.
+        let tail = 4 * HOLE_BLOCK - expected.len() % HOLE_BLOCK;
+        expected.extend(vec![0u8; tail]);
+        let mut offset = 0u64;
+        let mut hole = false;
+        for piece in expected.chunks(1 << 20) {
+            hole = write_sparse(&mut file, piece, offset).unwrap();
+            offset += piece.len() as u64;
+        }
+        assert!(hole, "the tail ends in whole zero blocks");
+        file.set_len(offset).unwrap();
+        drop(file);
+        let mut read = Vec::new();
+        std::fs::File::open(&path)
+            .unwrap()
+            .read_to_end(&mut read)
+            .unwrap();
+        assert_eq!(read, expected);
+        let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
+        assert!(allocated < 1 << 20, "{allocated} bytes allocated");
     }
 }
